@@ -1,0 +1,37 @@
+"""lpselect: a small language model picks the instruction-tuning data for a larger one.
+
+The Python API mirrors the CLI: :func:`score`, :func:`cluster`, :func:`select_subset`, :func:`run_pipeline`.
+Pure math lives in :mod:`lpselect.metrics` and :mod:`lpselect.selection`. Names load lazily, so
+``import lpselect`` (and ``lpselect --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "score": "lpselect.scoring.job",
+    "cluster": "lpselect.cluster",
+    "select_subset": "lpselect.subset",
+    "run_pipeline": "lpselect.pipeline",
+    "load_run_config": "lpselect.pipeline",
+    "select": "lpselect.selection",
+    "learning_percentage": "lpselect.metrics",
+    "learning_percentage_approx": "lpselect.metrics",
+    "read_dataset": "lpselect.data.formats",
+    "write_subset": "lpselect.data.formats",
+    "ScoreConfig": "lpselect.config",
+    "ClusterConfig": "lpselect.config",
+    "SelectSpec": "lpselect.config",
+    "RunConfig": "lpselect.config",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'lpselect' has no attribute {name!r}")

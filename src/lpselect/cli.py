@@ -1,0 +1,263 @@
+"""The ``lpselect`` command: a thin layer that parses options, calls the Python API and prints results."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from lpselect.errors import LPSelectError
+
+app = typer.Typer(
+    help="Let a small language model pick the instruction-tuning data for a larger one (learning percentage).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+class Truncation(str, Enum):
+    prompt = "prompt"
+    right = "right"
+
+
+class Metric(str, Enum):
+    lp = "lp"
+    lp_app = "lp_app"
+
+
+class Band(str, Enum):
+    low = "low"
+    mid = "mid"
+    high = "high"
+
+
+class Strategy(str, Enum):
+    cluster = "cluster"
+    global_ = "global"
+    clust_rand = "clust_rand"
+    random = "random"
+
+
+class Order(str, Enum):
+    reference = "reference"
+    original = "original"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors a user can fix are one red line (exit 2); ``--debug`` shows the traceback instead."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LPSelectError, ValidationError, ValueError, FileNotFoundError) as e:
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    _state["debug"] = debug
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "sentence_transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a dataset folder.")]
+OutRun = Annotated[Path, typer.Option("--out", help="Run folder (created; re-running resumes).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Discard earlier results in the run folder made "
+                                                         "from other inputs or settings.")]
+
+
+@app.command("score")
+@_friendly
+def score_cmd(
+    data: DataOpt,
+    out_dir: OutRun,
+    model: Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
+                                                              "Default: SmolLM2-135M-Instruct (offline).")] = None,
+    gguf_file: Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs n (0 = P0 only, 1 = LP_app(1) fast path).")] = 3,
+    max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
+    truncation: Annotated[Truncation, typer.Option(help="prompt: shorten the prompt, keep the response; "
+                                                        "right: cut from the right like the reference.")] = Truncation.prompt,
+    seed: int = 42,
+    lr: float = 2e-5,
+    batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,
+    grad_accum: int = 8,
+    warmup_ratio: float = 0.03,
+    weight_decay: float = 0.0,
+    schedule_epochs: Annotated[int, typer.Option(help="LR schedule length in epochs (max with --epochs).")] = 3,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    max_tokens_per_batch: Annotated[int, typer.Option(help="Token budget of a scoring batch.")] = 16384,
+    keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Fine-tune the scorer on all samples; write each sample's perplexity before and after every epoch."""
+    from lpselect.config import ScoreConfig
+    from lpselect.scoring.job import score
+
+    cfg = ScoreConfig(model=model, gguf_file=gguf_file, epochs=epochs, max_length=max_length,
+                      truncation=truncation.value, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                      warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
+                      precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
+                      keep_checkpoint=keep_checkpoint)
+    r = score(data, out_dir, cfg, force=force, progress=not quiet)
+    out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
+              f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt)")
+
+
+@app.command("cluster")
+@_friendly
+def cluster_cmd(
+    data: DataOpt,
+    out_dir: OutRun,
+    k: Annotated[int, typer.Option(help="Number of k-means clusters (capped for small data).")] = 1000,
+    min_cluster_size: Annotated[int, typer.Option(help="Cap k at N // this.")] = 20,
+    embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")] = None,
+    seed: int = 42,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Embed every sample (all-MiniLM-L6-v2) and cluster the embeddings with k-means."""
+    from lpselect.cluster import cluster
+    from lpselect.config import ClusterConfig
+
+    r = cluster(data, out_dir, ClusterConfig(k=k, min_cluster_size=min_cluster_size, embedder=embedder, seed=seed),
+                force=force, progress=not quiet)
+    out.print(f"clusters: {r.clusters_path}  (k used: {r.k_used}, asked: {r.k_requested})")
+
+
+@app.command("select")
+@_friendly
+def select_cmd(
+    data: DataOpt,
+    scores: Annotated[Path, typer.Option("--scores", help="scores.parquet from `lpselect score`.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Subset file, written in the input's format.")],
+    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (needed by "
+                                                                     "strategies cluster, clust_rand).")] = None,
+    metric: Metric = Metric.lp_app,
+    epoch: Annotated[int, typer.Option(help="Epoch i of LP(i) / LP_app(i).")] = 1,
+    percent: Annotated[float, typer.Option(help="Percentage p: each cluster is cut into round(100/p) parts.")] = 10,
+    band: Annotated[Band, typer.Option(help="low = hardest (the method), mid, high.")] = Band.low,
+    strategy: Strategy = Strategy.cluster,
+    order: Annotated[Order, typer.Option(help="reference: cluster by cluster, ascending metric; "
+                                              "original: input order.")] = Order.reference,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 42,
+) -> None:
+    """Keep the given band of every cluster by the metric (SPEC §8); write the subset and a report."""
+    from lpselect.subset import select_subset
+
+    r = select_subset(data, scores, out_path, clusters=clusters, metric=metric.value, epoch=epoch, percent=percent,
+                      band=band.value, strategy=strategy.value, order=order.value, seed=seed)
+    out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
+              f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}")
+
+
+@app.command("run")
+@_friendly
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML run config (see docs: data, out, score, cluster, select).")],
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Run score -> cluster -> select (a grid of metrics x epochs x percents x bands) into one run folder."""
+    from lpselect.pipeline import load_run_config, run_pipeline
+
+    r = run_pipeline(load_run_config(config), force=force, progress=not quiet)
+    _print_run(r)
+
+
+@app.command("demo")
+@_friendly
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """The whole pipeline offline on the bundled demo data with SmolLM2-135M-Instruct."""
+    from lpselect.demo import run_demo
+
+    r, preview = run_demo(out_dir, progress=not quiet)
+    _print_run(r)
+    table = Table(title="hardest selected samples (lowest LP_app(1)), first 10")
+    for col in ("id", "category", "LP_app(1)", "P0", "P1", "instruction"):
+        table.add_column(col, overflow="fold")
+    for row in preview:
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command("import-reference")
+@_friendly
+def import_reference_cmd(
+    pplx: Annotated[list[Path], typer.Option("--pplx", help="epoch-pre.pkl epoch-1.pkl ... in epoch order "
+                                                             "(repeat the option).")],
+    out_dir: OutRun,
+    clustering: Annotated[Path | None, typer.Option("--clustering", help="The reference's clustering pickle.")] = None,
+    keep_reference_ones: Annotated[bool, typer.Option(help="Keep rows that are 1.0 at every epoch as values "
+                                                           "(the reference's behaviour) instead of NaN.")] = False,
+) -> None:
+    """Convert the reference implementation's pickles into scores.parquet / clusters.parquet."""
+    from lpselect.reference import import_reference
+
+    r = import_reference(list(pplx), out_dir, clustering=clustering, keep_reference_ones=keep_reference_ones)
+    out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_no_token_rows} marked 1.0 at every epoch"
+              f"{' kept' if keep_reference_ones else ' -> NaN'})" + (f"\nclusters: {r.clusters_path}"
+                                                                    if r.clusters_path else ""))
+
+
+@app.command("export-reference")
+@_friendly
+def export_reference_cmd(
+    scores: Annotated[Path, typer.Option("--scores", help="scores.parquet")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for epoch-pre.pkl, epoch-1.pkl, ...")],
+    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet -> clustering.pkl")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Data, for the clustering's embed_sentence.")] = None,
+) -> None:
+    """Write scores (and clusters) back in the reference implementation's pickle format."""
+    from lpselect.reference import export_reference
+
+    for p in export_reference(scores, out_dir, clusters=clusters, data=data):
+        out.print(str(p))
+
+
+def _print_run(r: Any) -> None:
+    out.print(f"run folder: {r.run_dir}\nscores:     {r.scores_path}")
+    if r.clusters_path:
+        out.print(f"clusters:   {r.clusters_path}")
+    for s in r.subsets:
+        out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

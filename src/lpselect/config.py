@@ -1,0 +1,77 @@
+"""Settings of each step, validated once (pydantic) and shared by the Python API, the CLI and run configs.
+
+Unknown keys are refused with their name, so a typo in a YAML config never passes silently.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScoreConfig(_Strict):
+    """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
+
+    model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct (offline)")
+    gguf_file: str | None = None
+    epochs: int = Field(3, ge=0, description="0 = P0 only; 1 = the LP_app(1) fast path")
+    schedule_epochs: int = Field(3, ge=1, description="the LR schedule spans max(epochs, this) epochs")
+    max_length: int = Field(512, ge=2)
+    truncation: Literal["prompt", "right"] = "prompt"
+    seed: int = 42
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(8, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    max_tokens_per_batch: int = Field(16384, ge=16, description="token budget of a scoring-pass batch")
+    keep_checkpoint: bool = False
+
+
+class ClusterConfig(_Strict):
+    """Embedding + k-means (SPEC §7)."""
+
+    k: int = Field(1000, ge=1)
+    min_cluster_size: int = Field(20, ge=1, description="k is capped at N // this for small data")
+    embedder: str | None = None
+    seed: int = 42
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int = Field(256, ge=8)
+
+
+class SelectSpec(_Strict):
+    """One or more subsets: every combination of metrics x epochs x percents x bands."""
+
+    metrics: list[Literal["lp", "lp_app"]] = ["lp_app"]
+    epochs: list[int] = [1]
+    percents: list[float] = [10]
+    bands: list[Literal["low", "mid", "high"]] = ["low"]
+    strategy: Literal["cluster", "global", "clust_rand", "random"] = "cluster"
+    order: Literal["reference", "original"] = "reference"
+    seed: int = 42
+
+    @field_validator("percents")
+    @classmethod
+    def _percent_range(cls, v: list[float]) -> list[float]:
+        for p in v:
+            if not 0 < p <= 100:
+                raise ValueError(f"percent {p} is not in (0, 100]")
+        return v
+
+
+class RunConfig(_Strict):
+    """A whole pipeline: ``lpselect run CONFIG.yaml``."""
+
+    data: str
+    out: str
+    score: ScoreConfig = ScoreConfig()
+    cluster: ClusterConfig | None = ClusterConfig()
+    select: list[SelectSpec] = [SelectSpec()]

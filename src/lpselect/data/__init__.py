@@ -1,0 +1,1 @@
+"""Reading and writing instruction data, the prompt template, tokenisation with loss masks."""

@@ -1,0 +1,294 @@
+"""Read every supported instruction-data format into samples, and write a subset back in the same format.
+
+SPEC §2: a sample's ``id`` is its 0-based row position in the input file; the original record is kept
+untouched so a subset is written with every field it had.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lpselect.errors import InputError
+from lpselect.io import atomic_path
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One instruction sample in the canonical shape; ``messages`` is set for chat data only."""
+
+    id: int
+    instruction: str
+    input: str
+    output: str
+    messages: tuple[dict[str, str], ...] | None = None
+    category: str | None = None
+
+
+@dataclass
+class Dataset:
+    """The samples of one input file, with what is needed to write a subset in the same format."""
+
+    path: Path
+    file_format: str  # json | jsonl | parquet | csv | hf
+    schema: str  # alpaca | dolly | chat
+    records: list[dict[str, Any]]
+    samples: list[Sample]
+    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def read_dataset(path: str | Path) -> Dataset:
+    """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online)."""
+    p = Path(path)
+    extra: dict[str, Any] = {}
+    if p.is_dir():
+        records, extra["hf"] = _read_hf_folder(p)
+        file_format = "hf"
+    elif not p.exists():
+        if _looks_like_hub_id(str(path)):
+            records, extra["hf"] = _read_hf_hub(str(path))
+            file_format = "hf"
+        else:
+            raise InputError(p, "file not found")
+    else:
+        suffix = p.suffix.lower()
+        if suffix == ".json":
+            records, file_format = _read_json(p), "json"
+        elif suffix in (".jsonl", ".ndjson"):
+            records, file_format = _read_jsonl(p), "jsonl"
+        elif suffix == ".parquet":
+            table = _read_parquet(p)
+            records, file_format, extra["schema"] = table.to_pylist(), "parquet", table.schema
+        elif suffix == ".csv":
+            records, extra["fieldnames"] = _read_csv(p)
+            file_format = "csv"
+        elif suffix == ".pkl" or suffix == ".pickle":
+            raise InputError(p, "pickle files are not read as data (unpickling runs code); use JSON/JSONL/Parquet/CSV")
+        else:
+            raise InputError(p, f"unknown file type '{suffix}'; expected .json, .jsonl, .parquet, .csv or a folder")
+    if not records:
+        raise InputError(p, "the dataset is empty")
+    schema = _detect_schema(p, records[0], 0)
+    samples = [_to_sample(p, i, rec, schema) for i, rec in enumerate(records)]
+    return Dataset(path=p, file_format=file_format, schema=schema, records=records, samples=samples, _extra=extra)
+
+
+def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
+    """Write the rows ``ids`` (in that order) in the dataset's own format, every original field kept."""
+    out = Path(out)
+    rows = [dataset.records[i] for i in ids]
+    fmt = dataset.file_format
+    if fmt == "hf":
+        subset = dataset._extra["hf"].select(list(ids))
+        out.mkdir(parents=True, exist_ok=True)
+        subset.save_to_disk(str(out))
+        return out
+    with atomic_path(out) as tmp:
+        if fmt == "json":
+            tmp.write_text(json.dumps(rows, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+        elif fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        elif fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(rows, schema=dataset._extra["schema"]), tmp)
+        elif fmt == "csv":
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=dataset._extra["fieldnames"])
+                writer.writeheader()
+                writer.writerows(rows)
+        else:  # pragma: no cover - guarded by read_dataset
+            raise ValueError(fmt)
+    return out
+
+
+def subset_suffix(dataset: Dataset) -> str:
+    """File suffix of a subset written in the dataset's format ('' for a dataset folder)."""
+    return {"json": ".json", "jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": ""}[dataset.file_format]
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(path, f"not valid UTF-8 (byte {e.start}, line {line})") from None
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    text = _decode(path)
+    if not text.strip():
+        raise InputError(path, "the file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise InputError(path, f"expected a JSON array of samples, found a JSON {type(data).__name__}")
+    return data
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for lineno, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InputError(
+                path, f"line {lineno} is not valid JSON (column {e.colno}: {e.msg})", row=len(records)
+            ) from None
+    return records
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(path, f"cannot read Parquet: {e}") from None
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    text = _decode(path)
+    reader = csv.DictReader(text.splitlines())
+    fieldnames = list(reader.fieldnames or [])
+    records = []
+    for i, row in enumerate(reader):
+        if None in row:
+            raise InputError(path, "more values than header columns", row=i)
+        records.append(dict(row))
+    return records, fieldnames
+
+
+def _read_hf_folder(path: Path) -> tuple[list[dict[str, Any]], Any]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as e:
+        raise InputError(path, f"not a Hugging Face dataset folder ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise InputError(path, f"dataset has splits {list(ds)}; expected a 'train' split")
+        ds = ds["train"]
+    return ds.to_list(), ds
+
+
+def _read_hf_hub(name: str) -> tuple[list[dict[str, Any]], Any]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as e:
+        raise InputError(name, f"not a file, folder, or loadable hub dataset ({type(e).__name__}: {e})") from None
+    return ds.to_list(), ds
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/")) and "." not in parts[1][-6:]
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _detect_schema(path: Path, rec: Any, row: int) -> str:
+    if not isinstance(rec, dict):
+        raise InputError(path, f"expected an object, found {type(rec).__name__}", row=row)
+    if "messages" in rec:
+        return "chat"
+    if "instruction" in rec and ("response" in rec or "context" in rec):
+        return "dolly"
+    if "instruction" in rec or "output" in rec:
+        return "alpaca"
+    raise InputError(
+        path,
+        f"cannot tell the format from fields {sorted(rec)[:8]}; expected instruction/input/output (Alpaca), "
+        "instruction/context/response (Dolly) or messages (chat)",
+        row=row,
+    )
+
+
+def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: bool, nonempty: bool = False) -> str:
+    if name not in rec or rec[name] is None or (isinstance(rec[name], float) and math.isnan(rec[name])):
+        if required:
+            raise InputError(path, "missing" if name not in rec else "is null", row=row, field=name)
+        return ""
+    value = rec[name]
+    if not isinstance(value, str):
+        raise InputError(path, f"expected text, found {type(value).__name__} {value!r:.40}", row=row, field=name)
+    if nonempty and not value.strip():
+        raise InputError(path, "is empty", row=row, field=name)
+    return value
+
+
+def _to_sample(path: Path, row: int, rec: Any, schema: str) -> Sample:
+    if _detect_schema(path, rec, row) != schema:
+        raise InputError(
+            path, f"mixed formats: this row is {_detect_schema(path, rec, row)} but row 0 is {schema}", row=row
+        )
+    if schema == "chat":
+        return _chat_sample(path, row, rec)
+    category = rec.get("category") if isinstance(rec.get("category"), str) else None
+    if schema == "dolly":
+        return Sample(
+            id=row,
+            instruction=_text(path, rec, row, "instruction", required=True),
+            input=_text(path, rec, row, "context", required=False),
+            output=_text(path, rec, row, "response", required=True, nonempty=True),
+            category=category,
+        )
+    return Sample(
+        id=row,
+        instruction=_text(path, rec, row, "instruction", required=True),
+        input=_text(path, rec, row, "input", required=False),
+        output=_text(path, rec, row, "output", required=True, nonempty=True),
+        category=category,
+    )
+
+
+def _chat_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
+    messages = rec["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise InputError(path, "expected a non-empty list of {role, content}", row=row, field="messages")
+    clean = []
+    for j, m in enumerate(messages):
+        where = f"messages[{j}]"
+        if not isinstance(m, dict):
+            raise InputError(path, f"expected an object, found {type(m).__name__}", row=row, field=where)
+        if m.get("role") not in CHAT_ROLES:
+            raise InputError(path, f"role {m.get('role')!r} is not one of {CHAT_ROLES}", row=row, field=where)
+        if not isinstance(m.get("content"), str):
+            raise InputError(path, "content must be text", row=row, field=where + ".content")
+        clean.append({"role": m["role"], "content": m["content"]})
+    answers = [m["content"] for m in clean if m["role"] == "assistant"]
+    if not any(a.strip() for a in answers):
+        raise InputError(path, "no assistant turn with content: nothing to score", row=row, field="messages")
+    questions = [m["content"] for m in clean if m["role"] == "user"]
+    return Sample(
+        id=row,
+        instruction="\n".join(questions),
+        input="",
+        output="\n".join(answers),
+        messages=tuple(clean),
+        category=rec.get("category") if isinstance(rec.get("category"), str) else None,
+    )

@@ -1,0 +1,179 @@
+"""Tokenisation with the loss mask and the truncation policies of SPEC §3–4.
+
+One implementation serves scoring, scorer training and target training. The result is three flat arrays
+(tokens, scored-label mask, row offsets) that are cheap to save, memory-map and slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lpselect.data.formats import Sample
+from lpselect.data.template import render_prompt
+from lpselect.errors import InputError
+from lpselect.io import save_npy
+
+TRUNCATION_MODES = ("prompt", "right")
+
+
+@dataclass
+class TokenizedData:
+    """Token ids of all samples back to back. ``scored[j]`` is True where token j is a scored label."""
+
+    tokens: np.ndarray  # int32, flat
+    scored: np.ndarray  # bool, flat, same length as tokens
+    offsets: np.ndarray  # int64, n + 1
+    truncated: np.ndarray  # int32 per row: tokens cut away by truncation
+    prompt_shortened: np.ndarray  # bool per row: the prompt (not the response) was cut (``--truncation prompt``)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.tokens[a:b], self.scored[a:b]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def n_scored(self) -> np.ndarray:
+        """Scored tokens per row. The first token of a row is never a label (nothing predicts it)."""
+        starts = self.scored.copy()
+        starts[self.offsets[:-1][self.lengths > 0]] = False
+        csum = np.concatenate([[0], np.cumsum(starts, dtype=np.int64)])
+        return csum[self.offsets[1:]] - csum[self.offsets[:-1]]
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        for name in ("tokens", "scored", "offsets", "truncated", "prompt_shortened"):
+            save_npy(folder / f"{name}.npy", getattr(self, name))
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = True) -> TokenizedData:
+        mode = "r" if mmap else None
+        folder = Path(folder)
+        arrays = {
+            name: np.load(folder / f"{name}.npy", mmap_mode=mode)
+            for name in ("tokens", "scored", "offsets", "truncated", "prompt_shortened")
+        }
+        return cls(**arrays)
+
+
+def tokenize_samples(
+    samples: Sequence[Sample],
+    tokenizer,
+    *,
+    max_length: int = 512,
+    truncation: str = "prompt",
+    progress: Callable[[int], None] | None = None,
+) -> TokenizedData:
+    """Tokenise ``prompt + output + eos`` per SPEC §3 (chat data: the tokenizer's chat template)."""
+    if truncation not in TRUNCATION_MODES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2")
+    eos = tokenizer.eos_token or ""
+    rows: list[tuple[list[int], list[bool], int, bool]] = []
+    batch = 1024
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        chat = [s for s in chunk if s.messages is not None]
+        plain = [s for s in chunk if s.messages is None]
+        encoded: dict[int, tuple[list[int], list[bool], int, bool]] = {}
+        if plain:
+            prompts = [render_prompt(s.instruction, s.input) for s in plain]
+            full = tokenizer([p + s.output + eos for p, s in zip(prompts, plain, strict=True)]).input_ids
+            prompt_lens = [len(x) for x in tokenizer(prompts).input_ids]
+            for s, ids, n_prompt in zip(plain, full, prompt_lens, strict=True):
+                encoded[s.id] = _truncate_plain(s, ids, n_prompt, tokenizer, eos, max_length, truncation)
+        for s in chat:
+            encoded[s.id] = _encode_chat(s, tokenizer, max_length)
+        rows.extend(encoded[s.id] for s in chunk)
+        if progress:
+            progress(len(chunk))
+    lengths = np.array([len(r[0]) for r in rows], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = np.fromiter((t for r in rows for t in r[0]), dtype=np.int32, count=int(offsets[-1]))
+    scored = np.fromiter((m for r in rows for m in r[1]), dtype=bool, count=int(offsets[-1]))
+    return TokenizedData(
+        tokens=tokens,
+        scored=scored,
+        offsets=offsets,
+        truncated=np.array([r[2] for r in rows], dtype=np.int32),
+        prompt_shortened=np.array([r[3] for r in rows], dtype=bool),
+    )
+
+
+def _mask(n_prompt: int, length: int) -> list[bool]:
+    return [False] * min(n_prompt, length) + [True] * max(0, length - n_prompt)
+
+
+def _truncate_plain(
+    s: Sample, ids: list[int], n_prompt: int, tokenizer, eos: str, max_length: int, mode: str
+) -> tuple[list[int], list[bool], int, bool]:
+    if len(ids) <= max_length:
+        return ids, _mask(n_prompt, len(ids)), 0, False
+    if mode == "right":
+        return ids[:max_length], _mask(n_prompt, max_length), len(ids) - max_length, False
+    # mode == "prompt": keep the response, shorten the input field from its end, then the instruction.
+    response_len = len(ids) - n_prompt
+    budget = max_length - response_len
+    with_input = bool(s.input)
+
+    def prompt_len(instruction: str, inp: str) -> int:
+        return len(tokenizer(render_prompt(instruction, inp, with_input=with_input)).input_ids)
+
+    instruction, inp = s.instruction, s.input
+    if prompt_len(instruction, "") <= budget:
+        inp = inp[: _longest_prefix(len(inp), lambda c: prompt_len(instruction, inp[:c]) <= budget)]
+    else:
+        inp = ""
+        keep = _longest_prefix(len(instruction), lambda c: prompt_len(instruction[:c], "") <= budget)
+        instruction = instruction[:keep]
+    prompt = render_prompt(instruction, inp, with_input=with_input)
+    new_ids = tokenizer(prompt + s.output + eos).input_ids[:max_length]
+    new_prompt_len = len(tokenizer(prompt).input_ids)
+    return new_ids, _mask(new_prompt_len, len(new_ids)), len(ids) - len(new_ids), True
+
+
+def _longest_prefix(n: int, fits: Callable[[int], bool]) -> int:
+    """Largest c in [0, n] with fits(c) (fits is monotone: shorter text, fewer tokens); 0 if none."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _encode_chat(s: Sample, tokenizer, max_length: int) -> tuple[list[int], list[bool], int, bool]:
+    """Chat template; labels are the assistant turns (their content and end-of-turn marker) only."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("<tokenizer>", "chat data needs a tokenizer with a chat template", row=s.id, field="messages")
+    messages = list(s.messages or ())
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not text.startswith(upto) or not upto.startswith(before):
+            raise InputError(
+                "<tokenizer>", "chat template is not prefix-stable; cannot locate assistant turns", row=s.id
+            )
+        spans.append((len(before), len(upto)))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc.input_ids
+    mask = [any(a <= start < b for a, b in spans) for start, _ in enc.offset_mapping]
+    if len(ids) > max_length:
+        return ids[:max_length], mask[:max_length], len(ids) - max_length, False
+    return ids, mask, 0, False

@@ -1,0 +1,87 @@
+"""``lpselect run``: score -> cluster -> every requested subset, in one run folder, reusing finished steps."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from lpselect.cluster import cluster
+from lpselect.config import RunConfig, SelectSpec
+from lpselect.data.formats import read_dataset, subset_suffix
+from lpselect.errors import InputError
+from lpselect.models import DEFAULT_SCORER
+from lpselect.scoring.job import score
+from lpselect.subset import SubsetResult, select_subset
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    scores_path: Path
+    clusters_path: Path | None
+    subsets: list[SubsetResult] = field(default_factory=list)
+
+
+def load_run_config(path: str | Path, **overrides: object) -> RunConfig:
+    """Parse a YAML run config; unknown or mistyped keys are refused with their name."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(path, f"cannot read YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "expected a mapping at the top level")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    base = Path(path).parent
+    for key in ("data", "out"):
+        if isinstance(raw.get(key), str) and not Path(raw[key]).is_absolute() and (base / raw[key]).exists():
+            raw[key] = str(base / raw[key])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise InputError(path, problems) from None
+
+
+def scorer_tag(model: str | None) -> str:
+    """Short scorer name for file names: the last path part of the model, e.g. 'opt-350m'."""
+    name = (model or DEFAULT_SCORER).rstrip("/")
+    return Path(name).name.replace(".gguf", "") or "scorer"
+
+
+def subset_name(percent: float, band: str, metric: str, epoch: int, scorer: str) -> str:
+    """``{percent}_{band}_{metric}{epoch}-{scorer}`` (the reference's naming, with the epoch spelled out)."""
+    p = f"{percent:g}"
+    return f"{p}_{band}_{metric}{epoch}-{scorer}"
+
+
+def expand(spec: SelectSpec) -> list[tuple[str, int, float, str]]:
+    return list(itertools.product(spec.metrics, spec.epochs, spec.percents, spec.bands))
+
+
+def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> RunResult:
+    out = Path(cfg.out)
+    scored = score(cfg.data, out, cfg.score, force=force, progress=progress)
+    clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress) if cfg.cluster else None
+    dataset = read_dataset(cfg.data)
+    result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
+    tag = scorer_tag(cfg.score.model)
+    for spec in cfg.select:
+        for metric, epoch, percent, band in expand(spec):
+            if epoch > cfg.score.epochs:
+                raise InputError(cfg.out, f"select asks for epoch {epoch} but score.epochs is {cfg.score.epochs}")
+            name = subset_name(percent, band, metric, epoch, tag)
+            if spec.strategy != "cluster":
+                name += f"-{spec.strategy}"
+            target = out / "subsets" / (name + subset_suffix(dataset))
+            result.subsets.append(select_subset(
+                dataset, scored.scores_path, target,
+                clusters=clustered.clusters_path if clustered else None,
+                metric=metric, epoch=epoch, percent=percent, band=band,
+                strategy=spec.strategy if clustered or spec.strategy in ("global", "random") else "global",
+                order=spec.order, seed=spec.seed,
+            ))
+    return result

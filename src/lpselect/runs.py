@@ -1,0 +1,103 @@
+"""Run folders: the manifest of each step (inputs with sha256, settings, versions, timings, counts).
+
+A step re-run on the same folder with the same inputs and settings reuses what is finished; with other
+inputs or settings it is refused unless ``force``, so results of different jobs never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lpselect.errors import RunFolderError
+from lpselect.io import sha256_of, write_json
+
+MANIFEST = "manifest.json"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lpselect", "torch", "transformers", "accelerate", "datasets", "sentence-transformers",
+                "scikit-learn", "numpy", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def describe_input(path: str | Path) -> dict[str, str]:
+    p = Path(path)
+    return {"path": str(p.resolve()) if p.exists() else str(path), "sha256": sha256_of(p) if p.exists() else ""}
+
+
+class RunFolder:
+    """One run folder and its ``manifest.json`` ({"steps": {name: record}})."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"steps": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunFolderError(f"{self.manifest_path}: not valid JSON ({e})") from None
+
+    def step(self, name: str) -> dict[str, Any] | None:
+        return self.manifest()["steps"].get(name)
+
+    def update_step(self, name: str, **fields: Any) -> None:
+        m = self.manifest()
+        m.setdefault("steps", {}).setdefault(name, {}).update(fields)
+        m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.manifest_path, m)
+
+    def begin_step(self, name: str, *, inputs: dict[str, Any], config: dict[str, Any], outputs: list[str],
+                   force: bool = False) -> bool:
+        """Claim the step for these inputs/settings. Returns True when earlier work may be reused."""
+        old = self.step(name)
+        if old is not None and (old.get("inputs") != inputs or old.get("config") != config):
+            if not force:
+                changed = [k for k, new in (("inputs", inputs), ("config", config)) if old.get(k) != new]
+                raise RunFolderError(
+                    f"{self.path}: step '{name}' was run with other {' and '.join(changed)}; "
+                    "use another folder, or --force to discard its results"
+                )
+            for rel in outputs:
+                target = self.path / rel
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            m = self.manifest()
+            m["steps"].pop(name, None)
+            write_json(self.manifest_path, m)
+            old = None
+        self.update_step(name, inputs=inputs, config=config, versions=library_versions(),
+                         started=old.get("started") if old else datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return old is not None
+
+    @contextmanager
+    def timed(self, name: str, phase: str):
+        """Record the wall time of a phase under steps[name].wall_time_s[phase]."""
+        t0 = time.perf_counter()
+        yield
+        record = self.step(name) or {}
+        times = record.get("wall_time_s", {})
+        times[phase] = round(time.perf_counter() - t0, 3)
+        self.update_step(name, wall_time_s=times)

@@ -1,0 +1,35 @@
+"""Per-token negative log-likelihood of the scored labels only.
+
+The LM head runs on the hidden states of the positions that predict a scored token, never on the prompt,
+and in chunks, so a batch never materialises a full (batch x length x vocab) logit tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+HEAD_CHUNK = 2048  # positions per LM-head call: bounds the logits buffer to HEAD_CHUNK x vocab
+
+
+def _has_logit_postprocessing(model) -> bool:
+    cfg = model.config
+    return bool(getattr(cfg, "final_logit_softcapping", None)) or getattr(cfg, "logit_scale", None) not in (None, 1.0)
+
+
+def scored_token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (nll per scored label in fp32, row index of each). Gradients flow when called under train."""
+    ids, attn, scored = batch["input_ids"], batch["attention_mask"], batch["scored"]
+    rows, cols = scored.nonzero(as_tuple=True)  # label positions; their predictors sit at cols - 1
+    targets = ids[rows, cols]
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or _has_logit_postprocessing(model):
+        logits = model(input_ids=ids, attention_mask=attn).logits[rows, cols - 1]
+        return F.cross_entropy(logits.float(), targets, reduction="none"), rows
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state[rows, cols - 1]
+    head = model.get_output_embeddings()
+    nll = [
+        F.cross_entropy(head(hidden[s : s + HEAD_CHUNK]).float(), targets[s : s + HEAD_CHUNK], reduction="none")
+        for s in range(0, len(targets), HEAD_CHUNK)
+    ]
+    return (torch.cat(nll) if nll else hidden.new_zeros(0, dtype=torch.float32)), rows

@@ -1,0 +1,50 @@
+"""One perplexity pass over every sample (SPEC §4): eval mode, no dropout, no gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from lpselect.data.tokenize import TokenizedData
+from lpselect.scoring.batching import collate, token_budget_batches
+from lpselect.scoring.forward import scored_token_nll
+from lpselect.scoring.precision import autocast
+
+
+def perplexity_pass(
+    model,
+    data: TokenizedData,
+    *,
+    pad_id: int,
+    precision: str = "fp32",
+    max_tokens: int = 16384,
+    rows: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """exp(mean NLL of scored tokens) per row; NaN for a row with no scored token. Returns an array over all rows."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    lengths = data.lengths
+    rows = np.arange(len(data)) if rows is None else rows
+    total = np.zeros(len(data), dtype=np.float64)
+    count = np.zeros(len(data), dtype=np.int64)
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for batch_rows in token_budget_batches(lengths, rows, max_tokens):
+                batch = collate(data, batch_rows, pad_id, device)
+                nll, row_idx = scored_token_nll(model, batch)
+                sums = torch.zeros(len(batch_rows), dtype=torch.float64, device=nll.device)
+                sums.index_add_(0, row_idx, nll.double())
+                total[batch_rows] = sums.cpu().numpy()
+                count[batch_rows] = batch["scored"].sum(dim=1).cpu().numpy()
+                if progress:
+                    progress(int(lengths[batch_rows].sum()))
+    finally:
+        model.train(was_training)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ppl = np.exp(total / count)
+    ppl[count == 0] = np.nan
+    return ppl

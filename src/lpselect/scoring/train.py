@@ -1,0 +1,93 @@
+"""Scorer fine-tuning (SPEC §5): AdamW, cosine schedule with warm-up, micro-batches with accumulation.
+
+The loss of one optimizer step is the mean NLL over every scored token of its batch_size x grad_accum
+samples (the Hugging Face Trainer's token-level normalisation across accumulation steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lpselect.data.tokenize import TokenizedData
+from lpselect.scoring.batching import collate
+from lpselect.scoring.forward import scored_token_nll
+from lpselect.scoring.precision import autocast
+
+
+@dataclass
+class TrainSettings:
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    batch_size: int = 4
+    grad_accum: int = 8
+    max_grad_norm: float = 1.0
+    seed: int = 42
+
+
+def steps_per_epoch(n_rows: int, s: TrainSettings) -> int:
+    return math.ceil(n_rows / (s.batch_size * s.grad_accum))
+
+
+def make_optimizer(model, s: TrainSettings, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(s.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled row order of one epoch: a function of (seed, epoch) only, so a resumed run repeats it."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def train_epoch(
+    model,
+    data: TokenizedData,
+    optimizer,
+    scheduler,
+    s: TrainSettings,
+    *,
+    epoch: int,
+    pad_id: int,
+    precision: str = "fp32",
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted)."""
+    device = next(model.parameters()).device
+    model.train()
+    torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch): resumable
+    order = epoch_order(len(data), s.seed, epoch)
+    n_scored = data.n_scored
+    step_rows = s.batch_size * s.grad_accum
+    loss_sum, token_sum = 0.0, 0
+    for start in range(0, len(order), step_rows):
+        step = order[start : start + step_rows]
+        denom = int(n_scored[step].sum())
+        if denom == 0:
+            continue
+        for mb_start in range(0, len(step), s.batch_size):
+            mb = step[mb_start : mb_start + s.batch_size]
+            batch = collate(data, mb, pad_id, device)
+            with autocast(device, precision):
+                nll, _ = scored_token_nll(model, batch)
+            if nll.numel() == 0:
+                continue
+            (nll.sum() / denom).backward()
+            loss_sum += float(nll.detach().sum())
+        token_sum += denom
+        if s.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if progress:
+            progress(int(data.lengths[step].sum()))
+    return loss_sum / max(token_sum, 1)

@@ -1,0 +1,129 @@
+"""The select step: read data + scores + clusters, apply the rule of SPEC §8, write the subset and its report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lpselect.data.formats import Dataset, read_dataset, write_subset
+from lpselect.errors import InputError, LPSelectError
+from lpselect.io import write_json
+from lpselect.metrics import compute_metric
+from lpselect.selection import select
+
+
+@dataclass
+class SubsetResult:
+    path: Path
+    report_path: Path
+    ids: np.ndarray
+    report: dict[str, Any]
+
+
+def read_ppl_table(path: str | Path, n_rows: int | None = None) -> np.ndarray:
+    """The (rows x epochs+1) perplexity table of a scores.parquet, checked against the data's row count."""
+    table = _read_keyed(path, n_rows)
+    epochs = sorted(int(c.split("_")[1]) for c in table.column_names if c.startswith("ppl_"))
+    if not epochs or epochs != list(range(len(epochs))):
+        raise InputError(path, f"expected columns ppl_0 .. ppl_n, found {table.column_names}")
+    return np.stack([table.column(f"ppl_{e}").to_numpy(zero_copy_only=False) for e in epochs], axis=1)
+
+
+def read_cluster_labels(path: str | Path, n_rows: int | None = None) -> np.ndarray:
+    table = _read_keyed(path, n_rows)
+    if "cluster" not in table.column_names:
+        raise InputError(path, "no 'cluster' column", field="cluster")
+    labels = table.column("cluster").to_numpy(zero_copy_only=False)
+    if labels.dtype.kind not in "iu":
+        raise InputError(path, f"cluster labels must be integers, found {labels.dtype}", field="cluster")
+    return labels.astype(np.int64)
+
+
+def _read_keyed(path: str | Path, n_rows: int | None):
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"cannot read Parquet: {e}") from None
+    if "id" not in table.column_names:
+        raise InputError(path, "no 'id' column", field="id")
+    ids = table.column("id").to_numpy(zero_copy_only=False)
+    expected = np.arange(n_rows if n_rows is not None else len(ids))
+    if len(ids) != len(expected) or not np.array_equal(ids, expected):
+        bad = _first_mismatch(ids, expected)
+        raise InputError(
+            path, f"ids do not match the data ({len(ids)} rows for {len(expected)} samples; first mismatch at "
+            f"row {bad})", field="id")
+    return table
+
+
+def _first_mismatch(ids: np.ndarray, expected: np.ndarray) -> int:
+    n = min(len(ids), len(expected))
+    diff = np.flatnonzero(ids[:n] != expected[:n])
+    return int(diff[0]) if len(diff) else n
+
+
+def select_subset(
+    data: str | Path | Dataset,
+    scores: str | Path,
+    out: str | Path,
+    *,
+    clusters: str | Path | None = None,
+    metric: str = "lp_app",
+    epoch: int = 1,
+    percent: float = 10,
+    band: str = "low",
+    strategy: str = "cluster",
+    order: str = "reference",
+    seed: int = 42,
+) -> SubsetResult:
+    """Write the subset in the input's format plus ``<out>.report.json`` with counts and the metric's spread."""
+    dataset = data if isinstance(data, Dataset) else read_dataset(data)
+    ppl = read_ppl_table(scores, len(dataset))
+    try:
+        values = compute_metric(metric, ppl, epoch)
+    except ValueError as e:
+        raise InputError(scores, str(e)) from None
+    labels = read_cluster_labels(clusters, len(dataset)) if clusters is not None else None
+    if labels is None and strategy in ("cluster", "clust_rand"):
+        raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
+    sel = select(values, labels, percent, band, strategy=strategy, order=order, seed=seed)
+    ranking = "global" if strategy in ("global", "random") else "cluster"
+    band_sizes = {b: int(len(select(values, labels, percent, b, strategy=ranking).ids)) for b in ("low", "mid", "high")}
+    path = write_subset(dataset, sel.ids.tolist(), out)
+    report = {
+        "data": str(dataset.path),
+        "scores": str(scores),
+        "clusters": str(clusters) if clusters is not None else None,
+        "metric": metric,
+        "epoch": epoch,
+        "percent": percent,
+        "band": band,
+        "strategy": strategy,
+        "order": order,
+        "seed": seed,
+        "n_rows": len(dataset),
+        "n_selected": int(len(sel.ids)),
+        "n_nan_left_out": sel.n_nan,
+        "n_parts": sel.n_parts,
+        "band_sizes": band_sizes,
+        "n_clusters": int(len(np.unique(labels))) if labels is not None else None,
+        "per_cluster": {str(k): v for k, v in sel.per_cluster.items()},
+        "metric_all": _describe(values),
+        "metric_selected": _describe(values[sel.ids]),
+    }
+    report_path = Path(str(path) + ".report.json")
+    write_json(report_path, report)
+    return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report)
+
+
+def _describe(v: np.ndarray) -> dict[str, float | int | None]:
+    finite = v[np.isfinite(v)]
+    if len(finite) == 0:
+        return {"n": 0}
+    q = np.quantile(finite, [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+    return {"n": int(len(finite)), "mean": float(finite.mean()), "std": float(finite.std()),
+            **{k: float(x) for k, x in zip(("min", "p10", "p25", "median", "p75", "p90", "max"), q, strict=True)}}
