@@ -72,7 +72,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (LPSelectError, ValidationError, ValueError, FileNotFoundError) as e:
             if _state["debug"]:
                 raise
-            console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -115,6 +115,8 @@ def score_cmd(
     precision: Annotated[Precision, typer.Option(help="auto = bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_tokens_per_batch: Annotated[int, typer.Option(help="Token budget of a scoring batch.")] = 16384,
+    max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
+                                                                 "(same update; 0 = --batch-size rows).")] = 4096,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -127,7 +129,7 @@ def score_cmd(
                       truncation=truncation.value, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
-                      keep_checkpoint=keep_checkpoint)
+                      max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt)")

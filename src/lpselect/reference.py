@@ -1,15 +1,15 @@
 """Import and export the reference implementation's files (SPEC §11).
 
-Unpickling runs code, so these pickles are read by an unpickler that resolves no global at all (a pickle
-that names any class or function is refused before anything is built) and the result is then checked to be
-exactly the documented shape: a list of numbers, or a list of {embed_sentence, cluster_num} dicts.
+Unpickling runs code, so a pickle is first scanned opcode by opcode (only those that build lists, dicts,
+numbers and strings pass), then read by an unpickler that resolves no global at all, and the result is
+checked to be exactly the documented shape: a list of numbers, or a list of {embed_sentence, cluster_num} dicts.
 """
 
 from __future__ import annotations
 
 import io
-
 import pickle
+import pickletools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,29 @@ from lpselect.subset import read_cluster_labels, read_ppl_table
 NO_TOKEN_FLAG = "reference_no_tokens"
 
 
+# Opcodes that build lists, dicts, numbers and strings, and nothing else. Checked before unpickling, so a
+# pickle that names a global, builds an object, or asks for a huge memo is refused without running.
+_PLAIN_OPCODES = frozenset({
+    "PROTO", "FRAME", "STOP", "MARK", "EMPTY_LIST", "EMPTY_DICT", "LIST", "DICT", "APPEND", "APPENDS",
+    "SETITEM", "SETITEMS", "BINFLOAT", "FLOAT", "BININT", "BININT1", "BININT2", "INT", "LONG", "LONG1",
+    "NEWTRUE", "NEWFALSE", "NONE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE",
+    "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET",
+})
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def _check_opcodes(raw: bytes) -> None:
+    n_ops = 0
+    for op, arg, _ in pickletools.genops(raw):
+        n_ops += 1
+        if op.name not in _PLAIN_OPCODES:
+            raise pickle.UnpicklingError(f"refused: opcode {op.name} (only plain lists/dicts/numbers accepted)")
+        if op.name in _MEMO_OPCODES and int(arg) > n_ops:
+            raise pickle.UnpicklingError(f"refused: memo index {arg} out of range")
+        if op.name == "FRAME" and int(arg) > len(raw):
+            raise pickle.UnpicklingError("refused: frame longer than the file")
+
+
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"refused: the pickle asks for {module}.{name} (only plain data is accepted)")
@@ -37,10 +60,13 @@ class _PlainUnpickler(pickle.Unpickler):
 def load_plain_pickle(path: str | Path) -> Any:
     try:
         with open(path, "rb") as f:
-            return _PlainUnpickler(io.BytesIO(f.read())).load()
+            raw = f.read()
+        _check_opcodes(raw)
+        return _PlainUnpickler(io.BytesIO(raw)).load()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            OverflowError, MemoryError) as e:
         raise InputError(path, f"not a plain-data pickle: {e}") from None
 
 
@@ -143,6 +169,6 @@ def export_reference(scores: str | Path, out_dir: str | Path, *, clusters: str |
 
 def _dump(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=4)
+        pickle.dump(obj, f, protocol=5)  # the reference's files are protocol 5
 
 

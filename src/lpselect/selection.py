@@ -72,15 +72,15 @@ def select(
     ranked = ids[valid][np.lexsort((ids[valid], metric[valid], labels[valid]))]
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
-    if strategy == "random":
-        size = sum(len(band_part(m, parts, band)) for m in _groups(ranked, labels))
+    if strategy == "random":  # same total size as the low parts of the clusters
+        size = sum(len(band_part(m, parts, "low")) for m in _groups(ranked, labels))
         picked = rng.choice(ids[valid], size=size, replace=False) if size else ids[:0]
         chosen.append(picked[np.lexsort((picked, metric[picked]))])
     else:
         for members in _groups(ranked, labels):
             part = band_part(members, parts, band)
-            if strategy == "clust_rand":
-                drawn = rng.choice(members, size=len(part), replace=False)
+            if strategy == "clust_rand":  # a uniform draw of the size of the cluster's low part
+                drawn = rng.choice(members, size=len(band_part(members, parts, "low")), replace=False)
                 part = drawn[np.lexsort((drawn, metric[drawn]))]
             chosen.append(part)
     out = np.concatenate(chosen) if chosen else ids[:0]

@@ -91,7 +91,7 @@ def select_subset(
     if labels is None and strategy in ("cluster", "clust_rand"):
         raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
     sel = select(values, labels, percent, band, strategy=strategy, order=order, seed=seed)
-    ranking = "global" if strategy in ("global", "random") else "cluster"
+    ranking = "global" if labels is None or strategy == "global" else "cluster"
     band_sizes = {b: int(len(select(values, labels, percent, b, strategy=ranking).ids)) for b in ("low", "mid", "high")}
     path = write_subset(dataset, sel.ids.tolist(), out)
     report = {

@@ -7,6 +7,7 @@ untouched so a subset is written with every field it had.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -139,8 +140,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply") from None
     if not isinstance(data, list):
         raise InputError(path, f"expected a JSON array of samples, found a JSON {type(data).__name__}")
     return data
@@ -148,7 +149,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     records = []
-    for lineno, line in enumerate(_decode(path).splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also split inside strings at U+2028, U+0085, \x0c ...
+    for lineno, line in enumerate(_decode(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -157,6 +159,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise InputError(
                 path, f"line {lineno} is not valid JSON (column {e.colno}: {e.msg})", row=len(records)
             ) from None
+        except RecursionError:
+            raise InputError(path, f"line {lineno}: JSON nested too deeply", row=len(records)) from None
     return records
 
 
@@ -168,14 +172,19 @@ def _read_parquet(path: Path) -> pa.Table:
 
 
 def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    text = _decode(path)
-    reader = csv.DictReader(text.splitlines())
-    fieldnames = list(reader.fieldnames or [])
-    records = []
-    for i, row in enumerate(reader):
-        if None in row:
-            raise InputError(path, "more values than header columns", row=i)
-        records.append(dict(row))
+    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), strict=True)
+    try:
+        fieldnames = list(reader.fieldnames or [])
+        duplicated = sorted({f for f in fieldnames if fieldnames.count(f) > 1})
+        if duplicated:
+            raise InputError(path, f"header repeats column(s) {duplicated}")
+        records = []
+        for i, row in enumerate(reader):
+            if None in row:
+                raise InputError(path, "more values than header columns", row=i)
+            records.append(dict(row))
+    except csv.Error as e:
+        raise InputError(path, f"malformed CSV near line {reader.line_num}: {e}") from None
     return records, fieldnames
 
 
@@ -238,7 +247,17 @@ def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: boo
         raise InputError(path, f"expected text, found {type(value).__name__} {value!r:.40}", row=row, field=name)
     if nonempty and not value.strip():
         raise InputError(path, "is empty", row=row, field=name)
+    _check_encodable(path, value, row, name)
     return value
+
+
+def _check_encodable(path: Path, value: str, row: int, name: str) -> None:
+    """A lone surrogate (JSON "\\ud800") reads fine but cannot be written or tokenised: refuse it here."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(path, f"invalid character at position {e.start} (lone surrogate)", row=row,
+                         field=name) from None
 
 
 def _to_sample(path: Path, row: int, rec: Any, schema: str) -> Sample:
@@ -279,6 +298,7 @@ def _chat_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
             raise InputError(path, f"role {m.get('role')!r} is not one of {CHAT_ROLES}", row=row, field=where)
         if not isinstance(m.get("content"), str):
             raise InputError(path, "content must be text", row=row, field=where + ".content")
+        _check_encodable(path, m["content"], row, where + ".content")
         clean.append({"role": m["role"], "content": m["content"]})
     answers = [m["content"] for m in clean if m["role"] == "assistant"]
     if not any(a.strip() for a in answers):

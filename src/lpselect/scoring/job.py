@@ -71,7 +71,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     precision = resolve_precision(cfg.precision, device)
     settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                              batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                             max_grad_norm=cfg.max_grad_norm, seed=cfg.seed)
+                             max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                             max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch)
     total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
     done = _finished_passes(passes, cfg.epochs)

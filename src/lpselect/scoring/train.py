@@ -1,7 +1,10 @@
 """Scorer fine-tuning (SPEC §5): AdamW, cosine schedule with warm-up, micro-batches with accumulation.
 
 The loss of one optimizer step is the mean NLL over every scored token of its batch_size x grad_accum
-samples (the Hugging Face Trainer's token-level normalisation across accumulation steps).
+samples (the Hugging Face Trainer's token-level normalisation across accumulation steps). Because that
+gradient is a sum over the step's samples, how the step is cut into micro-batches does not change it: the
+step's samples are sorted by length and cut by a token budget, which removes most padding and feeds the
+matrix units larger products, with the same update as fixed micro-batches of ``batch_size`` rows.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 
 from lpselect.data.tokenize import TokenizedData
-from lpselect.scoring.batching import collate
+from lpselect.scoring.batching import collate, token_budget_batches
 from lpselect.scoring.forward import scored_token_nll
 from lpselect.scoring.precision import autocast
 
@@ -28,6 +31,7 @@ class TrainSettings:
     grad_accum: int = 8
     max_grad_norm: float = 1.0
     seed: int = 42
+    max_tokens_per_micro_batch: int = 4096  # padded tokens per forward/backward; 0 = batch_size rows
 
 
 def steps_per_epoch(n_rows: int, s: TrainSettings) -> int:
@@ -73,8 +77,7 @@ def train_epoch(
         denom = int(n_scored[step].sum())
         if denom == 0:
             continue
-        for mb_start in range(0, len(step), s.batch_size):
-            mb = step[mb_start : mb_start + s.batch_size]
+        for mb in _micro_batches(step, data.lengths, s):
             batch = collate(data, mb, pad_id, device)
             with autocast(device, precision):
                 nll, _ = scored_token_nll(model, batch)
@@ -91,3 +94,9 @@ def train_epoch(
         if progress:
             progress(int(data.lengths[step].sum()))
     return loss_sum / max(token_sum, 1)
+
+
+def _micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+    if s.max_tokens_per_micro_batch <= 0:
+        return [step[i : i + s.batch_size] for i in range(0, len(step), s.batch_size)]
+    return token_budget_batches(lengths, step, s.max_tokens_per_micro_batch, max_rows=len(step))

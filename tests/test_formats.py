@@ -1,0 +1,370 @@
+"""Input formats (SPEC §2): the hostile-input corpus in tests/data/bad, the CLI's errors, and round trips.
+
+tests/data/bad/CASES.json maps each corpus file to what reading it must give: ``expect`` "error" (an
+``InputError`` with that ``row``, ``field`` and a message containing ``message_contains``) or "ok" (optionally
+``n_samples``, ``outputs``, ``inputs``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from lpselect.cli import app
+from lpselect.data.formats import read_dataset, write_subset
+from lpselect.errors import InputError
+
+BAD = Path(__file__).parent / "data" / "bad"
+CASES: dict[str, dict[str, Any]] = json.loads((BAD / "CASES.json").read_text(encoding="utf-8"))
+
+def _param(name: str) -> Any:
+    return pytest.param(name, id=name)
+
+
+ALL_CASES = [_param(n) for n in CASES]
+ERROR_CASES = [_param(n) for n, c in CASES.items() if c["expect"] == "error"]
+
+
+def _squash(text: str) -> str:
+    """Drop all whitespace: rich may wrap a long message (even inside a path) at the console width."""
+    return re.sub(r"\s+", "", text)
+
+
+# ---------------------------------------------------------------- the corpus itself
+
+
+def test_corpus_is_complete_and_small() -> None:
+    on_disk = {p.name for p in BAD.iterdir() if p.name != "CASES.json"}
+    assert on_disk == set(CASES), "every corpus file has a CASES.json entry and vice versa"
+    assert len(CASES) >= 20
+    for name, case in CASES.items():
+        assert case["expect"] in ("error", "ok"), name
+        assert {"row", "field", "message_contains"} <= set(case), name
+        path = BAD / name
+        if path.is_file():
+            assert path.stat().st_size <= 512, f"{name} should stay tiny"
+    raw = (BAD / "invalid_utf8.json").read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    assert (BAD / "utf8_bom.json").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert b"\r\n" in (BAD / "crlf.jsonl").read_bytes()
+
+
+# ---------------------------------------------------------------- (a) read_dataset on every case
+
+
+@pytest.mark.parametrize("name", ALL_CASES)
+def test_read_dataset_on_corpus(name: str) -> None:
+    case = CASES[name]
+    path = BAD / name
+    if case["expect"] == "error":
+        with pytest.raises(InputError) as info:
+            read_dataset(path)
+        err = info.value
+        assert err.path == str(path)
+        assert err.row == case["row"], str(err)
+        assert err.field == case["field"], str(err)
+        assert case["message_contains"] in str(err)
+        assert str(path) in str(err), "the message names the file"
+        if case["row"] is not None:
+            assert f"row {case['row']}" in str(err)
+        if case["field"] is not None:
+            assert f"field '{case['field']}'" in str(err)
+        return
+    ds = read_dataset(path)
+    assert [s.id for s in ds.samples] == list(range(len(ds)))
+    assert len(ds.records) == len(ds.samples)
+    if "n_samples" in case:
+        assert len(ds) == case["n_samples"]
+    if "outputs" in case:
+        assert [s.output for s in ds.samples] == case["outputs"]
+    if "inputs" in case:
+        assert [s.input for s in ds.samples] == case["inputs"]
+    for rec in ds.records:  # a BOM must not end up glued to the first key
+        assert not any(str(k).startswith("\ufeff") for k in rec)
+
+
+def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope.jsonl"
+    with pytest.raises(InputError, match="file not found") as info:
+        read_dataset(path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_deeply_nested_json_is_an_input_error(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"deep{suffix}"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError) as info:
+        read_dataset(path)
+    assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_lone_surrogate_is_refused_on_read_or_written(tmp_path: Path, suffix: str) -> None:
+    rec = '{"instruction": "Say hi", "input": "", "output": "hi \\ud800"}'
+    path = tmp_path / f"surrogate{suffix}"
+    path.write_text(f"[{rec}]\n" if suffix == ".json" else rec + "\n")
+    try:
+        ds = read_dataset(path)
+    except InputError as e:
+        assert e.row == 0 and e.field == "output"
+        return
+    write_subset(ds, [0], tmp_path / f"out{suffix}")
+
+
+def test_csv_duplicate_column_is_refused_or_kept(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("instruction,output,output\nSay hi,hi,hello\n")
+    try:
+        ds = read_dataset(path)
+    except InputError:
+        return
+    out = write_subset(ds, [0], tmp_path / "out.csv")
+    assert out.read_text().splitlines()[1] == "Say hi,hi,hello"
+
+
+# ---------------------------------------------------------------- (b) the CLI on every error case
+
+
+@pytest.mark.parametrize("name", ERROR_CASES)
+def test_cli_select_reports_bad_data_in_one_message(name: str, tmp_path: Path) -> None:
+    """`select` reads the data before the scores, so a bad data file is what it reports (exit 2, no trace)."""
+    case = CASES[name]
+    path = BAD / name
+    result = CliRunner().invoke(app, ["select", "--data", str(path),
+                                      "--scores", str(tmp_path / "scores.parquet"),
+                                      "--out", str(tmp_path / "subset.json")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, InputError)
+    text = _squash(result.output)
+    assert text.startswith("error:")
+    assert _squash(str(path)) in text, "the error names the data file"
+    assert "scores.parquet" not in text, "the data is read (and refused) before the scores"
+    assert _squash(case["message_contains"]) in text
+    if case["row"] is not None:
+        assert f"row{case['row']}" in text
+    if case["field"] is not None:
+        assert _squash(f"field '{case['field']}'") in text
+    assert not (tmp_path / "subset.json").exists()
+
+
+def test_cli_debug_raises_the_input_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["--debug", "select", "--data", str(BAD / "null_output.json"),
+                                      "--scores", str(tmp_path / "s.parquet"),
+                                      "--out", str(tmp_path / "o.json")])
+    assert result.exit_code != 2
+    assert isinstance(result.exception, InputError)
+    assert result.exception.row == 1 and result.exception.field == "output"
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_cli_subprocess_traceback_only_with_debug(debug: bool, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "lpselect.cli", *(["--debug"] if debug else []), "select",
+            "--data", str(BAD / "missing_output.jsonl"), "--scores", str(tmp_path / "s.parquet"),
+            "--out", str(tmp_path / "o.jsonl")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if debug:
+        assert proc.returncode == 1
+        assert "Traceback" in proc.stderr and "InputError" in proc.stderr
+    else:
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr + proc.stdout
+        assert "missing_output.jsonl" in _squash(proc.stderr)
+        assert "row2,field'output':missing" in _squash(proc.stderr)
+
+
+def test_cli_error_is_one_line_even_for_a_long_path(tmp_path: Path) -> None:
+    folder = tmp_path / ("d" * 200) / ("e" * 150)
+    folder.mkdir(parents=True)
+    path = folder / "cannot_tell_format.json"
+    path.write_bytes((BAD / "cannot_tell_format.json").read_bytes())
+    result = CliRunner().invoke(app, ["select", "--data", str(path), "--scores", str(tmp_path / "s.parquet"),
+                                      "--out", str(tmp_path / "o.json")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1, result.output
+    assert str(path) in result.output
+
+
+# ---------------------------------------------------------------- (c) round trips in every format
+
+IDS = [3, 0, 2]
+
+
+def _records(nested: bool) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(5):
+        rec: dict[str, Any] = {
+            "instruction": f"Add {i} and {i + 1}.",
+            "input": "" if i % 2 else f"Numbers: {i}, {i + 1} — naïve café",
+            "output": f"The sum is {2 * i + 1}.",
+            "category": ["math", "open_qa"][i % 2],
+            "source": f"unit-test-{i}",
+        }
+        if nested:
+            rec["meta"] = {"votes": i, "tags": ["t", str(i)], "flag": i == 2}
+        rows.append(rec)
+    return rows
+
+
+def _check_read(ds: Any, records: list[dict[str, Any]], file_format: str) -> None:
+    assert ds.file_format == file_format
+    assert ds.schema == "alpaca"
+    assert len(ds) == len(records)
+    assert [s.id for s in ds.samples] == list(range(len(records)))
+    assert [s.output for s in ds.samples] == [r["output"] for r in records]
+    assert [s.category for s in ds.samples] == [r["category"] for r in records]
+
+
+def test_round_trip_json(tmp_path: Path) -> None:
+    records = _records(nested=True)
+    src = tmp_path / "data.json"
+    src.write_text(json.dumps(records, indent=2, ensure_ascii=False), encoding="utf-8")
+    ds = read_dataset(src)
+    _check_read(ds, records, "json")
+    out = write_subset(ds, IDS, tmp_path / "subset.json")
+    text = out.read_text(encoding="utf-8")
+    assert json.loads(text) == [records[i] for i in IDS]
+    assert isinstance(json.loads(text), list)
+    assert text.startswith('[\n    {\n        "instruction": '), "SPEC §11: a JSON array with indent 4"
+    assert not list(tmp_path.glob(".subset.json.*")), "no temporary file left behind"
+
+
+def test_round_trip_jsonl(tmp_path: Path) -> None:
+    records = _records(nested=True)
+    src = tmp_path / "data.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    ds = read_dataset(src)
+    _check_read(ds, records, "jsonl")
+    out = write_subset(ds, IDS, tmp_path / "subset.jsonl")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(IDS)
+    assert [json.loads(line) for line in lines] == [records[i] for i in IDS]
+
+
+def test_round_trip_parquet(tmp_path: Path) -> None:
+    records = _records(nested=True)
+    for i, r in enumerate(records):
+        r["n_tokens"] = 10 * i
+    table = pa.Table.from_pylist(records)
+    src = tmp_path / "data.parquet"
+    pq.write_table(table, src)
+    ds = read_dataset(src)
+    _check_read(ds, records, "parquet")
+    out = write_subset(ds, IDS, tmp_path / "subset.parquet")
+    back = pq.read_table(out)
+    assert back.to_pylist() == [records[i] for i in IDS]
+    assert back.schema.remove_metadata() == table.schema.remove_metadata(), "column types kept"
+
+
+def test_round_trip_csv(tmp_path: Path) -> None:
+    records = _records(nested=False)
+    fieldnames = ["source", "instruction", "input", "output", "category"]  # not the canonical order
+    src = tmp_path / "data.csv"
+    with open(src, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(records)
+    ds = read_dataset(src)
+    _check_read(ds, records, "csv")
+    out = write_subset(ds, IDS, tmp_path / "subset.csv")
+    with open(out, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        back = list(reader)
+        assert reader.fieldnames == fieldnames, "column order kept"
+    assert back == [records[i] for i in IDS]
+
+
+def test_round_trip_hf_folder(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    records = _records(nested=True)
+    src = tmp_path / "hf_data"
+    datasets.Dataset.from_list(records).save_to_disk(str(src))
+    ds = read_dataset(src)
+    _check_read(ds, records, "hf")
+    out = write_subset(ds, IDS, tmp_path / "hf_subset")
+    back = datasets.load_from_disk(str(out))
+    assert back.to_list() == [records[i] for i in IDS]
+    assert back.features == datasets.load_from_disk(str(src)).features
+
+
+def test_hf_folder_with_train_split(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    records = _records(nested=False)
+    src = tmp_path / "hf_dict"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(records),
+                          "test": datasets.Dataset.from_list(records[:1])}).save_to_disk(str(src))
+    ds = read_dataset(src)
+    assert len(ds) == len(records)
+    assert ds.records == records
+
+
+# ---------------------------------------------------------------- (d) ids, Dolly, chat
+
+
+def test_ids_are_zero_based_row_positions(tmp_path: Path) -> None:
+    records = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(7)]
+    src = tmp_path / "rows.json"
+    src.write_text(json.dumps(records))
+    ds = read_dataset(src)
+    assert [(s.id, s.instruction, s.output) for s in ds.samples] == [(i, f"q{i}", f"a{i}") for i in range(7)]
+    out = write_subset(ds, [6, 0], tmp_path / "sub.json")
+    assert json.loads(out.read_text()) == [records[6], records[0]]
+
+
+def test_dolly_maps_context_and_response_and_keeps_category(tmp_path: Path) -> None:
+    records = [
+        {"instruction": "Name a fruit", "context": "", "response": "Apple", "category": "open_qa"},
+        {"instruction": "Summarise", "context": "Cats sleep a lot.", "response": "Cats nap.",
+         "category": "summarization"},
+        {"instruction": "Say no", "response": "No", "category": "brainstorming"},
+    ]
+    src = tmp_path / "dolly.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ds = read_dataset(src)
+    assert ds.schema == "dolly"
+    assert [(s.id, s.instruction, s.input, s.output, s.category) for s in ds.samples] == [
+        (0, "Name a fruit", "", "Apple", "open_qa"),
+        (1, "Summarise", "Cats sleep a lot.", "Cats nap.", "summarization"),
+        (2, "Say no", "", "No", "brainstorming"),
+    ]
+    out = write_subset(ds, [1], tmp_path / "sub.jsonl")
+    assert json.loads(out.read_text()) == records[1], "written back with Dolly's own field names"
+
+
+def test_chat_multi_turn(tmp_path: Path) -> None:
+    records = [
+        {"messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": "And 3+3?"},
+            {"role": "assistant", "content": "6"},
+        ], "category": "math", "source": "unit"},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+    ]
+    src = tmp_path / "chat.json"
+    src.write_text(json.dumps(records))
+    ds = read_dataset(src)
+    assert ds.schema == "chat"
+    first = ds.samples[0]
+    assert first.id == 0
+    assert first.messages == tuple(records[0]["messages"])
+    assert [m["role"] for m in first.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert "What is 2+2?" in first.instruction and "And 3+3?" in first.instruction
+    assert "4" in first.output and "6" in first.output
+    assert first.category == "math"
+    assert ds.samples[1].id == 1 and ds.samples[1].output == "Hello"
+    out = write_subset(ds, [1, 0], tmp_path / "sub.json")
+    assert json.loads(out.read_text()) == [records[1], records[0]]
