@@ -114,9 +114,10 @@ def score_cmd(
     schedule_epochs: Annotated[int, typer.Option(help="LR schedule length in epochs (max with --epochs).")] = 3,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    max_tokens_per_batch: Annotated[int, typer.Option(help="Token budget of a scoring batch.")] = 16384,
+    max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
+                                                           "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
-                                                                 "(same update; 0 = --batch-size rows).")] = 4096,
+                                                                 "(same update; 0 = --batch-size rows).")] = 2048,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,

@@ -32,9 +32,10 @@ class ScoreConfig(_Strict):
     max_grad_norm: float = Field(1.0, ge=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
-    max_tokens_per_batch: int = Field(16384, ge=16, description="token budget of a scoring-pass batch")
+    max_tokens_per_batch: int = Field(
+        0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
     max_tokens_per_micro_batch: int = Field(
-        4096, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows)")
+        2048, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows)")
     keep_checkpoint: bool = False
 
 

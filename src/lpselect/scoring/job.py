@@ -69,6 +69,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
 
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    # small batches keep a CPU's caches warm; a GPU wants large ones
+    pass_budget = cfg.max_tokens_per_batch or (16384 if device.type == "cuda" else 2048)
     settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                              batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                              max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
@@ -103,7 +105,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                 with run.timed("score", f"pass_{epoch}"), _bar(n_tokens, f"perplexity P{epoch}", "tok",
                                                                progress) as bar:
                     ppl = perplexity_pass(model, tokens, pad_id=pad_id, precision=precision,
-                                          max_tokens=cfg.max_tokens_per_batch, progress=bar.update)
+                                          max_tokens=pass_budget, progress=bar.update)
                 save_npy(passes / f"ppl_{epoch}.npy", ppl)
         del model
 
