@@ -36,6 +36,11 @@ class Truncation(str, Enum):
 class Metric(str, Enum):
     lp = "lp"
     lp_app = "lp_app"
+    ppl = "ppl"
+    ifd = "ifd"
+    confidence = "confidence"
+    variability = "variability"
+    lp_online = "lp_online"
 
 
 class Band(str, Enum):
@@ -119,6 +124,8 @@ def score_cmd(
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
                                                                  "(same update; 0 = --batch-size rows).")] = 2048,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
+    ifd: Annotated[bool, typer.Option("--ifd", help="Also score each response alone (IFD; one extra pass "
+                                                    "per recorded epoch).")] = False,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -130,7 +137,8 @@ def score_cmd(
                       truncation=truncation.value, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
-                      max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint)
+                      max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
+                      ifd=ifd)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt)")
@@ -165,20 +173,24 @@ def select_cmd(
     out_path: Annotated[Path, typer.Option("--out", help="Subset file, written in the input's format.")],
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (needed by "
                                                                      "strategies cluster, clust_rand).")] = None,
-    metric: Metric = Metric.lp_app,
-    epoch: Annotated[int, typer.Option(help="Epoch i of LP(i) / LP_app(i).")] = 1,
+    metric: Annotated[Metric, typer.Option(help="lp, lp_app (SPEC §6) or a rival signal (docs/metrics.md); "
+                                                 "rows are ranked ascending.")] = Metric.lp_app,
+    epoch: Annotated[int, typer.Option(help="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i.")] = 1,
     percent: Annotated[float, typer.Option(help="Percentage p: each cluster is cut into round(100/p) parts.")] = 10,
     band: Annotated[Band, typer.Option(help="low = hardest (the method), mid, high.")] = Band.low,
     strategy: Strategy = Strategy.cluster,
     order: Annotated[Order, typer.Option(help="reference: cluster by cluster, ascending metric; "
                                               "original: input order.")] = Order.reference,
     seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 42,
+    max_value: Annotated[float | None, typer.Option(help="Leave out rows whose metric is above this "
+                                                         "(Cherry LLM's IFD policy: 1.0); counted.")] = None,
 ) -> None:
     """Keep the given band of every cluster by the metric (SPEC §8); write the subset and a report."""
     from lpselect.subset import select_subset
 
     r = select_subset(data, scores, out_path, clusters=clusters, metric=metric.value, epoch=epoch, percent=percent,
-                      band=band.value, strategy=strategy.value, order=order.value, seed=seed)
+                      band=band.value, strategy=strategy.value, order=order.value, seed=seed,
+                      max_value=max_value)
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
               f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}")
 

@@ -37,6 +37,7 @@ class ScoreConfig(_Strict):
     max_tokens_per_micro_batch: int = Field(
         2048, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows)")
     keep_checkpoint: bool = False
+    ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")
 
 
 class ClusterConfig(_Strict):
@@ -53,13 +54,14 @@ class ClusterConfig(_Strict):
 class SelectSpec(_Strict):
     """One or more subsets: every combination of metrics x epochs x percents x bands."""
 
-    metrics: list[Literal["lp", "lp_app"]] = ["lp_app"]
+    metrics: list[Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]] = ["lp_app"]
     epochs: list[int] = [1]
     percents: list[float] = [10]
     bands: list[Literal["low", "mid", "high"]] = ["low"]
     strategy: Literal["cluster", "global", "clust_rand", "random"] = "cluster"
     order: Literal["reference", "original"] = "reference"
     seed: int = 42
+    max_value: float | None = Field(None, description="leave out rows whose metric is above (IFD: 1.0)")
 
     @field_validator("percents")
     @classmethod

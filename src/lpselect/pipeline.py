@@ -71,8 +71,9 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
     tag = scorer_tag(cfg.score.model)
     for spec in cfg.select:
         for metric, epoch, percent, band in expand(spec):
-            if epoch > cfg.score.epochs:
-                raise InputError(cfg.out, f"select asks for epoch {epoch} but score.epochs is {cfg.score.epochs}")
+            if epoch > cfg.score.epochs or (metric == "ifd" and not cfg.score.ifd):
+                raise InputError(cfg.out, f"select asks for {metric} at epoch {epoch}, but the score step records "
+                                          f"epochs 0..{cfg.score.epochs}" + ("" if cfg.score.ifd else " without ifd"))
             name = subset_name(percent, band, metric, epoch, tag)
             if spec.strategy != "cluster":
                 name += f"-{spec.strategy}"
@@ -82,6 +83,6 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
                 clusters=clustered.clusters_path if clustered else None,
                 metric=metric, epoch=epoch, percent=percent, band=band,
                 strategy=spec.strategy if clustered or spec.strategy in ("global", "random") else "global",
-                order=spec.order, seed=spec.seed,
+                order=spec.order, seed=spec.seed, max_value=spec.max_value,
             ))
     return result

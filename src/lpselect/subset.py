@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 from lpselect.data.formats import Dataset, read_dataset, write_subset
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import write_json
-from lpselect.metrics import compute_metric
+from lpselect.metrics import compute_metric, stacked
 from lpselect.selection import select
 
 
@@ -24,13 +25,18 @@ class SubsetResult:
     report: dict[str, Any]
 
 
-def read_ppl_table(path: str | Path, n_rows: int | None = None) -> np.ndarray:
-    """The (rows x epochs+1) perplexity table of a scores.parquet, checked against the data's row count."""
+def read_score_table(path: str | Path, n_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Every column of a scores.parquet as numpy arrays, ids checked against the data's row count."""
     table = _read_keyed(path, n_rows)
-    epochs = sorted(int(c.split("_")[1]) for c in table.column_names if c.startswith("ppl_"))
+    epochs = sorted(int(m.group(1)) for c in table.column_names if (m := re.fullmatch(r"ppl_(\d+)", c)))
     if not epochs or epochs != list(range(len(epochs))):
         raise InputError(path, f"expected columns ppl_0 .. ppl_n, found {table.column_names}")
-    return np.stack([table.column(f"ppl_{e}").to_numpy(zero_copy_only=False) for e in epochs], axis=1)
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def read_ppl_table(path: str | Path, n_rows: int | None = None) -> np.ndarray:
+    """The (rows x epochs+1) perplexity table P_0 .. P_n of a scores.parquet."""
+    return stacked(read_score_table(path, n_rows), "ppl")
 
 
 def read_cluster_labels(path: str | Path, n_rows: int | None = None) -> np.ndarray:
@@ -79,14 +85,20 @@ def select_subset(
     strategy: str = "cluster",
     order: str = "reference",
     seed: int = 42,
+    max_value: float | None = None,
 ) -> SubsetResult:
     """Write the subset in the input's format plus ``<out>.report.json`` with counts and the metric's spread."""
     dataset = data if isinstance(data, Dataset) else read_dataset(data)
-    ppl = read_ppl_table(scores, len(dataset))
+    table = read_score_table(scores, len(dataset))
     try:
-        values = compute_metric(metric, ppl, epoch)
+        values = compute_metric(metric, table, epoch)
     except ValueError as e:
         raise InputError(scores, str(e)) from None
+    n_above_max = 0
+    if max_value is not None:  # e.g. Cherry LLM's policy for IFD: drop samples with IFD > 1
+        above = values > max_value
+        n_above_max = int(above.sum())
+        values = np.where(above, np.nan, values)
     labels = read_cluster_labels(clusters, len(dataset)) if clusters is not None else None
     if labels is None and strategy in ("cluster", "clust_rand"):
         raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
@@ -107,7 +119,9 @@ def select_subset(
         "seed": seed,
         "n_rows": len(dataset),
         "n_selected": int(len(sel.ids)),
-        "n_nan_left_out": sel.n_nan,
+        "n_nan_left_out": sel.n_nan - n_above_max,
+        "max_value": max_value,
+        "n_above_max_left_out": n_above_max,
         "n_parts": sel.n_parts,
         "band_sizes": band_sizes,
         "n_clusters": int(len(np.unique(labels))) if labels is not None else None,

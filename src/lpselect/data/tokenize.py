@@ -97,6 +97,22 @@ def tokenize_samples(
         rows.extend(encoded[s.id] for s in chunk)
         if progress:
             progress(len(chunk))
+    return _pack(rows)
+
+
+def tokenize_responses(samples: Sequence[Sample], tokenizer, *, max_length: int = 512) -> TokenizedData:
+    """The response alone (``output + eos``, every token a label, cut from the right): the denominator of IFD."""
+    eos = tokenizer.eos_token or ""
+    rows = []
+    for start in range(0, len(samples), 1024):
+        chunk = samples[start : start + 1024]
+        for ids in tokenizer([s.output + eos for s in chunk]).input_ids:
+            kept = ids[:max_length]
+            rows.append((kept, [True] * len(kept), len(ids) - len(kept), False))
+    return _pack(rows)
+
+
+def _pack(rows: list[tuple[list[int], list[bool], int, bool]]) -> TokenizedData:
     lengths = np.array([len(r[0]) for r in rows], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = np.fromiter((t for r in rows for t in r[0]), dtype=np.int32, count=int(offsets[-1]))

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
-from lpselect.data.tokenize import TokenizedData, tokenize_samples
+from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.io import save_npy, write_parquet
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
-from lpselect.scoring.passes import perplexity_pass
+from lpselect.metrics import confidence, instruction_following_difficulty, variability
+from lpselect.scoring.passes import scoring_pass
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
 
@@ -56,16 +57,11 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     with run.timed("score", "load_tokenizer"):
         source = model_source(cfg.model, cfg.gguf_file)
         tokenizer = load_tokenizer(source)
-    tokens_dir = work / "tokens"
-    if (tokens_dir / "offsets.npy").exists():
-        tokens = TokenizedData.load(tokens_dir)
-    else:
-        with run.timed("score", "tokenize"), _bar(len(dataset), "tokenize", "rows", progress) as bar:
-            tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
-                                      truncation=cfg.truncation, progress=bar.update)
-            tokens.save(tokens_dir)
-        tokens = TokenizedData.load(tokens_dir)
-    del dataset
+    tokens = _token_table(run, work / "tokens", progress, lambda bar: tokenize_samples(
+        dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),
+        len(dataset))
+    responses = _token_table(run, work / "tokens_response", progress, lambda bar: tokenize_responses(
+        dataset.samples, tokenizer, max_length=cfg.max_length), len(dataset)) if cfg.ifd else None
 
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -77,10 +73,11 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                              max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch)
     total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
-    done = _finished_passes(passes, cfg.epochs)
+    pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
+    done = _finished_passes(passes, cfg.epochs, pass_files)
     ckpt_epoch, ckpt_dir = _latest_checkpoint(work)
     if done < cfg.epochs and ckpt_epoch < done:
-        ckpt_epoch, ckpt_dir = 0, None  # no usable checkpoint: retrain from the start, passes kept
+        ckpt_epoch, ckpt_dir = 0, None  # no usable checkpoint: retrain from the start, earlier passes kept
         done = min(done, 0)
 
     if done < cfg.epochs:
@@ -94,29 +91,34 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         n_tokens = int(tokens.lengths.sum())
         for epoch in range(0, cfg.epochs + 1):
             if epoch > ckpt_epoch:
+                online = np.full(len(tokens), np.nan)
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:
-                    loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch,
-                                       pad_id=pad_id, precision=precision, progress=bar.update)
+                    loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
+                                       precision=precision, progress=bar.update, row_nll=online)
+                save_npy(passes / f"ppl_online_{epoch}.npy", np.exp(online))
                 _save_checkpoint(work, epoch, model, optimizer, scheduler)
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
             if epoch > done:
                 with run.timed("score", f"pass_{epoch}"), _bar(n_tokens, f"perplexity P{epoch}", "tok",
                                                                progress) as bar:
-                    ppl = perplexity_pass(model, tokens, pad_id=pad_id, precision=precision,
+                    result = scoring_pass(model, tokens, pad_id=pad_id, precision=precision,
                                           max_tokens=pass_budget, progress=bar.update)
-                save_npy(passes / f"ppl_{epoch}.npy", ppl)
+                if responses is not None:
+                    with run.timed("score", f"pass_response_{epoch}"), _bar(
+                            int(responses.lengths.sum()), f"response-only P{epoch}", "tok", progress) as bar:
+                        alone = scoring_pass(model, responses, pad_id=pad_id, precision=precision,
+                                             max_tokens=pass_budget, progress=bar.update)
+                    save_npy(passes / f"ppl_resp_{epoch}.npy", alone.ppl)
+                save_npy(passes / f"prob_{epoch}.npy", result.prob)
+                save_npy(passes / f"ppl_{epoch}.npy", result.ppl)  # written last: marks the epoch as done
         del model
 
-    ppl = np.stack([np.load(passes / f"ppl_{e}.npy") for e in range(cfg.epochs + 1)], axis=1)
-    columns = {"id": pa.array(np.arange(len(tokens), dtype=np.int64))}
-    columns.update({f"ppl_{e}": pa.array(ppl[:, e]) for e in range(cfg.epochs + 1)})
-    columns["n_scored_tokens"] = pa.array(tokens.n_scored.astype(np.int64))
-    columns["truncated"] = pa.array(np.asarray(tokens.truncated, dtype=np.int32))
-    columns["prompt_shortened"] = pa.array(np.asarray(tokens.prompt_shortened, dtype=bool))
     scores_path = run.path / SCORES
-    write_parquet(scores_path, pa.table(columns))
+    table = _score_table(passes, cfg, tokens)
+    write_parquet(scores_path, table)
+    ppl = np.column_stack([table.column(f"ppl_{e}").to_numpy() for e in range(cfg.epochs + 1)])
     result = ScoreResult(
         scores_path=scores_path,
         n_rows=len(tokens),
@@ -133,14 +135,41 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     return result
 
 
+def _token_table(run: RunFolder, folder: Path, progress: bool, build, n_rows: int) -> TokenizedData:
+    """Tokenise once; later runs (and resumes) memory-map the saved table."""
+    if not (folder / "offsets.npy").exists():
+        with run.timed("score", f"tokenize_{folder.name}"), _bar(n_rows, "tokenize", "rows", progress) as bar:
+            build(bar).save(folder)
+    return TokenizedData.load(folder)
+
+
+def _score_table(passes: Path, cfg: ScoreConfig, tokens: TokenizedData) -> pa.Table:
+    """scores.parquet: id, ppl_i, prob_i, [ppl_resp_i, ifd_i], ppl_online_i, confidence, variability, counts."""
+    n, epochs = len(tokens), range(cfg.epochs + 1)
+    cols: dict[str, np.ndarray] = {"id": np.arange(n, dtype=np.int64)}
+    for prefix in ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else []):
+        cols.update({f"{prefix}_{e}": np.load(passes / f"{prefix}_{e}.npy") for e in epochs})
+    if cfg.ifd:
+        cols.update({f"ifd_{e}": instruction_following_difficulty(cols[f"ppl_{e}"], cols[f"ppl_resp_{e}"])
+                     for e in epochs})
+    cols.update({f"ppl_online_{e}": np.load(passes / f"ppl_online_{e}.npy") for e in epochs if e >= 1})
+    if cfg.epochs >= 1:
+        prob = np.column_stack([cols[f"prob_{e}"] for e in epochs])
+        cols["confidence"], cols["variability"] = confidence(prob), variability(prob)
+    cols["n_scored_tokens"] = tokens.n_scored.astype(np.int64)
+    cols["truncated"] = np.asarray(tokens.truncated, dtype=np.int32)
+    cols["prompt_shortened"] = np.asarray(tokens.prompt_shortened, dtype=bool)
+    return pa.table(cols)
+
+
 def _bar(total: int, desc: str, unit: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled, dynamic_ncols=True)
 
 
-def _finished_passes(passes: Path, epochs: int) -> int:
-    """Largest e with ppl_0 .. ppl_e all on disk; -1 when none."""
+def _finished_passes(passes: Path, epochs: int, prefixes: list[str]) -> int:
+    """Largest e with every pass file of epochs 0 .. e on disk; -1 when none."""
     e = -1
-    while e < epochs and (passes / f"ppl_{e + 1}.npy").exists():
+    while e < epochs and all((passes / f"{p}_{e + 1}.npy").exists() for p in prefixes):
         e += 1
     return e
 

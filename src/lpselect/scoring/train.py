@@ -63,8 +63,13 @@ def train_epoch(
     pad_id: int,
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
+    row_nll: np.ndarray | None = None,
 ) -> float:
-    """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted)."""
+    """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted).
+
+    ``row_nll`` (optional, one float per row) receives each row's mean token NLL as seen by the forward pass
+    that trained on it: the input of ``lp_online``, which needs no extra scoring pass.
+    """
     device = next(model.parameters()).device
     model.train()
     torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch): resumable
@@ -80,9 +85,15 @@ def train_epoch(
         for mb in _micro_batches(step, data.lengths, s):
             batch = collate(data, mb, pad_id, device)
             with autocast(device, precision):
-                nll, _ = scored_token_nll(model, batch)
+                nll, rows = scored_token_nll(model, batch)
             if nll.numel() == 0:
                 continue
+            if row_nll is not None:
+                sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
+                sums.index_add_(0, rows, nll.detach().double())
+                counts = batch["scored"].sum(dim=1)
+                mean = (sums / counts.clamp(min=1)).cpu().numpy()
+                row_nll[mb] = np.where(counts.cpu().numpy() > 0, mean, np.nan)
             (nll.sum() / denom).backward()
             loss_sum += float(nll.detach().sum())
         token_sum += denom

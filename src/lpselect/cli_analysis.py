@@ -1,0 +1,123 @@
+"""``lpselect compare`` and ``lpselect report``: registered on the main typer app by :func:`register`."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lpselect.errors import LPSelectError
+
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to ``app`` (the ``lpselect`` command)."""
+    app.command("compare")(_user_errors(compare_cmd))
+    app.command("report")(_user_errors(report_cmd))
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Errors a user can fix are one red line (exit 2), as in lpselect.cli; ``--debug`` (an option of the
+    root command, read from click's context) shows the traceback instead."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LPSelectError, ValueError, FileNotFoundError) as e:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and ctx.find_root().params.get("debug"):
+                raise
+            typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SCORES...", help="Two run folders or "
+                                                    "scores.parquet files (with --all: two or more).")],
+    metric: Annotated[str, typer.Option(help="Metric of both sides (lp, lp_app, ...).")] = "lp",
+    epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
+    metric_b: Annotated[str | None, typer.Option("--metric-b", help="Metric of the second side, if it "
+                                                                    "differs (e.g. lp vs lp_app).")] = None,
+    epoch_b: Annotated[int | None, typer.Option("--epoch-b", help="Epoch of the second side.")] = None,
+    percent: Annotated[float, typer.Option(help="Size of the compared selections, in %.")] = 10,
+    band: Annotated[str, typer.Option(help="Band of the compared selections: low, mid, high.")] = "low",
+    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder): "
+                                                                     "adds the per-cluster overlap.")] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Print the correlation matrix of all the runs "
+                                                         "given.")] = False,
+    method: Annotated[str, typer.Option(help="--all matrix: spearman or kendall.")] = "spearman",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """How far two scorers agree: rank correlation of a metric and overlap of the selections it makes."""
+    from lpselect.analysis.compare import compare_many, compare_runs
+    from lpselect.io import write_json
+
+    if all_runs:
+        m = compare_many(runs, metric, epoch, method)
+        table = Table(title=f"{method} of {metric}({epoch}) between runs (NaN rows dropped per pair)")
+        table.add_column("")
+        for name in m.names:
+            table.add_column(name, justify="right")
+        for i, name in enumerate(m.names):
+            table.add_row(name, *(_num(v) for v in m.values[i]))
+        out.print(table)
+        if json_path is not None:
+            write_json(json_path, {"metric": metric, "epoch": epoch, "method": method, "names": m.names,
+                                   "values": [[_json_num(v) for v in row] for row in m.values],
+                                   "n": m.n.tolist()})
+        return
+    if len(runs) != 2:
+        raise LPSelectError(f"give exactly two runs to compare (got {len(runs)}); use --all for a matrix")
+    c = compare_runs(runs[0], runs[1], metric, epoch, percent, metric_b=metric_b, epoch_b=epoch_b,
+                     clusters=clusters, band=band)
+    table = Table(title=f"{c.a}: {c.metric_a}({c.epoch_a})  vs  {c.b}: {c.metric_b}({c.epoch_b})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    cor = c.correlation
+    table.add_row("rows compared", f"{cor.n:,} of {c.n_rows:,} ({cor.n_dropped:,} with a NaN dropped)")
+    table.add_row("Spearman rho", _num(cor.spearman))
+    table.add_row("Kendall tau-b", _num(cor.kendall))
+    ov = c.overlap
+    sel = f"{ov.band} {ov.percent:g} %"
+    for label, o in ((f"{sel}, global ranking", ov.global_), (f"{sel}, per-cluster selection", ov.clustered)):
+        if o is not None:
+            table.add_row(f"{label}: |A|, |B|, |A∩B|", f"{o.n_a:,}, {o.n_b:,}, {o.n_common:,}")
+            table.add_row(f"{label}: overlap |A∩B|/|A|", _num(o.fraction))
+            table.add_row(f"{label}: Jaccard", _num(o.jaccard))
+    if ov.per_cluster:
+        frac, jac = ov.mean_per_cluster()
+        table.add_row(f"{sel}: mean over {len(ov.per_cluster):,} clusters, overlap / Jaccard",
+                      f"{_num(frac)} / {_num(jac)}")
+    out.print(table)
+    if json_path is not None:
+        write_json(json_path, c.to_dict())
+
+
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (scores.parquet, manifest.json, ...).")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write "
+                                                                "(default RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML page: distributions, agreement, data map, subsets, extremes."""
+    from lpselect.analysis.report import write_report
+
+    out.print(f"report: {write_report(run_dir, out_path)}")
+
+
+def _num(v: float) -> str:
+    return "NaN" if math.isnan(v) else f"{v:.4f}"
+
+
+def _json_num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)

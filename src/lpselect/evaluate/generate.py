@@ -1,0 +1,410 @@
+"""Answers of a model to the evaluation test sets (SPEC §10), with the training template.
+
+``load_testsets`` reads the five test sets, each with its own field names, into (testset, id, question).
+``generate_answers`` answers them in batches (left padding) with the Alpaca prompt the model was trained
+with, greedy or seeded sampling, and appends one JSON line per answer, flushed at once: re-running the same
+command skips the questions already answered, so an interrupted run is completed, never restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from lpselect.data.template import render_prompt
+from lpselect.errors import InputError, LPSelectError
+from lpselect.io import write_json
+
+log = logging.getLogger(__name__)
+
+TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
+DEFAULT_TESTSET_DIR = Path("..") / "shared" / "data" / "testsets"
+
+
+@dataclass(frozen=True)
+class TestQuestion:
+    """One question: ``question`` is what a judge reads; ``instruction``/``input`` make the prompt."""
+
+    testset: str
+    id: int | str
+    question: str
+    instruction: str
+    input: str = ""
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.testset, str(self.id))
+
+
+@dataclass
+class GenerateResult:
+    out_path: Path
+    n_written: int
+    n_skipped: int  # already in the file
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------- test sets
+
+
+def default_testset_dir() -> Path | None:
+    """$LPSELECT_TESTSET_DIR, else ../shared/data/testsets (relative to the working folder) when it exists."""
+    env = os.environ.get("LPSELECT_TESTSET_DIR")
+    if env:
+        return Path(env)
+    return DEFAULT_TESTSET_DIR if DEFAULT_TESTSET_DIR.is_dir() else None
+
+
+def testset_file(name: str, testset_dir: str | Path) -> Path:
+    return Path(testset_dir) / f"{name}_test_set.jsonl"
+
+
+def load_testsets(names: Sequence[str] | str, testset_dir: str | Path, *,
+                  limit: int | None = None) -> list[TestQuestion]:
+    """The questions of each named test set, in file order (at most ``limit`` per set)."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TESTSETS]
+    if unknown:
+        raise LPSelectError(f"unknown test set(s) {unknown}; known: {', '.join(TESTSETS)}")
+    if not names:
+        raise LPSelectError("no test set named")
+    questions: list[TestQuestion] = []
+    for name in dict.fromkeys(names):
+        path = testset_file(name, testset_dir)
+        if not path.is_file():
+            raise InputError(path, f"test set '{name}' not found (expected {path.name} in {testset_dir})")
+        rows = _read_jsonl(path)
+        if limit is not None:
+            rows = rows[:limit]
+        questions.extend(_normalise(name, path, i, row) for i, row in enumerate(rows))
+    return questions
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"line {lineno} is not valid JSON ({e.msg})", row=len(rows)) from None
+            if not isinstance(obj, dict):
+                raise InputError(path, "expected a JSON object per line", row=len(rows))
+            rows.append(obj)
+    return rows
+
+
+def _field(path: Path, row: int, obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(path, "missing, empty or not text", row=row, field=name)
+    return value
+
+
+def _normalise(name: str, path: Path, row: int, obj: dict[str, Any]) -> TestQuestion:
+    """Each file's own field names: vicuna text/question_id, koala prompt/id, wizardlm Instruction/idx,
+    sinstruct instruction + instances[0].input / id, lima conversations (first turn) / row position."""
+    if name == "vicuna":
+        text = _field(path, row, obj, "text")
+        return TestQuestion(name, obj.get("question_id", row), text, text)
+    if name == "koala":
+        text = _field(path, row, obj, "prompt")
+        return TestQuestion(name, obj.get("id", row), text, text)
+    if name == "wizardlm":
+        text = _field(path, row, obj, "Instruction")
+        return TestQuestion(name, obj.get("idx", row), text, text)
+    if name == "sinstruct":
+        instruction = _field(path, row, obj, "instruction")
+        instances = obj.get("instances") or [{}]
+        first = instances[0] if isinstance(instances, list) and instances else {}
+        inp = first.get("input", "") if isinstance(first, dict) else ""
+        if not isinstance(inp, str):
+            raise InputError(path, "not text", row=row, field="instances[0].input")
+        question = f"{instruction}\n\n{inp}" if inp.strip() else instruction
+        return TestQuestion(name, obj.get("id", row), question, instruction, inp if inp.strip() else "")
+    # lima: `conversations` is the list of turns (the first is the question), or in some copies that string
+    conv = obj.get("conversations")
+    text = conv[0] if isinstance(conv, list) and conv else conv
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(path, "missing, empty or not text (or a list whose first turn is text)", row=row,
+                         field="conversations")
+    return TestQuestion(name, obj.get("id", row), text, text)
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generate_answers(
+    model_dir: str | Path | None,
+    testsets: Sequence[TestQuestion],
+    out_jsonl: str | Path,
+    *,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    seed: int = 42,
+    batch_size: int = 8,
+    model_name: str | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+    progress: bool = True,
+) -> GenerateResult:
+    """Answer every question not yet in ``out_jsonl``; append one line per answer (flushed).
+
+    ``model_dir``: a model folder (a LoRA adapter folder too), a hub id, or None / the default name for
+    the untrained offline SmolLM2. Greedy when ``temperature`` is 0, else sampling seeded per batch.
+    """
+    import torch
+
+    from lpselect.models import load_tokenizer, model_source
+    from lpselect.scoring.precision import pick_device, resolve_precision
+
+    if max_new_tokens < 1:
+        raise LPSelectError("max_new_tokens must be at least 1")
+    if temperature < 0:
+        raise LPSelectError("temperature must be >= 0")
+    if batch_size < 1:
+        raise LPSelectError("batch_size must be at least 1")
+    out = Path(out_jsonl)
+    label = model_name or _model_label(model_dir)
+    settings = {"model": label, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    done = _read_done(out, label)
+    _check_settings(out, settings)
+    pending = [q for q in testsets if q.key not in done]
+    n_skipped = len(testsets) - len(pending)
+    if not pending:
+        return GenerateResult(out, 0, n_skipped, 0, 0.0)
+
+    source = _source_of(model_dir, model_source)
+    tokenizer = load_tokenizer(source)
+    tokenizer.padding_side = "left"
+    dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
+    model = _load_for_generation(source, torch.bfloat16 if prec == "bf16" else torch.float32).to(dev)
+    model.eval()
+    _write_settings(out, settings, source)
+
+    eos_ids = _eos_ids(model, tokenizer)
+    limit = _max_prompt_tokens(model, max_new_tokens)
+    prompts = {q.key: _prompt(q, tokenizer, limit) for q in pending}
+    # longest first: similar lengths share a batch (little padding), and a memory error shows at once
+    order = sorted(pending, key=lambda q: -len(prompts[q.key][0]))
+    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "eos_token_id": eos_ids,
+                                  "pad_token_id": tokenizer.pad_token_id}
+    if temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+    else:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    from transformers import GenerationConfig
+
+    gen_config = GenerationConfig(**gen_kwargs)
+
+    n_written, new_tokens, t0 = 0, 0, time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", encoding="utf-8") as f, tqdm(total=len(order), desc=f"generate {label}", unit="q",
+                                                      disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            enc = tokenizer.pad({"input_ids": [prompts[q.key][0] for q in batch]}, return_tensors="pt")
+            enc = {k: v.to(dev) for k, v in enc.items()}
+            if temperature > 0:
+                torch.manual_seed(_batch_seed(seed, batch))
+            with torch.inference_mode():
+                generated = model.generate(**enc, generation_config=gen_config)
+            new = generated[:, enc["input_ids"].shape[1] :].tolist()
+            for q, ids in zip(batch, new, strict=True):
+                ids = _until_eos(ids, eos_ids)
+                new_tokens += len(ids)
+                line = {"testset": q.testset, "id": q.id, "question": q.question,
+                        "answer": tokenizer.decode(ids, skip_special_tokens=True).strip(), "model": label}
+                if prompts[q.key][1]:
+                    line["prompt_shortened"] = True
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                f.flush()
+                n_written += 1
+            bar.update(len(batch))
+    return GenerateResult(out, n_written, n_skipped, new_tokens, time.perf_counter() - t0)
+
+
+def _model_label(model_dir: str | Path | None) -> str:
+    if model_dir is None or str(model_dir) == "":
+        from lpselect.models import DEFAULT_SCORER
+
+        return DEFAULT_SCORER
+    p = Path(model_dir)
+    return p.resolve().name if p.exists() else str(model_dir)
+
+
+def _source_of(model_dir: str | Path | None, model_source) -> str:
+    if model_dir is not None and Path(model_dir).is_dir():
+        return str(model_dir)
+    return model_source(None if model_dir is None else str(model_dir))
+
+
+def _load_for_generation(source: str, dtype):
+    """A causal LM from a folder or hub id; a LoRA adapter folder is applied to its base and merged."""
+    from transformers import AutoModelForCausalLM
+
+    adapter = Path(source) / "adapter_config.json"
+    try:
+        if adapter.is_file():
+            try:
+                from peft import PeftModel
+            except ImportError:
+                raise LPSelectError(f"{source} is a LoRA adapter: loading it needs peft "
+                                    "(pip install 'lpselect[lora]')") from None
+            base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            if not base_name:
+                raise LPSelectError(f"{adapter}: no base_model_name_or_path; cannot load the adapter's base")
+            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
+            return PeftModel.from_pretrained(base, source).merge_and_unload()
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as e:
+        raise LPSelectError(f"cannot load model '{source}': {e}") from None
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: list[int] = []
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v not in ids:
+                ids.append(int(v))
+    if not ids:
+        raise LPSelectError("the tokenizer has no end-of-sequence token; generation could not stop")
+    return ids
+
+
+def _max_prompt_tokens(model, max_new_tokens: int) -> int | None:
+    cfg = model.config
+    n_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if not n_pos:
+        return None
+    return max(1, int(n_pos) - max_new_tokens)
+
+
+def _prompt(q: TestQuestion, tokenizer, limit: int | None) -> tuple[list[int], bool]:
+    """Token ids of the Alpaca prompt (as in training: the tokenizer's usual special tokens), and whether
+    the question was shortened (input first, then instruction, from the end) to fit the model's positions."""
+    with_input = bool(q.input)
+
+    def ids(instruction: str, inp: str) -> list[int]:
+        return tokenizer(render_prompt(instruction, inp, with_input=with_input)).input_ids
+
+    full = ids(q.instruction, q.input)
+    if limit is None or len(full) <= limit:
+        return full, False
+    instruction, inp = q.instruction, q.input
+    if len(ids(instruction, "")) <= limit:
+        inp = inp[: _longest(len(inp), lambda c: len(ids(instruction, inp[:c])) <= limit)]
+    else:
+        inp = ""
+        keep = _longest(len(instruction), lambda c: len(ids(instruction[:c], "")) <= limit)
+        instruction = instruction[:keep]
+    log.warning("%s %s: prompt shortened to fit %d tokens", q.testset, q.id, limit)
+    return ids(instruction, inp)[:limit], True
+
+
+def _longest(n: int, fits) -> int:
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return ids[:i]
+    return ids
+
+
+def _batch_seed(seed: int, batch: Sequence[TestQuestion]) -> int:
+    import zlib
+
+    keys = "|".join(f"{q.testset}/{q.id}" for q in batch)
+    return (seed * 1_000_003 + zlib.crc32(keys.encode())) % (2**63)
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def _read_done(out: Path, label: str) -> set[tuple[str, str]]:
+    """Keys already answered in ``out``. A torn last line (a crash mid-write) is cut away; a bad line in the
+    middle, or answers of another model, are refused."""
+    if not out.exists():
+        return set()
+    raw = out.read_bytes()
+    lines = raw.split(b"\n")
+    done: set[tuple[str, str]] = set()
+    good_end = 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_end += len(line) + 1
+            continue
+        try:
+            obj = json.loads(line)
+            key = (str(obj["testset"]), str(obj["id"]))
+            answer_model = obj.get("model")
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            if i == len(lines) - 1:  # the last line, with no newline: torn by an interruption
+                log.warning("%s: dropping an incomplete last line", out)
+                with open(out, "r+b") as f:
+                    f.truncate(good_end)
+                break
+            raise InputError(out, f"line {i + 1} is not a valid answer line", row=i) from None
+        if answer_model is not None and answer_model != label:
+            raise LPSelectError(f"{out} holds answers of model '{answer_model}', not '{label}'; "
+                                "write to another file")
+        done.add(key)
+        good_end += len(line) + 1
+        if i == len(lines) - 1:  # a complete last line without its newline: add it before appending
+            with open(out, "ab") as f:
+                f.write(b"\n")
+    return done
+
+
+def _settings_path(out: Path) -> Path:
+    return out.with_name(out.name + ".settings.json")
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    path = _settings_path(out)
+    if not path.exists() or not out.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("settings", {})
+    except json.JSONDecodeError:
+        return
+    changed = sorted(k for k in settings if k in old and old[k] != settings[k])
+    if changed:
+        raise LPSelectError(f"{out} was generated with other settings ({', '.join(changed)}: "
+                            f"{[old[k] for k in changed]} -> {[settings[k] for k in changed]}); "
+                            "write to another file")
+
+
+def _write_settings(out: Path, settings: dict[str, Any], source: str) -> None:
+    from lpselect.runs import library_versions
+
+    write_json(_settings_path(out),
+               {"settings": settings, "model_source": source, "versions": library_versions()})

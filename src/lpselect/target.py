@@ -1,0 +1,418 @@
+"""Target training (SPEC §9): instruction-tune the target model on a selected subset.
+
+The same tokenisation, template, truncation and loss mask as the scorer (``tokenize_samples``), and the
+same optimisation step as scorer training (token-normalised accumulation over length-grouped micro-batches,
+AdamW, cosine schedule with warm-up). Full fine-tuning by default; LoRA (peft) as an option, saved merged
+by default so the output is an ordinary Hugging Face model folder.
+
+The output folder holds, when done, the model and tokenizer (``save_pretrained``) and ``manifest.json``.
+While training it also holds ``checkpoint/`` (model or adapter, optimizer, scheduler, RNG, position), written
+every ``save_steps`` optimizer steps and at each epoch end by one atomic rename. Re-running the same command
+resumes from it: the row order of an epoch is a function of (seed, epoch), so the finished steps of the
+interrupted epoch are skipped, not redone, and the result equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from lpselect.data.formats import read_dataset
+from lpselect.data.tokenize import TokenizedData, tokenize_samples
+from lpselect.errors import LPSelectError
+from lpselect.models import load_causal_lm, load_tokenizer, model_source
+from lpselect.runs import MANIFEST, RunFolder, describe_input
+from lpselect.scoring.batching import collate, token_budget_batches
+from lpselect.scoring.forward import scored_token_nll
+from lpselect.scoring.precision import autocast, pick_device, resolve_precision
+from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, steps_per_epoch
+
+log = logging.getLogger(__name__)
+STEP = "train"
+CHECKPOINT = "checkpoint"
+
+
+class TrainConfig(BaseModel):
+    """Target instruction tuning (SPEC §9); defaults are the reference's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct")
+    gguf_file: str | None = None
+    epochs: int = Field(3, ge=1)
+    max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0 = all epochs); "
+                                                "the LR schedule then spans max_steps, as in HF Trainer")
+    max_length: int = Field(512, ge=2)
+    truncation: Literal["prompt", "right"] = "prompt"
+    seed: int = 42
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(8, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    max_tokens_per_micro_batch: int = Field(
+        2048, ge=0, description="padded-token budget of a micro-batch (same update; 0 = batch_size rows)")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+    save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
+    save_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps (0 = epoch ends only)")
+    keep_checkpoint: bool = Field(False, description="keep checkpoint/ after the final model is written")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    n_rows: int
+    steps: int
+    epoch_losses: dict[str, float]
+    resumed_from_step: int
+    n_truncated: int
+    n_prompt_shortened: int
+
+
+@dataclass
+class _Position:
+    """Where training stands: ``done_in_epoch`` optimizer-step slots of ``epoch`` are finished."""
+
+    epoch: int = 1
+    done_in_epoch: int = 0
+    global_step: int = 0
+    loss_sum: float = 0.0  # of the current epoch so far
+    token_sum: int = 0
+
+
+def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
+                 force: bool = False, progress: bool = True,
+                 on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Instruction-tune ``config.model`` on ``data``; write a Hugging Face model folder to ``out_dir``.
+
+    ``on_step(global_step)`` is called after every optimizer step (and after its checkpoint, if any).
+    """
+    cfg = config or TrainConfig()
+    out = Path(out_dir)
+    _check_out_dir(out, force)
+    run = RunFolder(out)
+    source = model_source(cfg.model, cfg.gguf_file)
+    if Path(source).resolve() == out.resolve():
+        raise LPSelectError(f"--out {out} is the model's own folder; choose another folder")
+    inputs = {"data": describe_input(data), "model": {"source": source}}
+    old = run.step(STEP)
+    if force and old is not None and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump()):
+        _clear(out)
+    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force)
+    record = run.step(STEP) or {}
+    finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
+    if record.get("status") == "complete" and finished:
+        log.info("%s: training already complete", out)
+        return _result_from_manifest(out, record)
+
+    t0 = time.perf_counter()
+    dataset = read_dataset(data)
+    tokenizer = load_tokenizer(source)
+    tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
+                              truncation=cfg.truncation)
+    del dataset
+    _add_time(run, "read_tokenize", time.perf_counter() - t0)
+    if int(tokens.n_scored.sum()) == 0:
+        raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
+
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    settings = _settings(cfg)
+    per_epoch = steps_per_epoch(len(tokens), settings)
+    total_steps = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    t0 = time.perf_counter()
+    ckpt = out / CHECKPOINT
+    pos, rng = _read_position(ckpt)
+    torch.manual_seed(cfg.seed)  # LoRA's initial weights
+    model = _load_model(cfg, source, ckpt if pos else None).to(device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lora:
+            model.enable_input_require_grads()
+    optimizer, scheduler = make_optimizer(model, settings, total_steps)
+    if pos:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    _add_time(run, "load_model", time.perf_counter() - t0)
+    resumed_from = pos.global_step if pos else 0
+    pos = pos or _Position()
+    if resumed_from:
+        log.info("%s: resuming at epoch %d, step %d", out, pos.epoch, pos.global_step)
+    run.update_step(STEP, status="training", model_source=source, device=str(device), precision=precision,
+                    steps_total=total_steps, steps_per_epoch=per_epoch,
+                    counts={"rows": len(tokens), "tokens": int(tokens.lengths.sum()),
+                            "scored_tokens": int(tokens.n_scored.sum()),
+                            "truncated_rows": int((tokens.truncated > 0).sum()),
+                            "prompt_shortened_rows": int(tokens.prompt_shortened.sum())})
+
+    if rng is not None:  # after loading: building LoRA layers draws random numbers
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    pad_id = tokenizer.pad_token_id
+    step_rows = settings.batch_size * settings.grad_accum
+    bar = tqdm(total=total_steps, initial=min(pos.global_step, total_steps), desc="train target", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    t_train = time.perf_counter()
+    try:
+        while pos.epoch <= cfg.epochs and pos.global_step < total_steps:
+            epoch = pos.epoch
+            order = epoch_order(len(tokens), settings.seed, epoch)
+            if pos.done_in_epoch == 0:
+                torch.manual_seed(settings.seed + epoch)  # as train_epoch: dropout per (seed, epoch)
+            model.train()
+            for k in range(pos.done_in_epoch, per_epoch):
+                if pos.global_step >= total_steps:
+                    break
+                rows = order[k * step_rows : (k + 1) * step_rows]
+                loss, n_tok, stepped = optimizer_step(model, tokens, rows, optimizer, scheduler, settings,
+                                                      pad_id=pad_id, precision=precision)
+                pos.loss_sum += loss
+                pos.token_sum += n_tok
+                pos.done_in_epoch = k + 1
+                if stepped:
+                    pos.global_step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss / max(n_tok, 1):.4f}", epoch=epoch)
+                epoch_end = pos.done_in_epoch == per_epoch or pos.global_step >= total_steps
+                if epoch_end:
+                    _finish_epoch(run, pos)
+                if epoch_end or (stepped and cfg.save_steps and pos.global_step % cfg.save_steps == 0):
+                    _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora)
+                    _add_time(run, "train", time.perf_counter() - t_train)
+                    t_train = time.perf_counter()
+                if stepped and on_step is not None:
+                    on_step(pos.global_step)
+            if pos.done_in_epoch == per_epoch:
+                pos = _Position(epoch=epoch + 1, global_step=pos.global_step)
+    finally:
+        bar.close()
+        _add_time(run, "train", time.perf_counter() - t_train)
+
+    t0 = time.perf_counter()
+    _write_final(out, model, tokenizer, cfg)
+    _add_time(run, "save", time.perf_counter() - t0)
+    record = run.step(STEP) or {}
+    run.update_step(STEP, status="complete", steps_done=pos.global_step,
+                    files=sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST))
+    if not cfg.keep_checkpoint:
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    return TrainResult(model_dir=out, n_rows=len(tokens), steps=pos.global_step,
+                       epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
+                       n_truncated=int((tokens.truncated > 0).sum()),
+                       n_prompt_shortened=int(tokens.prompt_shortened.sum()))
+
+
+def optimizer_step(model, data: TokenizedData, rows: np.ndarray, optimizer, scheduler, s: TrainSettings, *,
+                   pad_id: int, precision: str) -> tuple[float, int, bool]:
+    """One optimizer step over ``rows``, exactly as one step of ``scoring.train.train_epoch``.
+
+    The loss is the sum of NLL over every scored token of the step divided by their count (token-normalised
+    accumulation); micro-batches are length-grouped by a token budget. Returns (NLL sum, scored tokens,
+    whether a step was taken: a step without a scored token is skipped, as in train_epoch).
+    """
+    device = next(model.parameters()).device
+    denom = int(data.n_scored[rows].sum())
+    if denom == 0:
+        return 0.0, 0, False
+    loss_sum = 0.0
+    for mb in _micro_batches(rows, data.lengths, s):
+        batch = collate(data, mb, pad_id, device)
+        with autocast(device, precision):
+            nll, _ = scored_token_nll(model, batch)
+        if nll.numel() == 0:
+            continue
+        (nll.sum() / denom).backward()
+        loss_sum += float(nll.detach().sum())
+    if s.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, denom, True
+
+
+def _micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+    # the same cut as scoring.train._micro_batches (kept private there)
+    if s.max_tokens_per_micro_batch <= 0:
+        return [step[i : i + s.batch_size] for i in range(0, len(step), s.batch_size)]
+    return token_budget_batches(lengths, step, s.max_tokens_per_micro_batch, max_rows=len(step))
+
+
+def _settings(cfg: TrainConfig) -> TrainSettings:
+    return TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+                         batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                         max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
+                         max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch)
+
+
+# ---------------------------------------------------------------- model
+
+
+def _lora_config(cfg: TrainConfig):
+    try:
+        from peft import LoraConfig, TaskType
+    except ImportError:
+        raise LPSelectError("LoRA needs the package peft: pip install 'lpselect[lora]'") from None
+    targets: str | list[str] = cfg.lora_target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=targets)
+
+
+def _load_model(cfg: TrainConfig, source: str, ckpt: Path | None):
+    """The model to train: from the checkpoint when resuming, else from ``source`` (LoRA-wrapped if asked)."""
+    if not cfg.lora:
+        return load_causal_lm(str(ckpt / "model") if ckpt else source)
+    lora_config = _lora_config(cfg)  # checks that peft is installed
+    from peft import PeftModel, get_peft_model
+
+    base = load_causal_lm(source)
+    if ckpt:
+        return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True)
+    return get_peft_model(base, lora_config)
+
+
+def _write_final(out: Path, model, tokenizer, cfg: TrainConfig) -> None:
+    """save_pretrained the model (merged LoRA by default, or the adapter) and tokenizer into ``out``."""
+    model.eval()
+    if cfg.lora and not cfg.save_adapter:
+        model = model.merge_and_unload()
+    if cfg.save_dtype != "float32":
+        model = model.to(getattr(torch, cfg.save_dtype))
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for p in tmp.iterdir():
+            target = out / p.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(p, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lora: bool) -> None:
+    """Model (or LoRA adapter), optimizer, scheduler, RNG and position, swapped in by one rename."""
+    final = out / CHECKPOINT
+    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
+    try:
+        model.save_pretrained(tmp / "model")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        state = {"epoch": pos.epoch, "done_in_epoch": pos.done_in_epoch, "global_step": pos.global_step,
+                 "loss_sum": pos.loss_sum, "token_sum": pos.token_sum, "lora": lora}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
+        old = out / ".checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_position(ckpt: Path) -> tuple[_Position | None, dict[str, Any] | None]:
+    """The checkpoint's position and RNG state, or (None, None) when there is no complete checkpoint."""
+    state_file = ckpt / "state.json"
+    if not state_file.exists():
+        old = ckpt.parent / ".checkpoint.old"  # a crash between the two renames of _save_checkpoint
+        if (old / "state.json").exists() and not ckpt.exists():
+            os.replace(old, ckpt)
+            return _read_position(ckpt)
+        return None, None
+    state = json.loads(state_file.read_text())
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    pos = _Position(epoch=state["epoch"], done_in_epoch=state["done_in_epoch"],
+                    global_step=state["global_step"], loss_sum=state["loss_sum"],
+                    token_sum=state["token_sum"])
+    return pos, rng
+
+
+# ---------------------------------------------------------------- manifest helpers
+
+
+def _finish_epoch(run: RunFolder, pos: _Position) -> None:
+    losses = dict((run.step(STEP) or {}).get("train_loss", {}))
+    losses[str(pos.epoch)] = round(pos.loss_sum / max(pos.token_sum, 1), 6)
+    run.update_step(STEP, train_loss=losses, steps_done=pos.global_step)
+
+
+def _add_time(run: RunFolder, phase: str, seconds: float) -> None:
+    """Accumulate wall time per phase across resumed runs."""
+    times = dict((run.step(STEP) or {}).get("wall_time_s", {}))
+    times[phase] = round(times.get(phase, 0.0) + seconds, 3)
+    run.update_step(STEP, wall_time_s=times)
+
+
+def _check_out_dir(out: Path, force: bool) -> None:
+    """Refuse to write into a non-empty folder that is not a training folder of ours (e.g. a model folder)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise LPSelectError(f"--out {out} exists and is not a folder")
+    manifest = out / MANIFEST
+    ours = False
+    if manifest.exists():
+        try:
+            ours = STEP in json.loads(manifest.read_text()).get("steps", {})
+        except (json.JSONDecodeError, AttributeError):
+            ours = False
+    if not ours and any(out.iterdir()) and not force:
+        raise LPSelectError(f"--out {out} is a non-empty folder that no `lpselect train` wrote; "
+                            "choose an empty or new folder (or --force to overwrite it)")
+    if not ours and force:
+        _clear(out)
+
+
+def _clear(out: Path) -> None:
+    for p in out.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _result_from_manifest(out: Path, record: dict[str, Any]) -> TrainResult:
+    counts = record.get("counts", {})
+    return TrainResult(model_dir=out, n_rows=counts.get("rows", 0), steps=record.get("steps_done", 0),
+                       epoch_losses=dict(record.get("train_loss", {})),
+                       resumed_from_step=record.get("steps_done", 0),
+                       n_truncated=counts.get("truncated_rows", 0),
+                       n_prompt_shortened=counts.get("prompt_shortened_rows", 0))
+
