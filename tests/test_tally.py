@@ -16,11 +16,11 @@ from lpselect.evaluate.report import ordered_testsets, report_json
 from lpselect.evaluate.reviews import (
     OrderResult,
     Review,
+    cherry_testset_name,
     read_cherry,
     read_own,
     read_reviews,
     tally_rows,
-    testset_from_filename,
     write_reviews,
 )
 from lpselect.evaluate.tally import Tally, tally, verdict
@@ -96,8 +96,8 @@ def test_report_json_shape_and_paper_order():
 
 def test_own_format_round_trip(tmp_path: Path):
     reviews = [
-        Review("vicuna", 1, "q1", OrderResult("8 6\nwhy", (8.0, 6.0), 1), OrderResult("5 9\nwhy", (5.0, 9.0), 1),
-               "ma", "mb", "judge-x", "v1"),
+        Review("vicuna", 1, "q1", OrderResult("8 6\nwhy", (8.0, 6.0), 1),
+               OrderResult("5 9\nwhy", (5.0, 9.0), 1), "ma", "mb", "judge-x", "v1"),
         Review("koala", "k7", "q2", OrderResult("hmm", None, 3), OrderResult("7 7", (7.0, 7.0), 1)),
     ]
     path = write_reviews(tmp_path / "r.jsonl", reviews)
@@ -124,10 +124,10 @@ def test_own_format_errors_name_the_line_and_field(tmp_path: Path):
 
 
 def test_cherry_testset_name_comes_from_the_file_name(tmp_path: Path):
-    assert testset_from_filename("x/vicuna_reviews_gpt3.5.json") == "vicuna"
-    assert testset_from_filename("self_instruct_reviews_gpt4.json") == "self_instruct"
+    assert cherry_testset_name("x/vicuna_reviews_gpt3.5.json") == "vicuna"
+    assert cherry_testset_name("self_instruct_reviews_gpt4.json") == "self_instruct"
     with pytest.raises(InputError, match="cannot tell the test set"):
-        testset_from_filename("reviews.json")
+        cherry_testset_name("reviews.json")
     # a reply the study could not read was stored as [-1, -1]: unparsed, not a tie
     path = tmp_path / "mini_reviews_x.json"
     path.write_text(json.dumps({"Meta_Info": {}, "data": [

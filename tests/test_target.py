@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import typer
+from conftest import require_package_dir, shared_data
 from typer.testing import CliRunner
 
 from lpselect.cli_target import register
 from lpselect.evaluate.generate import TESTSETS, generate_answers, load_testsets
 from lpselect.target import TrainConfig, train_target
-
-from conftest import require_package_dir, shared_data
 
 runner = CliRunner()
 
@@ -31,7 +30,8 @@ def _mini_testsets(folder: Path) -> Path:
     """Three questions per test set, each file in its own real schema."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = {
-        "vicuna": [{"question_id": i + 1, "text": f"How do I add {i} and 3?", "category": "generic"} for i in range(3)],
+        "vicuna": [{"question_id": i + 1, "text": f"How do I add {i} and 3?", "category": "generic"}
+                   for i in range(3)],
         "koala": [{"id": f"koala_{i}", "prompt": f"Describe the fox {i}."} for i in range(3)],
         "wizardlm": [{"idx": i + 1, "Skill": "Math", "Difficulty": 1, "Instruction": f"What is {i} + 1?"}
                      for i in range(3)],
@@ -50,7 +50,8 @@ def _mini_testsets(folder: Path) -> Path:
 def _state(folder: Path) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
-    return {k: v.detach().clone() for k, v in AutoModelForCausalLM.from_pretrained(folder).state_dict().items()}
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -274,8 +275,9 @@ def test_load_testsets_field_mapping_real_files():
     counts = {name: sum(q.testset == name for q in qs) for name in TESTSETS}
     assert counts == {"vicuna": 80, "koala": 180, "wizardlm": 218, "sinstruct": 252, "lima": 300}
     first = {name: next(q for q in qs if q.testset == name) for name in TESTSETS}
-    assert (first["vicuna"].id, first["vicuna"].question) == (1, "How can I improve my time management skills?")
-    assert first["koala"].id == "koala_0" and first["koala"].question.startswith("Can you list the top 20 films")
+    assert first["vicuna"].id == 1
+    assert first["vicuna"].question == "How can I improve my time management skills?"
+    assert first["koala"].id == "koala_0" and first["koala"].question.startswith("Can you list the top 20")
     assert first["wizardlm"].id == 1 and first["wizardlm"].question.startswith("If a car travels 120 miles")
     s = first["sinstruct"]
     assert s.id == "user_oriented_task_0" and s.instruction.startswith("The sentence you are given might be")

@@ -270,6 +270,16 @@ def _print_run(r: Any) -> None:
         out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows)")
 
 
+def _register_command_groups() -> None:
+    """Commands that live in their own modules (evaluation, target training, analysis)."""
+    from lpselect.cli_eval import register as register_eval
+
+    register_eval(app)
+
+
+_register_command_groups()
+
+
 def main() -> None:
     app()
 

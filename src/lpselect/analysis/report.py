@@ -190,7 +190,8 @@ def _data_map(run: RunData) -> list[str]:
                            title=f"{len(shown):,} of {len(ok):,} rows drawn (fixed seed); {how}",
                            xlim=summary.view_range(x[ok]))
     return [h.image(png, "data map"),
-            h.note(f"Left = hard by {label}; up = still poorly fitted after the last epoch.")]
+            h.note(f"Left = hard by {label}; up = still poorly fitted after the last epoch. "
+                   f"{len(shown):,} of {len(ok):,} rows drawn (fixed seed); {how}.")]
 
 
 def _subsets(run: RunData) -> list[str]:

@@ -140,7 +140,7 @@ def read_own(path: str | Path) -> list[Review]:
 _CHERRY_NON_QUESTION = {"Answer1", "Answer2", "review", "review_reverse", "scores", "scores_reverse"}
 
 
-def testset_from_filename(path: str | Path) -> str:
+def cherry_testset_name(path: str | Path) -> str:
     """``vicuna_reviews_gpt3.5.json`` -> ``vicuna``."""
     name = Path(path).name
     if "_reviews" not in name:
@@ -156,7 +156,7 @@ def _cherry_scores(value: Any, path: Path, row: int, field: str) -> Scores | Non
 def read_cherry(path: str | Path) -> list[Review]:
     """A ``*_reviews_*.json`` of the Cherry-LLM study: ``scores`` is [A, B], ``scores_reverse`` [B, A]."""
     path = Path(path)
-    testset = testset_from_filename(path)
+    testset = cherry_testset_name(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
