@@ -283,7 +283,7 @@ def test_compare_command(tmp_path: Path):
     app = typer.Typer()
 
     @app.callback()
-    def _root() -> None:
+    def _root(debug: bool = typer.Option(False, "--debug")) -> None:
         pass
 
     register(app)
@@ -303,6 +303,8 @@ def test_compare_command(tmp_path: Path):
     assert r.exit_code == 2 and "error" in r.output and "nope" in r.output
     r = runner.invoke(app, ["compare", str(ra), str(rb), str(ra)])
     assert r.exit_code == 2 and "exactly two" in r.output
+    r = runner.invoke(app, ["--debug", "compare", str(ra), str(tmp_path / "nope")])
+    assert isinstance(r.exception, InputError)  # --debug: the traceback, not the one-line message
 
 
 # ---- the reference's released perplexities (SPEC §6) ------------------------------------------------------

@@ -245,6 +245,22 @@ def test_zero_epochs_still_reports(tmp_path: Path):
         assert page.sections[sid]["images"] == [] and "epoch" in page.text(sid), sid
 
 
+@pytest.mark.parametrize("value", [np.nan, 2.0])
+def test_degenerate_scores_still_report(tmp_path: Path, value: float):
+    """Every row NaN, or every perplexity equal (LP 0 everywhere, LP_app 0, correlations undefined)."""
+    n = 30
+    table = {"id": np.arange(n)} | {f"ppl_{e}": np.full(n, value) for e in range(4)}
+    pq.write_table(pa.table(table), tmp_path / "scores.parquet")
+    pq.write_table(pa.table({"id": np.arange(n), "cluster": np.arange(n) % 3}), tmp_path / "clusters.parquet")
+    page = Page(write_report(tmp_path).read_text())
+    assert list(page.sections) == list(SECTION_IDS)
+    quality = {r[0]: r[1] for r in page.rows("quality")}
+    assert quality["rows with a NaN perplexity (any epoch)"] == ("30" if math.isnan(value) else "0")
+    if not math.isnan(value):
+        assert quality["LP set to 0 because P0 == P3"] == "30"
+        assert page.rows("agreement")[1][0] == "NaN"  # a constant ranking has no rank correlation
+
+
 def test_out_option_and_missing_run(tmp_path: Path):
     run = make_run(tmp_path, subsets=False)
     target = tmp_path / "elsewhere" / "r.html"

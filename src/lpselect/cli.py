@@ -124,6 +124,8 @@ def score_cmd(
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
                                                                  "(same update; 0 = --batch-size rows).")] = 2048,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass "
+                                                              "(large scorers: less memory, ~30% slower).")] = False,
     ifd: Annotated[bool, typer.Option("--ifd", help="Also score each response alone (IFD; one extra pass "
                                                     "per recorded epoch).")] = False,
     force: ForceOpt = False,
@@ -138,7 +140,7 @@ def score_cmd(
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
-                      ifd=ifd)
+                      ifd=ifd, gradient_checkpointing=gradient_checkpointing)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt)")

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,14 +25,14 @@ def register(app: typer.Typer) -> None:
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Errors a user can fix are one red line (exit 2), as in lpselect.cli; ``--debug`` (an option of the
-    root command, read from click's context) shows the traceback instead."""
+    root command, read from the command's context) shows the traceback instead."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (LPSelectError, ValueError, FileNotFoundError) as e:
-            ctx = click.get_current_context(silent=True)
+            ctx = kwargs.get("ctx")  # typer passes its own (vendored) click context, so no isinstance check
             if ctx is not None and ctx.find_root().params.get("debug"):
                 raise
             typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
@@ -43,6 +42,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def compare_cmd(
+    ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SCORES...", help="Two run folders or "
                                                     "scores.parquet files (with --all: two or more).")],
     metric: Annotated[str, typer.Option(help="Metric of both sides (lp, lp_app, ...).")] = "lp",
@@ -105,6 +105,7 @@ def compare_cmd(
 
 
 def report_cmd(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="Run folder (scores.parquet, manifest.json, ...).")],
     out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write "
                                                                 "(default RUN_DIR/report.html).")] = None,

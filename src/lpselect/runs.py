@@ -42,9 +42,12 @@ def describe_input(path: str | Path) -> dict[str, str]:
 class RunFolder:
     """One run folder and its ``manifest.json`` ({"steps": {name: record}})."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, writer: bool = True):
+        """``writer=False`` (ranks other than 0 of a multi-process job) reads the manifest but never writes it."""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
+        if writer:
+            self.path.mkdir(parents=True, exist_ok=True)
 
     @property
     def manifest_path(self) -> Path:
@@ -62,6 +65,8 @@ class RunFolder:
         return self.manifest()["steps"].get(name)
 
     def update_step(self, name: str, **fields: Any) -> None:
+        if not self.writer:
+            return
         m = self.manifest()
         m.setdefault("steps", {}).setdefault(name, {}).update(fields)
         m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -70,6 +75,8 @@ class RunFolder:
     def begin_step(self, name: str, *, inputs: dict[str, Any], config: dict[str, Any], outputs: list[str],
                    force: bool = False) -> bool:
         """Claim the step for these inputs/settings. Returns True when earlier work may be reused."""
+        if not self.writer:
+            return self.step(name) is not None
         old = self.step(name)
         if old is not None and (old.get("inputs") != inputs or old.get("config") != config):
             if not force:
@@ -97,6 +104,8 @@ class RunFolder:
         """Record the wall time of a phase under steps[name].wall_time_s[phase]."""
         t0 = time.perf_counter()
         yield
+        if not self.writer:
+            return
         record = self.step(name) or {}
         times = record.get("wall_time_s", {})
         times[phase] = round(time.perf_counter() - t0, 3)

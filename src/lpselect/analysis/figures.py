@@ -87,14 +87,15 @@ def data_map(x: np.ndarray, y: np.ndarray, colour: np.ndarray, *, by_cluster: bo
     """x: the ranking metric, y: final perplexity (log), colour: cluster (cycled palette) or band."""
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
+    size = 4 if len(x) > 2000 else 12  # small runs: fewer, larger points
     if by_cluster:
-        ax.scatter(x, y, c=np.asarray(colour) % 20, cmap=colormaps["tab20"], vmin=0, vmax=19, s=4, alpha=0.6,
-                   linewidths=0, rasterized=True)
+        ax.scatter(x, y, c=np.asarray(colour) % 20, cmap=colormaps["tab20"], vmin=0, vmax=19, s=size,
+                   alpha=0.6, linewidths=0, rasterized=True)
     else:
         for code, (name, col) in enumerate(zip(BAND_NAMES, BAND_COLOURS, strict=True)):
             m = np.asarray(colour) == code
-            ax.scatter(x[m], y[m], s=4, alpha=0.6, linewidths=0, color=col, label=f"{name} 10 %" if code != 1
-                       else name, rasterized=True)
+            label = name if code == 1 else f"{name} 10 %"
+            ax.scatter(x[m], y[m], s=size, alpha=0.6, linewidths=0, color=col, label=label, rasterized=True)
         ax.legend(fontsize=8, markerscale=3)
     ax.set_yscale("log")
     ax.set_xlim(*xlim)

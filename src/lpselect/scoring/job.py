@@ -26,6 +26,7 @@ from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.scoring.passes import scoring_pass
+from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
 
@@ -47,23 +48,25 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
           progress: bool = True) -> ScoreResult:
     """Record every sample's perplexity before training and after each of ``config.epochs`` epochs."""
     cfg = config or ScoreConfig()
-    run = RunFolder(out)
+    workers, device = init_workers(pick_device(cfg.device))
+    progress = progress and workers.is_main
+    run = RunFolder(out, writer=workers.is_main)
     work = run.path / WORK
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force)
+    workers.barrier()
     torch.manual_seed(cfg.seed)
     with run.timed("score", "read"):
         dataset = read_dataset(data)
     with run.timed("score", "load_tokenizer"):
         source = model_source(cfg.model, cfg.gguf_file)
         tokenizer = load_tokenizer(source)
-    tokens = _token_table(run, work / "tokens", progress, lambda bar: tokenize_samples(
+    tokens = _token_table(run, workers, work / "tokens", progress, lambda bar: tokenize_samples(
         dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),
         len(dataset))
-    responses = _token_table(run, work / "tokens_response", progress, lambda bar: tokenize_responses(
+    responses = _token_table(run, workers, work / "tokens_response", progress, lambda bar: tokenize_responses(
         dataset.samples, tokenizer, max_length=cfg.max_length), len(dataset)) if cfg.ifd else None
 
-    device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     # small batches keep a CPU's caches warm; a GPU wants large ones
     pass_budget = cfg.max_tokens_per_batch or (16384 if device.type == "cuda" else 2048)
@@ -83,41 +86,50 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
             model = load_causal_lm(str(ckpt_dir / "model") if ckpt_dir else source).to(device)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         pad_id = tokenizer.pad_token_id
         optimizer, scheduler = make_optimizer(model, settings, total_steps) if cfg.epochs else (None, None)
         if ckpt_dir is not None:
             optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
             scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
         n_tokens = int(tokens.lengths.sum())
+        my_rows = workers.shard(np.arange(len(tokens)), tokens.lengths)
+        my_response_rows = workers.shard(np.arange(len(tokens)), responses.lengths) if responses else None
+        save = save_npy if workers.is_main else _skip
         for epoch in range(0, cfg.epochs + 1):
             if epoch > ckpt_epoch:
                 online = np.full(len(tokens), np.nan)
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:
                     loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
-                                       precision=precision, progress=bar.update, row_nll=online)
-                save_npy(passes / f"ppl_online_{epoch}.npy", np.exp(online))
-                _save_checkpoint(work, epoch, model, optimizer, scheduler)
+                                       precision=precision, progress=bar.update, row_nll=online, workers=workers)
+                save(passes / f"ppl_online_{epoch}.npy", np.exp(online))
+                if workers.is_main:
+                    _save_checkpoint(work, epoch, model, optimizer, scheduler)
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
             if epoch > done:
                 with run.timed("score", f"pass_{epoch}"), _bar(n_tokens, f"perplexity P{epoch}", "tok",
                                                                progress) as bar:
-                    result = scoring_pass(model, tokens, pad_id=pad_id, precision=precision,
-                                          max_tokens=pass_budget, progress=bar.update)
+                    result = scoring_pass(model, tokens, pad_id=pad_id, precision=precision, rows=my_rows,
+                                          max_tokens=pass_budget, progress=bar.update, combine=workers.sum)
                 if responses is not None:
                     with run.timed("score", f"pass_response_{epoch}"), _bar(
                             int(responses.lengths.sum()), f"response-only P{epoch}", "tok", progress) as bar:
                         alone = scoring_pass(model, responses, pad_id=pad_id, precision=precision,
-                                             max_tokens=pass_budget, progress=bar.update)
-                    save_npy(passes / f"ppl_resp_{epoch}.npy", alone.ppl)
-                save_npy(passes / f"prob_{epoch}.npy", result.prob)
-                save_npy(passes / f"ppl_{epoch}.npy", result.ppl)  # written last: marks the epoch as done
+                                             rows=my_response_rows, max_tokens=pass_budget, progress=bar.update,
+                                             combine=workers.sum)
+                    save(passes / f"ppl_resp_{epoch}.npy", alone.ppl)
+                save(passes / f"prob_{epoch}.npy", result.prob)
+                save(passes / f"ppl_{epoch}.npy", result.ppl)  # written last: marks the epoch as done
+            workers.barrier()
         del model
 
     scores_path = run.path / SCORES
     table = _score_table(passes, cfg, tokens)
-    write_parquet(scores_path, table)
+    if workers.is_main:
+        write_parquet(scores_path, table)
     ppl = np.column_stack([table.column(f"ppl_{e}").to_numpy() for e in range(cfg.epochs + 1)])
     result = ScoreResult(
         scores_path=scores_path,
@@ -130,16 +142,23 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                     counts={"rows": result.n_rows, "nan_rows": result.n_nan, "truncated_rows": result.n_truncated,
                             "prompt_shortened_rows": result.n_prompt_shortened,
                             "tokens": int(tokens.lengths.sum()), "scored_tokens": int(tokens.n_scored.sum())})
-    if not cfg.keep_checkpoint:
+    if not cfg.keep_checkpoint and workers.is_main:
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    workers.barrier()
     return result
 
 
-def _token_table(run: RunFolder, folder: Path, progress: bool, build, n_rows: int) -> TokenizedData:
-    """Tokenise once; later runs (and resumes) memory-map the saved table."""
-    if not (folder / "offsets.npy").exists():
+def _skip(*_: object) -> None:
+    """What a rank other than 0 does instead of writing a file."""
+
+
+def _token_table(run: RunFolder, workers: Workers, folder: Path, progress: bool, build, n_rows: int
+                 ) -> TokenizedData:
+    """Tokenise once (rank 0); later runs, resumes and the other ranks memory-map the saved table."""
+    if workers.is_main and not (folder / "offsets.npy").exists():
         with run.timed("score", f"tokenize_{folder.name}"), _bar(n_rows, "tokenize", "rows", progress) as bar:
             build(bar).save(folder)
+    workers.barrier()
     return TokenizedData.load(folder)
 
 

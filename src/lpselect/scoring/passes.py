@@ -36,8 +36,12 @@ def scoring_pass(
     max_tokens: int = 16384,
     rows: np.ndarray | None = None,
     progress: Callable[[int], None] | None = None,
+    combine: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> PassResult:
-    """One eval-mode pass over ``rows`` (default all); results are arrays over all rows."""
+    """One eval-mode pass over ``rows`` (default all); results are arrays over all rows.
+
+    ``combine`` merges the per-row sums of several processes that scored disjoint rows (a sum across ranks).
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -60,6 +64,8 @@ def scoring_pass(
                     progress(int(lengths[batch_rows].sum()))
     finally:
         model.train(was_training)
+    if combine is not None:
+        total, prob_total, count = combine(np.stack([total, prob_total, count.astype(np.float64)]))
     with np.errstate(divide="ignore", invalid="ignore"):
         ppl = np.exp(total / count)
         prob = prob_total / count

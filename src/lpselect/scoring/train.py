@@ -18,6 +18,7 @@ import torch
 
 from lpselect.data.tokenize import TokenizedData
 from lpselect.scoring.batching import collate, token_budget_batches
+from lpselect.scoring.distributed import Workers
 from lpselect.scoring.forward import scored_token_nll
 from lpselect.scoring.precision import autocast
 
@@ -64,12 +65,15 @@ def train_epoch(
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
     row_nll: np.ndarray | None = None,
+    workers: Workers | None = None,
 ) -> float:
     """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted).
 
     ``row_nll`` (optional, one float per row) receives each row's mean token NLL as seen by the forward pass
-    that trained on it: the input of ``lp_online``, which needs no extra scoring pass.
+    that trained on it: the input of ``lp_online``, which needs no extra scoring pass. With several
+    ``workers`` each takes a shard of every step and gradients are summed before the update.
     """
+    workers = workers or Workers()
     device = next(model.parameters()).device
     model.train()
     torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch): resumable
@@ -82,7 +86,7 @@ def train_epoch(
         denom = int(n_scored[step].sum())
         if denom == 0:
             continue
-        for mb in _micro_batches(step, data.lengths, s):
+        for mb in _micro_batches(workers.shard(step, data.lengths), data.lengths, s):
             batch = collate(data, mb, pad_id, device)
             with autocast(device, precision):
                 nll, rows = scored_token_nll(model, batch)
@@ -97,6 +101,7 @@ def train_epoch(
             (nll.sum() / denom).backward()
             loss_sum += float(nll.detach().sum())
         token_sum += denom
+        workers.sum_gradients(model)
         if s.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
         optimizer.step()
@@ -104,10 +109,17 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         if progress:
             progress(int(data.lengths[step].sum()))
+    if row_nll is not None and workers.world > 1:
+        seen = ~np.isnan(row_nll)
+        merged = workers.sum(np.stack([np.where(seen, row_nll, 0.0), seen.astype(np.float64)]))
+        row_nll[:] = np.where(merged[1] > 0, merged[0] / np.maximum(merged[1], 1), np.nan)
+    loss_sum = float(workers.sum(np.array([loss_sum]))[0])
     return loss_sum / max(token_sum, 1)
 
 
 def _micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+    if len(step) == 0:
+        return []
     if s.max_tokens_per_micro_batch <= 0:
         return [step[i : i + s.batch_size] for i in range(0, len(step), s.batch_size)]
     return token_budget_batches(lengths, step, s.max_tokens_per_micro_batch, max_rows=len(step))

@@ -1,0 +1,75 @@
+"""Several processes (``torchrun`` / ``accelerate launch``): who does what, and how results are combined.
+
+Passes: each rank scores a disjoint shard of the rows and the per-row sums are added across ranks, so every
+id is scored exactly once. Training: each rank takes a shard of every optimizer step's samples; the loss is
+normalised by the scored tokens of the whole step, and gradients are summed across ranks before the update,
+so every rank applies the single-process update and the weights stay identical. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Workers:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """This rank's rows: longest first, dealt round-robin so every rank gets a similar token count."""
+        if self.world == 1:
+            return rows
+        ordered = rows[np.argsort(-lengths[rows], kind="stable")]
+        return ordered[self.rank :: self.world]
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        if self.world == 1:
+            return array
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu().numpy()
+
+    def sum_gradients(self, model: torch.nn.Module) -> None:
+        if self.world == 1:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_workers(device: torch.device) -> tuple[Workers, torch.device]:
+    """Join the process group when launched with several processes; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Workers(), device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return Workers(rank=dist.get_rank(), world=dist.get_world_size()), device
