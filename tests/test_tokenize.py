@@ -82,8 +82,8 @@ def test_mask_covers_exactly_response_and_eos(tok, instruction, inp, expected):
 
 
 def test_many_rows_flat_layout(tok):
-    samples = [Sample(i, f"Add {i} and {i + 1}.", "" if i % 2 else "The quick brown fox " * i, "Fox. " * (i + 1))
-               for i in range(7)]
+    samples = [Sample(i, f"Add {i} and {i + 1}.", "" if i % 2 else "The quick brown fox " * i,
+                      "Fox. " * (i + 1)) for i in range(7)]
     data = tokenize_samples(samples, tok, max_length=512)
     assert len(data) == 7
     assert data.offsets[0] == 0 and data.offsets[-1] == len(data.tokens) == len(data.scored)
@@ -205,7 +205,8 @@ def test_lengths_never_exceed_max_length(tok, mode, max_length):
     data = tokenize_samples(samples, tok, max_length=max_length, truncation=mode)
     assert (data.lengths <= max_length).all()
     assert (data.lengths > 0).all()
-    full = [len(ids_of(tok, render_prompt(s.instruction, s.input) + s.output + tok.eos_token)) for s in samples]
+    full = [len(ids_of(tok, render_prompt(s.instruction, s.input) + s.output + tok.eos_token))
+            for s in samples]
     for i, n in enumerate(full):
         # what was cut is recorded: kept + cut == untruncated length
         assert int(data.lengths[i]) + int(data.truncated[i]) == n
@@ -213,7 +214,8 @@ def test_lengths_never_exceed_max_length(tok, mode, max_length):
 
 
 def test_prompt_mode_scores_every_row_that_right_mode_loses(tok):
-    samples = [Sample(i, LONG_INSTRUCTION, LONG_INPUT if i % 2 else "", "Answer number %d." % i) for i in range(4)]
+    samples = [Sample(i, LONG_INSTRUCTION, LONG_INPUT if i % 2 else "", f"Answer number {i}.")
+               for i in range(4)]
     right = tokenize_samples(samples, tok, max_length=100, truncation="right")
     prompt = tokenize_samples(samples, tok, max_length=100, truncation="prompt")
     assert (right.n_scored == 0).all()
@@ -243,7 +245,8 @@ def test_chat_scores_only_assistant_turns(tok, tmp_path):
         {"role": "user", "content": "And 4 and 4?"},
         {"role": "assistant", "content": "It is 8."},
     ]
-    single = [{"role": "user", "content": "Name a fox."}, {"role": "assistant", "content": "Quick brown fox."}]
+    single = [{"role": "user", "content": "Name a fox."},
+              {"role": "assistant", "content": "Quick brown fox."}]
     ds = read_dataset(_chat_file(tmp_path, [{"messages": messages}, {"messages": single}]))
     data = tokenize_samples(ds.samples, tok, max_length=512)
 
@@ -261,7 +264,8 @@ def test_chat_scores_only_assistant_turns(tok, tmp_path):
     if current:
         runs.append(tok.decode(current))
     assert runs == ["The answer is 5.<eos>", "It is 8.<eos>"]
-    assert int(data.n_scored[0]) == len(ids_of(tok, "The answer is 5.<eos>")) + len(ids_of(tok, "It is 8.<eos>"))
+    n_expected = len(ids_of(tok, "The answer is 5.<eos>")) + len(ids_of(tok, "It is 8.<eos>"))
+    assert int(data.n_scored[0]) == n_expected
 
     _, scored_text = decoded(tok, data, 1)
     assert scored_text == "Quick brown fox.<eos>"
@@ -286,7 +290,8 @@ def test_chat_and_alpaca_rows_keep_their_order(tok, tmp_path):
 
 
 def test_save_load_round_trip_memory_mapped(tok, tmp_path):
-    samples = [Sample(i, f"Add {i} and 3.", "The quick brown fox " * i, "The answer. " * (i + 1)) for i in range(6)]
+    samples = [Sample(i, f"Add {i} and 3.", "The quick brown fox " * i, "The answer. " * (i + 1))
+               for i in range(6)]
     data = tokenize_samples(samples, tok, max_length=40, truncation="prompt")
     data.save(tmp_path / "tokens")
     back = TokenizedData.load(tmp_path / "tokens")

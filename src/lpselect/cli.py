@@ -124,6 +124,8 @@ def score_cmd(
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
                                                                  "(same update; 0 = --batch-size rows).")] = 2048,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
+    pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
+                                                      "pass recomputes only unfinished chunks).")] = 4096,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass "
                                                               "(large scorers: less memory, ~30% slower).")] = False,
     ifd: Annotated[bool, typer.Option("--ifd", help="Also score each response alone (IFD; one extra pass "
@@ -140,7 +142,7 @@ def score_cmd(
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
-                      ifd=ifd, gradient_checkpointing=gradient_checkpointing)
+                      ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt)")
@@ -270,13 +272,17 @@ def _print_run(r: Any) -> None:
         out.print(f"clusters:   {r.clusters_path}")
     for s in r.subsets:
         out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows)")
+    if r.report_path:
+        out.print(f"report:     {r.report_path}")
 
 
 def _register_command_groups() -> None:
     """Commands that live in their own modules (evaluation, target training, analysis)."""
+    from lpselect.cli_analysis import register as register_analysis
     from lpselect.cli_eval import register as register_eval
 
     register_eval(app)
+    register_analysis(app)
 
 
 _register_command_groups()

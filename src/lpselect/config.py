@@ -37,6 +37,7 @@ class ScoreConfig(_Strict):
     max_tokens_per_micro_batch: int = Field(
         2048, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows)")
     keep_checkpoint: bool = False
+    pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
     ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")
 

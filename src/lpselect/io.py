@@ -16,6 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
@@ -26,6 +35,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600; a result file should read like any other
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -24,6 +24,7 @@ class RunResult:
     scores_path: Path
     clusters_path: Path | None
     subsets: list[SubsetResult] = field(default_factory=list)
+    report_path: Path | None = None
 
 
 def load_run_config(path: str | Path, **overrides: object) -> RunConfig:
@@ -85,4 +86,7 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
                 strategy=spec.strategy if clustered or spec.strategy in ("global", "random") else "global",
                 order=spec.order, seed=spec.seed, max_value=spec.max_value,
             ))
+    from lpselect.analysis.report import write_report
+
+    result.report_path = write_report(out)
     return result

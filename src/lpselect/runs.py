@@ -77,6 +77,8 @@ class RunFolder:
         """Claim the step for these inputs/settings. Returns True when earlier work may be reused."""
         if not self.writer:
             return self.step(name) is not None
+        for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
+            stale.unlink()
         old = self.step(name)
         if old is not None and (old.get("inputs") != inputs or old.get("config") != config):
             if not force:

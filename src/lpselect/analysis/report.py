@@ -111,7 +111,7 @@ def _summary(run: RunData) -> list[str]:
         ("subsets in the run", len(run.subsets)),
         ("ranking metric of this report", ranking[1] if ranking else "none (no trained epoch)"),
     ]
-    parts = [h.table(["", ""], facts, text_columns=(1,))]
+    parts = [h.table(["item", "value"], facts, text_columns=(1,))]
     steps = run.manifest.get("steps") or {}
     if not steps:
         parts.append(h.note("no manifest.json (or no steps in it)"))

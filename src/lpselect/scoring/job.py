@@ -10,22 +10,25 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
-from lpselect.io import save_npy, write_parquet
+from lpselect.faults import crash_point
+from lpselect.io import atomic_path, save_npy
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.scoring.passes import scoring_pass
+from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
@@ -54,6 +57,9 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     work = run.path / WORK
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force)
+    if workers.is_main:
+        for stale in work.glob(".checkpoint.*"):  # a checkpoint being written when the process was killed
+            shutil.rmtree(stale, ignore_errors=True)
     workers.barrier()
     torch.manual_seed(cfg.seed)
     with run.timed("score", "read"):
@@ -97,39 +103,49 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         my_rows = workers.shard(np.arange(len(tokens)), tokens.lengths)
         my_response_rows = workers.shard(np.arange(len(tokens)), responses.lengths) if responses else None
         save = save_npy if workers.is_main else _skip
+        log = _event_log(work / "events.log", workers)
         for epoch in range(0, cfg.epochs + 1):
             if epoch > ckpt_epoch:
                 online = np.full(len(tokens), np.nan)
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:
                     loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
-                                       precision=precision, progress=bar.update, row_nll=online, workers=workers)
+                                       precision=precision, progress=bar.update, row_nll=online, workers=workers,
+                                       on_step=lambda k, e=epoch: crash_point(f"train:{e}:step:{k}"))
                 save(passes / f"ppl_online_{epoch}.npy", np.exp(online))
                 if workers.is_main:
                     _save_checkpoint(work, epoch, model, optimizer, scheduler)
+                log(f"trained epoch {epoch}")
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
+                crash_point(f"trained:{epoch}")
             if epoch > done:
-                with run.timed("score", f"pass_{epoch}"), _bar(n_tokens, f"perplexity P{epoch}", "tok",
-                                                               progress) as bar:
-                    result = scoring_pass(model, tokens, pad_id=pad_id, precision=precision, rows=my_rows,
-                                          max_tokens=pass_budget, progress=bar.update, combine=workers.sum)
+                kinds = [("ppl", tokens, my_rows)] + ([("ppl_resp", responses, my_response_rows)] if responses else [])
+                results = {}
+                for kind, table_, rows in kinds:
+                    with run.timed("score", f"pass_{kind}_{epoch}"), _bar(
+                            int(table_.lengths.sum()), f"{kind} P{epoch}", "tok", progress) as bar:
+                        results[kind] = _chunked_pass(
+                            model, table_, rows, passes / f"{kind}_{epoch}.chunks", f"{kind}:{epoch}", workers, log,
+                            cfg.pass_chunk_rows, pad_id=pad_id, precision=precision, max_tokens=pass_budget,
+                            progress=bar.update)
                 if responses is not None:
-                    with run.timed("score", f"pass_response_{epoch}"), _bar(
-                            int(responses.lengths.sum()), f"response-only P{epoch}", "tok", progress) as bar:
-                        alone = scoring_pass(model, responses, pad_id=pad_id, precision=precision,
-                                             rows=my_response_rows, max_tokens=pass_budget, progress=bar.update,
-                                             combine=workers.sum)
-                    save(passes / f"ppl_resp_{epoch}.npy", alone.ppl)
-                save(passes / f"prob_{epoch}.npy", result.prob)
-                save(passes / f"ppl_{epoch}.npy", result.ppl)  # written last: marks the epoch as done
+                    save(passes / f"ppl_resp_{epoch}.npy", results["ppl_resp"].ppl)
+                save(passes / f"prob_{epoch}.npy", results["ppl"].prob)
+                save(passes / f"ppl_{epoch}.npy", results["ppl"].ppl)  # written last: marks the epoch as done
+                crash_point(f"passed:{epoch}")
             workers.barrier()
+            if workers.is_main:
+                for kind in ("ppl", "ppl_resp"):
+                    shutil.rmtree(passes / f"{kind}_{epoch}.chunks", ignore_errors=True)
         del model
 
     scores_path = run.path / SCORES
     table = _score_table(passes, cfg, tokens)
     if workers.is_main:
-        write_parquet(scores_path, table)
+        with atomic_path(scores_path) as tmp:
+            pq.write_table(table, tmp)
+            crash_point("write_scores")
     ppl = np.column_stack([table.column(f"ppl_{e}").to_numpy() for e in range(cfg.epochs + 1)])
     result = ScoreResult(
         scores_path=scores_path,
@@ -146,6 +162,37 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
     workers.barrier()
     return result
+
+
+def _chunked_pass(model, data: TokenizedData, rows: np.ndarray, folder: Path, tag: str, workers: Workers,
+                  log: Callable[[str], None], chunk_rows: int, progress: Callable[[int], None], **kwargs
+                  ) -> PassResult:
+    """A pass cut into chunks of rows, each saved when done: a resumed pass computes only missing chunks."""
+    sums = np.zeros((3, len(data)), dtype=np.float64)
+    for k, start in enumerate(range(0, len(rows), chunk_rows)):
+        chunk = rows[start : start + chunk_rows]
+        path = folder / f"rank{workers.rank}-of-{workers.world}-chunk{k}.npy"
+        if path.exists():
+            sums[:, chunk] = np.load(path)
+            progress(int(data.lengths[chunk].sum()))
+            continue
+        sums[:, chunk] = pass_sums(model, data, chunk, progress=progress, **kwargs)[:, chunk]
+        save_npy(path, sums[:, chunk])
+        log(f"pass {tag} chunk {k} rank {workers.rank}")
+        crash_point(f"pass:{tag}:{k}")
+    return finish(workers.sum(sums))
+
+
+def _event_log(path: Path, workers: Workers) -> Callable[[str], None]:
+    """Append-only record of finished units of work: proves after a resume that none was done twice."""
+
+    def log(message: str) -> None:
+        with open(path, "a") as f:
+            f.write(message + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    return log
 
 
 def _skip(*_: object) -> None:
@@ -209,6 +256,7 @@ def _save_checkpoint(work: Path, epoch: int, model, optimizer, scheduler) -> Non
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "epoch.txt").write_text(str(epoch))
+        crash_point(f"checkpoint:{epoch}")
         old = work / ".checkpoint.old"
         if final.exists():
             os.replace(final, old)

@@ -66,6 +66,7 @@ def train_epoch(
     progress: Callable[[int], None] | None = None,
     row_nll: np.ndarray | None = None,
     workers: Workers | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> float:
     """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted).
 
@@ -109,6 +110,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         if progress:
             progress(int(data.lengths[step].sum()))
+        if on_step:
+            on_step(start // step_rows)
     if row_nll is not None and workers.world > 1:
         seen = ~np.isnan(row_nll)
         merged = workers.sum(np.stack([np.where(seen, row_nll, 0.0), seen.astype(np.float64)]))

@@ -1,0 +1,370 @@
+"""Shared pieces of the benchmark scripts: machine facts, a measured matmul peak, the data subset, and the
+plain Hugging Face-style baseline (evaluation loop and Trainer epoch) that lpselect is compared against.
+
+Nothing heavy happens at import time: torch, transformers and lpselect are imported inside the functions,
+so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from lpselect.data.tokenize import TokenizedData
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "instructions"
+DOLLY = SHARED_DATA / "dolly.json"
+ALPACA = SHARED_DATA / "alpaca_partial.json"
+
+
+# ------------------------------------------------------------ reporting
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_rows() -> list[tuple[str, str]]:
+    """(key, value) rows describing the machine and the software, for the header table of every script."""
+    import torch
+    import transformers
+
+    flags = cpu_flags()
+    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    return [
+        ("date (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")),
+        ("git commit", git_commit()),
+        ("CPU", cpu_model()),
+        ("cores (os) / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"),
+        ("ISA", isa),
+        ("GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
+        ("load average at start (1, 5, 15 min)", load),
+        ("python / torch / transformers", f"{platform.python_version()} / {torch.__version__} / "
+                                          f"{transformers.__version__}"),
+    ]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def print_header(title: str, extra: Sequence[tuple[str, Any]] = ()) -> None:
+    print(f"## {title}\n")
+    print(markdown_table(["", ""], [*machine_rows(), *extra]))
+    print()
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:,.{digits}f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def log(msg: str) -> None:
+    """Progress notes go to stderr, so stdout is only the markdown."""
+    import sys
+
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------ peak
+@dataclass
+class Peak:
+    dtype: str
+    flops: float  # best FLOP/s seen
+    size: int  # the matmul size that gave it
+
+
+def matmul_peak(dtype_name: str, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> Peak:
+    """Best FLOP/s of square matmuls (2 n^3 FLOPs each) in ``dtype_name``, on this process's threads."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    best = Peak(dtype_name, 0.0, 0)
+    g = torch.Generator().manual_seed(0)
+    for n in sizes:
+        a = torch.randn(n, n, generator=g).to(dtype)
+        b = torch.randn(n, n, generator=g).to(dtype)
+        out = torch.empty(n, n, dtype=dtype)
+        torch.matmul(a, b, out=out)  # warm-up (oneDNN/BLAS kernel selection)
+        for _ in range(repeats if n <= 2048 else max(2, repeats // 2)):
+            t0 = time.perf_counter()
+            torch.matmul(a, b, out=out)
+            dt = time.perf_counter() - t0
+            if 2 * n**3 / dt > best.flops:
+                best = Peak(dtype_name, 2 * n**3 / dt, n)
+    return best
+
+
+def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
+    return [(f"measured {p.dtype} matmul peak", f"{p.flops / 1e9:,.0f} GFLOP/s (best of n={p.size})")
+            for p in peaks.values()]
+
+
+# ------------------------------------------------------------ data
+def subset_file(source: Path, n: int, folder: Path) -> Path:
+    """The first ``n`` rows of a JSON-array dataset, written to ``folder`` (never into the repository)."""
+    rows = json.loads(Path(source).read_text())
+    if not isinstance(rows, list):
+        raise SystemExit(f"{source}: expected a JSON array")
+    if n > len(rows):
+        raise SystemExit(f"{source} has {len(rows)} rows, asked for {n}")
+    out = Path(folder) / f"{Path(source).stem}-first{n}.json"
+    out.write_text(json.dumps(rows[:n]))
+    return out
+
+
+def tokenize_file(path: Path, tokenizer, max_length: int = 512) -> TokenizedData:
+    """lpselect's own tokenisation (template, loss mask, prompt truncation): both arms see the same tokens."""
+    from lpselect.data.formats import read_dataset
+    from lpselect.data.tokenize import tokenize_samples
+
+    return tokenize_samples(read_dataset(path).samples, tokenizer, max_length=max_length)
+
+
+def resolve_source(model: str | None) -> str:
+    from lpselect.models import model_source
+
+    return model_source(model)
+
+
+def fresh_model(source: str):
+    """The model loaded again from disk: every training arm starts from the same weights."""
+    import torch
+
+    from lpselect.models import load_causal_lm
+
+    torch.manual_seed(0)
+    return load_causal_lm(source)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+
+
+def hf_features(data: TokenizedData) -> list[dict[str, list[int]]]:
+    """One dict per row in file order: input_ids, and labels = input_ids on scored tokens, -100 elsewhere."""
+    feats = []
+    for i in range(len(data)):
+        tok, sc = data.row(i)
+        ids = [int(t) for t in tok]
+        feats.append({"input_ids": ids, "labels": [t if s else -100 for t, s in zip(ids, sc, strict=True)]})
+    return feats
+
+
+def pad_collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """The reference's collator: right-pad to the longest row of the batch; labels of padding are -100."""
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), -100, dtype=torch.long)
+    attn = torch.zeros((len(features), width), dtype=torch.long)
+    for j, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[j, :n] = torch.tensor(f["input_ids"])
+        labels[j, :n] = torch.tensor(f["labels"])
+        attn[j, :n] = 1
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+# ------------------------------------------------------------ baseline: eval
+def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int = 4, bf16: bool = False,
+                   rows: Sequence[int] | None = None) -> np.ndarray:
+    """Trainer-evaluate-style perplexities: batches of ``batch_size`` in file order, padded to the longest,
+    ``model(input_ids, attention_mask, labels)`` with full-vocabulary fp32 logits at every position, and each
+    row's loss from those logits (mean NLL of its labelled tokens); exp of it. No gradients."""
+    import contextlib
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    feats = hf_features(data)
+    rows = list(range(len(data))) if rows is None else list(rows)
+    ppl = np.full(len(data), np.nan)
+    was_training = model.training
+    model.eval()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), ctx:
+            for s in range(0, len(rows), batch_size):
+                idx = rows[s : s + batch_size]
+                batch = pad_collate([feats[i] for i in idx], pad_id)
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"])
+                logits = out.logits.float()[:, :-1]  # (B, L-1, V): the full logit tensor
+                labels = batch["labels"][:, 1:]
+                nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+                mask = labels != -100
+                count = mask.sum(dim=1)
+                loss = (nll * mask).sum(dim=1).double() / count.clamp(min=1)
+                loss[count == 0] = float("nan")
+                ppl[idx] = torch.exp(loss).numpy()
+    finally:
+        model.train(was_training)
+    return ppl
+
+
+# ------------------------------------------------------------ baseline: Trainer
+@dataclass
+class TrainOutcome:
+    seconds: float
+    step_losses: list[float] = field(default_factory=list)  # one mean loss per optimizer step
+    note: str = ""
+
+    def mean_loss(self) -> float:
+        return statistics.fmean(self.step_losses) if self.step_losses else float("nan")
+
+    def last_loss(self, k: int) -> float:
+        return statistics.fmean(self.step_losses[-k:]) if self.step_losses else float("nan")
+
+
+def _training_args(out_dir: Path, *, bf16: bool, schedule_epochs: int, seed: int, optim: str | None):
+    import dataclasses
+
+    import torch
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    kw: dict[str, Any] = dict(
+        output_dir=str(out_dir), per_device_train_batch_size=4, gradient_accumulation_steps=8,
+        learning_rate=2e-5, weight_decay=0.0, lr_scheduler_type="cosine", num_train_epochs=schedule_epochs,
+        max_grad_norm=1.0, logging_steps=1, report_to=[], save_strategy="no", bf16=bf16, seed=seed,
+        dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
+    )
+    # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a ratio) and group_by_length into
+    # train_sampling_strategy; 4.x has the old names
+    if "warmup_ratio" in names:
+        kw["warmup_ratio"] = 0.03
+    else:
+        kw["warmup_steps"] = 0.03
+    if "group_by_length" in names:
+        kw["group_by_length"] = False
+    if "train_sampling_strategy" in names:
+        kw["train_sampling_strategy"] = "random"
+    if "use_cpu" in names and not torch.cuda.is_available():
+        kw["use_cpu"] = True
+    if optim:
+        kw["optim"] = optim
+    return TrainingArguments(**kw)
+
+
+def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedule_epochs: int = 3,
+                  seed: int = 42, optim: str | None = None) -> TrainOutcome:
+    """One epoch of ``transformers.Trainer`` with the reference's settings; the LR schedule spans
+    ``schedule_epochs`` epochs and training stops after the first (as ``lpselect score --epochs 1``).
+    Only ``trainer.train()`` is timed."""
+    from transformers import Trainer, TrainerCallback
+
+    class StopAfterFirstEpoch(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            control.should_training_stop = True
+            return control
+
+    feats = hf_features(data)
+    with tempfile.TemporaryDirectory(prefix="lpselect-bench-trainer-") as tmp:
+        args = _training_args(Path(tmp), bf16=bf16, schedule_epochs=schedule_epochs, seed=seed, optim=optim)
+        trainer = Trainer(model=model, args=args, train_dataset=feats,
+                          data_collator=lambda f: pad_collate(f, pad_id), callbacks=[StopAfterFirstEpoch()])
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+        losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+        note = f"optim={args.optim}"
+    return TrainOutcome(seconds, losses, note)
+
+
+def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, schedule_epochs: int = 3,
+               micro_budget: int | None = None) -> TrainOutcome:
+    """One epoch of ``lpselect.scoring.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
+    score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``)."""
+    import numpy as np
+
+    from lpselect.scoring import train as tr
+
+    s = tr.TrainSettings()
+    if micro_budget is not None:
+        s = tr.TrainSettings(max_tokens_per_micro_batch=micro_budget)
+    optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
+    row_nll = np.full(len(data), np.nan)
+    t0 = time.perf_counter()
+    tr.train_epoch(model, data, optimizer, scheduler, s, epoch=1, pad_id=pad_id, precision=precision,
+                   row_nll=row_nll)
+    seconds = time.perf_counter() - t0
+    order, n_scored = tr.epoch_order(len(data), s.seed, 1), data.n_scored
+    step = s.batch_size * s.grad_accum
+    losses = []
+    for a in range(0, len(order), step):
+        rows = order[a : a + step]
+        w = n_scored[rows]
+        if w.sum():
+            losses.append(float(np.nansum(row_nll[rows] * w) / w.sum()))
+    return TrainOutcome(seconds, losses, f"micro-batch budget {s.max_tokens_per_micro_batch} tokens")
+
+
+# ------------------------------------------------------------ timing
+def interleaved(arms: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple[float, Any]]]:
+    """Run every arm ``repeats`` times, rotating the order each round (noise on a shared machine hits all arms
+    alike); each arm returns (seconds, result). Returns arm -> [(seconds, result) per round]."""
+    names = list(arms)
+    out: dict[str, list[tuple[float, Any]]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            log(f"round {r + 1}/{repeats}: {name}")
+            out[name].append(arms[name]())
+            log(f"  {name}: {out[name][-1][0]:.2f} s")
+    return out
+
+
+def ratio_stats(num: list[float], den: list[float]) -> str:
+    """Median of the per-round ratios num/den, with their range when there is more than one round."""
+    ratios = [a / b for a, b in zip(num, den, strict=True)]
+    med = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{med:.2f}x"
+    return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"

@@ -1,0 +1,77 @@
+"""SIGKILL `lpselect score` at ten points; after re-running, the scores equal an uninterrupted run's and no
+finished unit of work (pass chunk, training epoch) was done twice (score/events.log proves it)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+CRASH_POINTS = [
+    "pass:ppl:0:0",  # after the first chunk of P0
+    "pass:ppl:0:2",
+    "passed:0",  # P0 written, before training
+    "train:1:step:1",  # inside epoch 1
+    "checkpoint:1",  # while writing the epoch-1 checkpoint
+    "trained:1",  # checkpoint written, before P1
+    "pass:ppl:1:1",
+    "train:2:step:0",
+    "passed:2",
+    "write_scores",  # while writing scores.parquet
+]
+
+
+def _rows(n: int) -> list[dict[str, str]]:
+    return [{"instruction": f"Add {i} and {i + 3}." + " Think." * (i % 7), "input": "The fox" if i % 2 else "",
+             "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5)} for i in range(n)]
+
+
+def _score(data: Path, out: Path, model: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lpselect.cli", "score", "--data", str(data), "--out", str(out), "--model",
+           str(model), "--epochs", "2", "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-3",
+           "--precision", "fp32", "--quiet", "--pass-chunk-rows", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LPSELECT_CRASH_AT", None)
+    if crash_at:
+        env["LPSELECT_CRASH_AT"] = crash_at
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _table(out: Path) -> dict[str, np.ndarray]:
+    t = pq.read_table(out / "scores.parquet")
+    return {c: t.column(c).to_numpy() for c in t.column_names}
+
+
+@pytest.mark.slow
+def test_sigkill_at_ten_points_then_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(30)))
+    clean = _score(data, tmp_path / "clean", tiny_model_dir)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    expected = _table(tmp_path / "clean")
+    expected_units = (tmp_path / "clean" / "score" / "events.log").read_text().splitlines()
+    assert len(expected_units) == 3 * 4 + 2  # 3 passes x 4 chunks of 8 rows, 2 epochs
+
+    for point in CRASH_POINTS:
+        out = tmp_path / point.replace(":", "_")
+        crashed = _score(data, out, tiny_model_dir, crash_at=point)
+        assert crashed.returncode == -9, (point, crashed.returncode, crashed.stderr[-1000:])
+        assert not (out / "scores.parquet").exists(), point  # never a half-written result
+        resumed = _score(data, out, tiny_model_dir)
+        assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+        got = _table(out)
+        assert list(got) == list(expected), point
+        for col, values in expected.items():
+            np.testing.assert_allclose(got[col], values, rtol=1e-6, err_msg=f"{point}: {col}")
+        units = (out / "score" / "events.log").read_text().splitlines()
+        repeated = [u for u, n in collections.Counter(units).items() if n > 1]
+        assert not repeated, f"{point}: done twice: {repeated}"
+        assert sorted(units) == sorted(expected_units), point
+        assert not list(out.glob(".*.tmp")), point

