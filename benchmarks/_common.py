@@ -63,22 +63,36 @@ def git_commit() -> str:
         return "unknown"
 
 
+_START: dict[str, str] = {}
+
+
+def note_start() -> None:
+    """Record the start time and load average (call first thing in main)."""
+    _START["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    _START["load"] = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    _START["t0"] = str(time.perf_counter())
+
+
 def machine_rows() -> list[tuple[str, str]]:
     """(key, value) rows describing the machine and the software, for the header table of every script."""
     import torch
     import transformers
 
+    if not _START:
+        note_start()
     flags = cpu_flags()
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    minutes = (time.perf_counter() - float(_START["t0"])) / 60
     return [
-        ("date (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")),
+        ("date (UTC) at start", _START["date"]),
         ("git commit", git_commit()),
         ("CPU", cpu_model()),
         ("cores (os) / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"),
         ("ISA", isa),
         ("GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
-        ("load average at start (1, 5, 15 min)", load),
+        ("load average (1, 5, 15 min) at start / at end", f"{_START['load']} / {load}"),
+        ("script wall time", f"{minutes:.1f} min"),
         ("python / torch / transformers", f"{platform.python_version()} / {torch.__version__} / "
                                           f"{transformers.__version__}"),
     ]
@@ -239,7 +253,10 @@ def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int =
                             labels=batch["labels"])
                 logits = out.logits.float()[:, :-1]  # (B, L-1, V): the full logit tensor
                 labels = batch["labels"][:, 1:]
-                nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+                # flattened like the Trainer's own loss: a log-softmax over a strided (transposed) vocabulary
+                # dimension is ~1e-4 less exact on CPU
+                nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                      ignore_index=-100, reduction="none").view(labels.shape)
                 mask = labels != -100
                 count = mask.sum(dim=1)
                 loss = (nll * mask).sum(dim=1).double() / count.clamp(min=1)
@@ -299,7 +316,7 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
     """One epoch of ``transformers.Trainer`` with the reference's settings; the LR schedule spans
     ``schedule_epochs`` epochs and training stops after the first (as ``lpselect score --epochs 1``).
     Only ``trainer.train()`` is timed."""
-    from transformers import Trainer, TrainerCallback
+    from transformers import PrinterCallback, Trainer, TrainerCallback
 
     class StopAfterFirstEpoch(TrainerCallback):
         def on_epoch_end(self, args, state, control, **kwargs):
@@ -311,11 +328,12 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
         args = _training_args(Path(tmp), bf16=bf16, schedule_epochs=schedule_epochs, seed=seed, optim=optim)
         trainer = Trainer(model=model, args=args, train_dataset=feats,
                           data_collator=lambda f: pad_collate(f, pad_id), callbacks=[StopAfterFirstEpoch()])
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout (disable_tqdm=True)
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
         losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
-        note = f"optim={args.optim}"
+        note = f"optim={getattr(args.optim, 'value', args.optim)}"
     return TrainOutcome(seconds, losses, note)
 
 
@@ -348,6 +366,18 @@ def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, sched
 
 
 # ------------------------------------------------------------ timing
+def phase(times: dict[str, float], name: str) -> float:
+    """A phase's wall time from a score manifest's ``wall_time_s``; a pass is ``pass_{e}``, or
+    ``pass_ppl_{e}`` since the chunked passes."""
+    if name in times:
+        return times[name]
+    kind, _, epoch = name.partition("_")
+    if kind == "pass" and f"pass_ppl_{epoch}" in times:
+        return times[f"pass_ppl_{epoch}"]
+    raise KeyError(f"no phase {name!r} in the manifest's wall_time_s {sorted(times)}")
+
+
+
 def interleaved(arms: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple[float, Any]]]:
     """Run every arm ``repeats`` times, rotating the order each round (noise on a shared machine hits all arms
     alike); each arm returns (seconds, result). Returns arm -> [(seconds, result) per round]."""

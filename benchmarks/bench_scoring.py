@@ -32,6 +32,7 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
     markdown_table,
     matmul_peak,
     n_params,
+    note_start,
     peak_rows,
     print_header,
     ratio_stats,
@@ -60,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    note_start()
     import numpy as np
     import torch
     from scipy.stats import spearmanr
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         return run
 
     log("warm-up")
-    warm = np.arange(min(8, len(data)))
+    warm = np.argsort(data.lengths, kind="stable")[: args.batch_size]  # one small batch
     reference_eval(model, data, pad_id, batch_size=args.batch_size, rows=warm)
     for p in ("fp32", "bf16"):
         scoring_pass(model, data, pad_id=pad_id, precision=p, max_tokens=budget, rows=warm)
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     nan_mismatch = int((np.isfinite(ours32) != ok).sum())
 
     print_header("Scoring pass: lpselect scoring_pass vs a Trainer-evaluate-style loop", [
-        ("model", f"{source} ({params / 1e6:.1f}M parameters)"),
+        ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
         ("data", f"first {len(data)} rows of {args.data.name}: {n_tokens:,} tokens "
                  f"({int(data.n_scored.sum()):,} scored), longest {int(data.lengths.max())}"),
         ("baseline", f"batches of {args.batch_size} in file order, full fp32 logits, torch.no_grad"),

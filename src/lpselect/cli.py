@@ -280,7 +280,9 @@ def _register_command_groups() -> None:
     """Commands that live in their own modules (evaluation, target training, analysis)."""
     from lpselect.cli_analysis import register as register_analysis
     from lpselect.cli_eval import register as register_eval
+    from lpselect.cli_target import register as register_target
 
+    register_target(app)
     register_eval(app)
     register_analysis(app)
 

@@ -29,6 +29,22 @@ def _labels(reviews: list, label_a: str | None, label_b: str | None) -> tuple[st
             label_b or agreed({r.model_b for r in reviews}) or "B")
 
 
+def _make_backend(backend: Backend, judge_model: str, *, base_url: str, api_key_env: str, temperature: float,
+                  max_tokens: int, timeout: float, max_retries: int, device: str, console):
+    """The judge: an OpenAI-compatible endpoint (key from the environment only) or a local transformers model."""
+    if backend is Backend.local:
+        from lpselect.evaluate.local import LocalChat
+
+        return LocalChat(judge_model, max_new_tokens=max_tokens, device=device)
+    from lpselect.evaluate.client import OpenAIChatClient
+
+    key = os.environ.get(api_key_env)
+    if not key:
+        console.print(f"[yellow]warning:[/] ${api_key_env} is not set: requests go without a key")
+    return OpenAIChatClient(judge_model, base_url=base_url, api_key=key, temperature=temperature,
+                            max_tokens=max_tokens, timeout=timeout, max_retries=max_retries)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``judge`` and ``winrate`` to ``app`` (call it once ``lpselect.cli`` has defined ``_friendly``)."""
     from lpselect.cli import _friendly, console, out
@@ -68,24 +84,67 @@ def register(app: typer.Typer) -> None:
         from lpselect.evaluate.reviews import tally_rows
         from lpselect.evaluate.tally import tally
 
-        if backend is Backend.local:
-            from lpselect.evaluate.local import LocalChat
-
-            chat = LocalChat(judge_model, max_new_tokens=max_tokens, device=device)
-        else:
-            from lpselect.evaluate.client import OpenAIChatClient
-
-            key = os.environ.get(api_key_env)
-            if not key:
-                console.print(f"[yellow]warning:[/] ${api_key_env} is not set: requests go without a key")
-            chat = OpenAIChatClient(judge_model, base_url=base_url, api_key=key, temperature=temperature,
-                                    max_tokens=max_tokens, timeout=timeout, max_retries=max_retries)
+        chat = _make_backend(backend, judge_model, base_url=base_url, api_key_env=api_key_env,
+                             temperature=temperature, max_tokens=max_tokens, timeout=timeout,
+                             max_retries=max_retries, device=device, console=console)
         r = judge_files(a, b, out_path, chat, cache_dir=cache_dir, concurrency=concurrency,
                         parse_retries=parse_retries, progress=not quiet)
         out.print(f"reviews: {r.path}  ({len(r.reviews)} questions, {r.n_unparsed} unparsed; "
                   f"{r.stats.requests_sent} requests sent, {r.stats.cache_hits} replies from the cache)")
         label_a, label_b = _labels(r.reviews, None, None)
         out.print(report_table(tally(tally_rows(r.reviews)), label_a, label_b))
+
+    @app.command("eval")
+    @_friendly
+    def eval_cmd(
+        model_a: Annotated[str, typer.Option("--a", help="Model A folder (e.g. trained on the subset).")],
+        model_b: Annotated[str, typer.Option("--b", help="Model B folder (e.g. trained on all data).")],
+        judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name at the endpoint, or "
+                                                                       "a model path (--backend local).")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for answers, reviews and the tally "
+                                                            "(re-running resumes every step).")],
+        testsets: Annotated[str, typer.Option(help="Comma-separated test sets.")]
+            = "vicuna,koala,wizardlm,sinstruct,lima",
+        testset_dir: Annotated[Path | None, typer.Option(help="Folder of *_test_set.jsonl files "
+                                                              "(default ../shared/data/testsets).")] = None,
+        limit: Annotated[int | None, typer.Option(help="At most this many questions per test set.")] = None,
+        max_new_tokens: int = 512,
+        backend: Backend = Backend.openai,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 4,
+        device: str = "auto",
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    ) -> None:
+        """Generate both models' answers, judge them pairwise in both orders, and print the win rate."""
+        from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
+        from lpselect.evaluate.judge import judge_files
+        from lpselect.evaluate.plot import plot_tally
+        from lpselect.evaluate.report import report_json, report_table
+        from lpselect.evaluate.reviews import tally_rows
+        from lpselect.evaluate.tally import tally
+        from lpselect.io import write_json
+
+        folder = testset_dir or default_testset_dir()
+        if folder is None:
+            raise typer.BadParameter("no test-set folder found: pass --testset-dir")
+        questions = load_testsets(testsets, folder, limit=limit)
+        answers = {}
+        for side, model in (("a", model_a), ("b", model_b)):
+            answers[side] = generate_answers(model, questions, out_dir / f"answers_{side}.jsonl",
+                                             max_new_tokens=max_new_tokens, device=device,
+                                             progress=not quiet).out_path
+        chat = _make_backend(backend, judge_model, base_url=base_url, api_key_env=api_key_env, temperature=0.0,
+                             max_tokens=512, timeout=120.0, max_retries=6, device=device, console=console)
+        r = judge_files(answers["a"], answers["b"], out_dir / "reviews.jsonl", chat, concurrency=concurrency,
+                        progress=not quiet)
+        report = tally(tally_rows(r.reviews))
+        label_a, label_b = _labels(r.reviews, None, None)
+        write_json(out_dir / "winrate.json", report_json(report, label_a, label_b))
+        plot_tally(report, out_dir / "winrate.png", label_a, label_b)
+        out.print(report_table(report, label_a, label_b))
+        out.print(f"answers: {answers['a']}, {answers['b']}\nreviews: {r.path}\n"
+                  f"tally:   {out_dir / 'winrate.json'}, {out_dir / 'winrate.png'}")
 
     @app.command("winrate")
     @_friendly

@@ -104,7 +104,7 @@ def select_subset(
         raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
     sel = select(values, labels, percent, band, strategy=strategy, order=order, seed=seed)
     ranking = "global" if labels is None or strategy == "global" else "cluster"
-    band_sizes = {b: int(len(select(values, labels, percent, b, strategy=ranking).ids)) for b in ("low", "mid", "high")}
+    band_sizes = {b: len(select(values, labels, percent, b, strategy=ranking).ids) for b in ("low", "mid", "high")}
     path = write_subset(dataset, sel.ids.tolist(), out)
     report = {
         "data": str(dataset.path),
@@ -118,13 +118,13 @@ def select_subset(
         "order": order,
         "seed": seed,
         "n_rows": len(dataset),
-        "n_selected": int(len(sel.ids)),
+        "n_selected": len(sel.ids),
         "n_nan_left_out": sel.n_nan - n_above_max,
         "max_value": max_value,
         "n_above_max_left_out": n_above_max,
         "n_parts": sel.n_parts,
         "band_sizes": band_sizes,
-        "n_clusters": int(len(np.unique(labels))) if labels is not None else None,
+        "n_clusters": len(np.unique(labels)) if labels is not None else None,
         "per_cluster": {str(k): v for k, v in sel.per_cluster.items()},
         "metric_all": _describe(values),
         "metric_selected": _describe(values[sel.ids]),
@@ -139,5 +139,5 @@ def _describe(v: np.ndarray) -> dict[str, float | int | None]:
     if len(finite) == 0:
         return {"n": 0}
     q = np.quantile(finite, [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
-    return {"n": int(len(finite)), "mean": float(finite.mean()), "std": float(finite.std()),
+    return {"n": len(finite), "mean": float(finite.mean()), "std": float(finite.std()),
             **{k: float(x) for k, x in zip(("min", "p10", "p25", "median", "p75", "p90", "max"), q, strict=True)}}

@@ -25,20 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from lpselect.data.formats import read_dataset
-from lpselect.data.tokenize import TokenizedData, tokenize_samples
+from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input
-from lpselect.scoring.batching import collate, token_budget_batches
-from lpselect.scoring.forward import scored_token_nll
-from lpselect.scoring.precision import autocast, pick_device, resolve_precision
-from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, steps_per_epoch
+from lpselect.scoring.precision import pick_device, resolve_precision
+from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
 
 log = logging.getLogger(__name__)
 STEP = "train"
@@ -111,31 +108,36 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     """
     cfg = config or TrainConfig()
     out = Path(out_dir)
-    _check_out_dir(out, force)
-    run = RunFolder(out)
     source = model_source(cfg.model, cfg.gguf_file)
     if Path(source).resolve() == out.resolve():
         raise LPSelectError(f"--out {out} is the model's own folder; choose another folder")
+    _check_out_dir(out, force)
     inputs = {"data": describe_input(data), "model": {"source": source}}
-    old = run.step(STEP)
-    if force and old is not None and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump()):
-        _clear(out)
-    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force)
-    record = run.step(STEP) or {}
+    old = _read_step(out)
     finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
-    if record.get("status") == "complete" and finished:
+    if (old and old.get("status") == "complete" and finished and old.get("inputs") == inputs
+            and old.get("config") == cfg.model_dump()):
         log.info("%s: training already complete", out)
-        return _result_from_manifest(out, record)
+        return _result_from_manifest(out, old)
 
+    # read and tokenise before claiming the folder: a typo in --data or --model must not lock it
     t0 = time.perf_counter()
     dataset = read_dataset(data)
-    tokenizer = load_tokenizer(source)
+    try:
+        tokenizer = load_tokenizer(source)
+    except OSError as e:
+        raise LPSelectError(f"cannot load the tokenizer of '{source}': {e}") from None
     tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
                               truncation=cfg.truncation)
     del dataset
-    _add_time(run, "read_tokenize", time.perf_counter() - t0)
     if int(tokens.n_scored.sum()) == 0:
         raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
+    t_read = time.perf_counter() - t0
+    run = RunFolder(out)
+    if force and old is not None and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump()):
+        _clear(out)
+    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force)
+    _add_time(run, "read_tokenize", t_read)
 
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -226,42 +228,6 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                        epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
                        n_truncated=int((tokens.truncated > 0).sum()),
                        n_prompt_shortened=int(tokens.prompt_shortened.sum()))
-
-
-def optimizer_step(model, data: TokenizedData, rows: np.ndarray, optimizer, scheduler, s: TrainSettings, *,
-                   pad_id: int, precision: str) -> tuple[float, int, bool]:
-    """One optimizer step over ``rows``, exactly as one step of ``scoring.train.train_epoch``.
-
-    The loss is the sum of NLL over every scored token of the step divided by their count (token-normalised
-    accumulation); micro-batches are length-grouped by a token budget. Returns (NLL sum, scored tokens,
-    whether a step was taken: a step without a scored token is skipped, as in train_epoch).
-    """
-    device = next(model.parameters()).device
-    denom = int(data.n_scored[rows].sum())
-    if denom == 0:
-        return 0.0, 0, False
-    loss_sum = 0.0
-    for mb in _micro_batches(rows, data.lengths, s):
-        batch = collate(data, mb, pad_id, device)
-        with autocast(device, precision):
-            nll, _ = scored_token_nll(model, batch)
-        if nll.numel() == 0:
-            continue
-        (nll.sum() / denom).backward()
-        loss_sum += float(nll.detach().sum())
-    if s.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum, denom, True
-
-
-def _micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
-    # the same cut as scoring.train._micro_batches (kept private there)
-    if s.max_tokens_per_micro_batch <= 0:
-        return [step[i : i + s.batch_size] for i in range(0, len(step), s.batch_size)]
-    return token_budget_batches(lengths, step, s.max_tokens_per_micro_batch, max_rows=len(step))
 
 
 def _settings(cfg: TrainConfig) -> TrainSettings:
@@ -398,6 +364,12 @@ def _check_out_dir(out: Path, force: bool) -> None:
                             "choose an empty or new folder (or --force to overwrite it)")
     if not ours and force:
         _clear(out)
+
+
+def _read_step(out: Path) -> dict[str, Any] | None:
+    if not (out / MANIFEST).exists():
+        return None
+    return RunFolder(out).step(STEP)
 
 
 def _clear(out: Path) -> None:

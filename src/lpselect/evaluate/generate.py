@@ -193,7 +193,10 @@ def generate_answers(
         return GenerateResult(out, 0, n_skipped, 0, 0.0)
 
     source = _source_of(model_dir, model_source)
-    tokenizer = load_tokenizer(source)
+    try:
+        tokenizer = load_tokenizer(source)
+    except OSError as e:
+        raise LPSelectError(f"cannot load the tokenizer of '{source}': {e}") from None
     tokenizer.padding_side = "left"
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)

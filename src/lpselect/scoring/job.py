@@ -25,11 +25,11 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, save_npy
+from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
-from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.distributed import Workers, init_workers
+from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
 

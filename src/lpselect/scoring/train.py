@@ -75,39 +75,17 @@ def train_epoch(
     ``workers`` each takes a shard of every step and gradients are summed before the update.
     """
     workers = workers or Workers()
-    device = next(model.parameters()).device
     model.train()
     torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch): resumable
     order = epoch_order(len(data), s.seed, epoch)
-    n_scored = data.n_scored
     step_rows = s.batch_size * s.grad_accum
     loss_sum, token_sum = 0.0, 0
     for start in range(0, len(order), step_rows):
         step = order[start : start + step_rows]
-        denom = int(n_scored[step].sum())
-        if denom == 0:
-            continue
-        for mb in _micro_batches(workers.shard(step, data.lengths), data.lengths, s):
-            batch = collate(data, mb, pad_id, device)
-            with autocast(device, precision):
-                nll, rows = scored_token_nll(model, batch)
-            if nll.numel() == 0:
-                continue
-            if row_nll is not None:
-                sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
-                sums.index_add_(0, rows, nll.detach().double())
-                counts = batch["scored"].sum(dim=1)
-                mean = (sums / counts.clamp(min=1)).cpu().numpy()
-                row_nll[mb] = np.where(counts.cpu().numpy() > 0, mean, np.nan)
-            (nll.sum() / denom).backward()
-            loss_sum += float(nll.detach().sum())
+        loss, denom, _ = optimizer_step(model, data, step, optimizer, scheduler, s, pad_id=pad_id,
+                                        precision=precision, workers=workers, row_nll=row_nll)
+        loss_sum += loss
         token_sum += denom
-        workers.sum_gradients(model)
-        if s.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         if progress:
             progress(int(data.lengths[step].sum()))
         if on_step:
@@ -120,7 +98,45 @@ def train_epoch(
     return loss_sum / max(token_sum, 1)
 
 
-def _micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, scheduler, s: TrainSettings, *,
+                   pad_id: int, precision: str = "fp32", workers: Workers | None = None,
+                   row_nll: np.ndarray | None = None) -> tuple[float, int, bool]:
+    """One optimizer step over the rows ``step``: the unit shared by scorer and target training.
+
+    Returns (NLL sum of this rank's rows, scored tokens of the whole step, whether a step was taken: a step
+    without any scored token is skipped).
+    """
+    workers = workers or Workers()
+    device = next(model.parameters()).device
+    denom = int(data.n_scored[step].sum())
+    if denom == 0:
+        return 0.0, 0, False
+    loss_sum = 0.0
+    for mb in micro_batches(workers.shard(step, data.lengths), data.lengths, s):
+        batch = collate(data, mb, pad_id, device)
+        with autocast(device, precision):
+            nll, rows = scored_token_nll(model, batch)
+        if nll.numel() == 0:
+            continue
+        if row_nll is not None:
+            sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
+            sums.index_add_(0, rows, nll.detach().double())
+            counts = batch["scored"].sum(dim=1)
+            mean = (sums / counts.clamp(min=1)).cpu().numpy()
+            row_nll[mb] = np.where(counts.cpu().numpy() > 0, mean, np.nan)
+        (nll.sum() / denom).backward()
+        loss_sum += float(nll.detach().sum())
+    workers.sum_gradients(model)
+    if s.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, denom, True
+
+
+def micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+    """One optimizer step's rows cut into micro-batches (by token budget, or ``batch_size`` rows)."""
     if len(step) == 0:
         return []
     if s.max_tokens_per_micro_batch <= 0:

@@ -1,0 +1,149 @@
+"""Peak memory of ``lpselect score --epochs 0`` (one P0 pass) at two data sizes, each in a fresh process.
+
+    python benchmarks/bench_memory.py [--sizes 4000 40000] [--data ALPACA.json] [--model SmolLM2 | --tiny]
+
+Each size runs ``lpselect score --data FIRST_N_ROWS.json --out RUN --epochs 0 --quiet`` as a child process;
+its peak resident set size is the child's own ``ru_maxrss`` (``os.wait4``), so sizes never mix. A third child
+that only imports lpselect, torch and transformers gives the fixed floor. ``--tiny`` scores with a randomly
+initialised 2-layer Llama and a 400-token byte-level BPE tokenizer (as ``tests/conftest.py``'s
+``tiny_model_dir``) built in a temp folder, so the data path (reading, tokenising, the token table, batching)
+dominates the memory; with the default scorer (SmolLM2-135M) the model and the pass dominate, and 40,000 rows
+take hours on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (  # benchmarks/ is on sys.path when a script here is run
+    ALPACA,
+    log,
+    markdown_table,
+    note_start,
+    phase,
+    print_header,
+    resolve_source,
+    subset_file,
+)
+
+IMPORTS_ONLY = "import torch, transformers, lpselect.cli, lpselect.scoring.job, lpselect.data.formats"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", type=Path, default=ALPACA,
+                    help="JSON array of samples (default: shared Alpaca)")
+    ap.add_argument("--sizes", type=int, nargs=2, default=[4000, 40000], metavar=("N1", "N2"),
+                    help="rows of the two runs (default 4000 40000)")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--model", default=None,
+                       help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
+    group.add_argument("--tiny", action="store_true", help="a tiny random Llama: the data path dominates")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                    help="further options for lpselect score (e.g. --extra --precision bf16)")
+    return ap.parse_args(argv)
+
+
+def build_tiny_model(folder: Path) -> Path:
+    """A random 2-layer Llama and a small byte-level BPE tokenizer (tests/conftest.py's recipe)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request.",
+        "### Instruction: ### Input: ### Response: paired with an input that provides further context.",
+        "The quick brown fox jumps over the lazy dog. 0123456789 + - * / = ( ) , . ? !",
+    ] * 20
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      eos_token_id=fast.eos_token_id, pad_token_id=fast.eos_token_id, bos_token_id=None,
+                      tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    return folder
+
+
+def measure(cmd: list[str], log_file: Path) -> tuple[int, float, int]:
+    """Run ``cmd``; return (its own peak RSS in KiB, wall seconds, exit code)."""
+    with log_file.open("wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return int(usage.ru_maxrss), wall, proc.returncode  # ru_maxrss is KiB on Linux
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    note_start()
+    with tempfile.TemporaryDirectory(prefix="lpselect-bench-mem-") as tmp:
+        folder = Path(tmp)
+        if args.tiny:
+            source = str(build_tiny_model(folder / "tiny-llama"))
+            model_label = "tiny random Llama (2 layers, hidden 32, vocab 400)"
+        else:
+            source = resolve_source(args.model)
+            model_label = source
+        floor_kib, _, rc = measure([sys.executable, "-c", IMPORTS_ONLY], folder / "imports.log")
+        if rc:
+            raise SystemExit(f"the import-only child failed:\n{(folder / 'imports.log').read_text()[-2000:]}")
+        runs: list[dict[str, Any]] = []
+        for n in args.sizes:
+            data_file = subset_file(args.data, n, folder)
+            run = folder / f"run-{n}"
+            cmd = [sys.executable, "-c", "from lpselect.cli import main; main()", "score",
+                   "--data", str(data_file), "--out", str(run), "--epochs", "0", "--model", source, "--quiet",
+                   *args.extra]
+            log(f"{n} rows: lpselect score --epochs 0")
+            kib, wall, rc = measure(cmd, folder / f"run-{n}.log")
+            if rc:
+                tail = (folder / f"run-{n}.log").read_text()[-3000:]
+                raise SystemExit(f"lpselect score failed on {n} rows:\n{tail}")
+            step = json.loads((run / "manifest.json").read_text())["steps"]["score"]
+            runs.append({"n": n, "kib": kib, "wall": wall, "tokens": step["counts"]["tokens"],
+                         "mb": data_file.stat().st_size / 2**20, "times": step["wall_time_s"]})
+            log(f"  peak RSS {kib / 1024:.0f} MiB, {wall:.0f} s")
+
+    print_header("Peak memory of lpselect score --epochs 0", [
+        ("model", model_label),
+        ("data", f"first N rows of {args.data.name}"),
+        ("command", "lpselect score --data D --out R --epochs 0 --model M --quiet " + " ".join(args.extra)),
+        ("peak RSS", "the child's own ru_maxrss (os.wait4), one fresh process per size"),
+        ("floor", f"a child that only imports torch, transformers and lpselect: {floor_kib / 1024:,.0f} MiB"),
+    ])
+    rows = []
+    for r in runs:
+        t = r["times"]
+        rows.append([f"{r['n']:,}", f"{r['mb']:.1f}", f"{r['tokens']:,}", f"{r['kib'] / 1024:,.0f}",
+                     f"{(r['kib'] - floor_kib) / 1024:,.0f}", f"{r['wall']:.0f}",
+                     f"{t.get('tokenize_tokens', float('nan')):.1f}", f"{phase(t, 'pass_0'):.1f}"])
+    a, b = runs
+    above = (b["kib"] - floor_kib) / max(a["kib"] - floor_kib, 1)
+    rows.append([f"ratio {b['n'] / a['n']:.1f}x rows", f"{b['mb'] / a['mb']:.2f}x",
+                 f"{b['tokens'] / a['tokens']:.2f}x", f"**{b['kib'] / a['kib']:.2f}x**", f"**{above:.2f}x**",
+                 f"{b['wall'] / a['wall']:.2f}x", "", ""])
+    print(markdown_table(["rows", "input MiB", "tokens", "peak RSS MiB", "RSS above floor MiB", "wall s",
+                          "tokenise s", "P0 pass s"], rows))
+
+
+if __name__ == "__main__":
+    main()

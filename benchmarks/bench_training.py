@@ -1,0 +1,148 @@
+"""Training throughput: one epoch of lpselect's ``train_epoch`` vs one epoch of ``transformers.Trainer``.
+
+    python benchmarks/bench_training.py [--n 128] [--data DOLLY.json] [--model SmolLM2] [--bf16] [--repeats 1]
+
+Arms, each on a model loaded afresh from disk (so all start from the same weights) and the same token table
+(lpselect's tokenisation, loss mask and truncation):
+
+* ``Trainer``: ``transformers.Trainer`` with the reference's settings: per-device batch 4, gradient
+  accumulation 8, AdamW lr 2e-5, weight decay 0, cosine schedule with 3 % warm-up, max grad norm 1, no length
+  grouping (random sampler), a collator padding to the longest row with prompt labels -100, ``report_to=[]``,
+  ``save_strategy="no"``, fp32 (or ``--bf16``: the Trainer's bf16 autocast). Only ``trainer.train()`` is
+  timed.
+* ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.train.train_epoch`` with ``TrainSettings`` defaults
+  (the same optimizer step of 32 samples, cut into length-sorted micro-batches by a token budget).
+
+Both use an LR schedule spanning ``--schedule-epochs`` (default 3, as ``lpselect score --epochs 1``) and stop
+after the first epoch. tokens/s counts real (unpadded) tokens; MFU = 6 x parameters x tokens/s / the matmul
+peak measured in this run. Loss: the mean over optimizer steps of each step's token-mean training loss, and
+the mean of the last ``--last-k`` steps (Trainer: its logged per-step losses; ours: from the per-row NLLs
+that train_epoch reports). The two arms shuffle differently, so losses agree only roughly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (  # benchmarks/ is on sys.path when a script here is run
+    DOLLY,
+    TrainOutcome,
+    fresh_model,
+    interleaved,
+    log,
+    markdown_table,
+    matmul_peak,
+    n_params,
+    note_start,
+    ours_epoch,
+    peak_rows,
+    print_header,
+    ratio_stats,
+    resolve_source,
+    subset_file,
+    tokenize_file,
+    trainer_epoch,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data", type=Path, default=DOLLY, help="JSON array of samples (default: shared Dolly)")
+    ap.add_argument("--n", type=int, default=128, help="use the first N samples (default 128)")
+    ap.add_argument("--model", default=None,
+                    help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--bf16", action="store_true", help="the Trainer arm in bf16 (default fp32)")
+    ap.add_argument("--schedule-epochs", type=int, default=3, help="LR schedule length in epochs (default 3)")
+    ap.add_argument("--micro-budget", type=int, default=None,
+                    help="ours: padded tokens per micro-batch (default: TrainSettings' default)")
+    ap.add_argument("--optim", default=None, help="Trainer optimizer (default: the Trainer's own default)")
+    ap.add_argument("--last-k", type=int, default=2, help="final loss = mean of the last K optimizer steps")
+    ap.add_argument("--repeats", type=int, default=1, help="timed epochs per arm (default 1)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    note_start()
+    import torch
+
+    from lpselect.models import load_tokenizer
+    from lpselect.scoring.train import TrainSettings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log("measuring matmul peaks")
+    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    source = resolve_source(args.model)
+    tokenizer = load_tokenizer(source)
+    with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
+        data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
+    pad_id = tokenizer.pad_token_id
+    n_tokens = int(data.lengths.sum())
+    trainer_name = f"Trainer {'bf16' if args.bf16 else 'fp32'}"
+
+    def trainer_arm() -> tuple[float, TrainOutcome]:
+        model = fresh_model(source)
+        out = trainer_epoch(model, data, pad_id, bf16=args.bf16, schedule_epochs=args.schedule_epochs,
+                            optim=args.optim)
+        del model
+        gc.collect()
+        return out.seconds, out
+
+    def ours_arm(precision: str):
+        def run() -> tuple[float, TrainOutcome]:
+            model = fresh_model(source)
+            out = ours_epoch(model, data, pad_id, precision=precision, schedule_epochs=args.schedule_epochs,
+                             micro_budget=args.micro_budget)
+            del model
+            gc.collect()
+            return out.seconds, out
+        return run
+
+    params = n_params(fresh_model(source))
+    arms = {trainer_name: trainer_arm, "ours fp32": ours_arm("fp32"), "ours bf16": ours_arm("bf16")}
+    t0 = time.perf_counter()
+    results = interleaved(arms, args.repeats)
+    log(f"all arms: {time.perf_counter() - t0:.0f} s")
+
+    budget = TrainSettings().max_tokens_per_micro_batch if args.micro_budget is None else args.micro_budget
+    trainer_note = results[trainer_name][0][1].note
+    print_header("One training epoch: lpselect train_epoch vs transformers.Trainer", [
+        ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
+        ("data", f"first {len(data)} rows of {args.data.name}: {n_tokens:,} tokens "
+                 f"({int(data.n_scored.sum()):,} scored), longest {int(data.lengths.max())}"),
+        ("optimizer steps", f"{-(-len(data) // 32)} of 32 samples; LR schedule over {args.schedule_epochs} "
+                            "epoch(s), stopped after epoch 1"),
+        ("Trainer", f"batch 4 x accumulation 8, padded to the longest, {trainer_note}"),
+        ("ours", f"train_epoch, TrainSettings, micro-batch budget {budget} padded tokens, torch.optim.AdamW"),
+        *peak_rows(peaks),
+        ("rounds", f"{args.repeats}, interleaved (order rotates); times are medians"),
+    ])
+    base_times = [t for t, _ in results[trainer_name]]
+    rows = []
+    for name, runs in results.items():
+        times = [t for t, _ in runs]
+        med = statistics.median(times)
+        tps = n_tokens / med
+        peak = peaks["bf16" if "bf16" in name else "fp32"]
+        first: TrainOutcome = runs[0][1]
+        rows.append([name, f"{med:.1f}", f"{tps:,.0f}",
+                     "1.00x" if name == trainer_name else ratio_stats(base_times, times),
+                     f"{100 * 6 * params * tps / peak.flops:.1f} % ({peak.dtype})",
+                     f"{first.mean_loss():.4f}", f"{first.last_loss(args.last_k):.4f}",
+                     str(len(first.step_losses))])
+    print(markdown_table(["arm", "median s", "tokens/s", f"speed vs {trainer_name} (per-round median, range)",
+                          "MFU (6·N·tok/s / peak)", "mean step loss", f"last {args.last_k} steps loss",
+                          "steps"], rows))
+
+
+if __name__ == "__main__":
+    main()

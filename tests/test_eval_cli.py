@@ -1,0 +1,46 @@
+"""`lpselect eval`: generate both models' answers, judge them against a local chat-completions server, tally."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from test_judge import completion, server  # noqa: F401  (the fixture)
+from typer.testing import CliRunner
+
+from lpselect.cli import app
+
+
+def _testsets(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "vicuna_test_set.jsonl").write_text(
+        "".join(json.dumps({"question_id": i, "text": f"Question {i}?"}) + "\n" for i in range(1, 4)))
+    (folder / "koala_test_set.jsonl").write_text(
+        "".join(json.dumps({"id": f"k{i}", "prompt": f"Prompt {i}."}) + "\n" for i in range(2)))
+    return folder
+
+
+def test_eval_end_to_end(server, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
+    fake, url = server
+    # grade answer 1 higher than answer 2 in every request: each order favours a different model -> all ties
+    fake.respond = lambda body, n: (200, {}, completion("8 6\nfirst is better"), 0.0)
+    monkeypatch.setenv("TEST_JUDGE_KEY", "k-123")
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    shutil.copytree(tiny_model_dir, a)
+    shutil.copytree(tiny_model_dir, b)
+    out = tmp_path / "eval"
+    args = ["eval", "--a", str(a), "--b", str(b), "--judge-model", "judge-x", "--base-url", url,
+            "--api-key-env", "TEST_JUDGE_KEY", "--out", str(out), "--testsets", "vicuna,koala",
+            "--testset-dir", str(_testsets(tmp_path / "ts")), "--max-new-tokens", "3", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    tally = json.loads((out / "winrate.json").read_text())
+    assert tally["overall"]["n"] == 5 and tally["overall"]["ties"] == 5 and tally["overall"]["wr"] == 1.0
+    assert tally["per_testset"]["vicuna"]["n"] == 3 and tally["per_testset"]["koala"]["n"] == 2
+    assert len(fake.requests) == 10  # 5 questions x 2 orders
+    assert (out / "winrate.png").stat().st_size > 1000
+    # a second run reuses the answers and the judge cache: no new request
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len(fake.requests) == 10
