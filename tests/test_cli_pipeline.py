@@ -311,7 +311,9 @@ def test_end_to_end_on_200_dolly_rows_with_the_default_scorer(tmp_path):
     r = invoke(["score", "--data", data, "--out", run, "--epochs", "1", "--precision", "bf16", "--quiet"])
     assert r.exit_code == 0, r.output
     scores = read_table(run / "scores.parquet")
-    assert list(scores) == ["id", "ppl_0", "ppl_1", "n_scored_tokens", "truncated", "prompt_shortened"]
+    assert next(iter(scores)) == "id"
+    assert [c for c in scores if re.fullmatch(r"ppl_\d+", c)] == ["ppl_0", "ppl_1"]
+    assert {"n_scored_tokens", "truncated", "prompt_shortened"} <= set(scores)
     np.testing.assert_array_equal(scores["id"], np.arange(200))
     assert np.isfinite(scores["ppl_0"]).all() and np.isfinite(scores["ppl_1"]).all()
     assert (scores["n_scored_tokens"] > 0).all()

@@ -78,9 +78,8 @@ def test_the_evil_pickle_is_live(tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["list", "dict"])
 def test_code_inside_data_is_refused(tmp_path: Path, where: str) -> None:
     target = tmp_path / "SOMEFILE"
-    if where == "list":
-        payload = [1.0, _Touch(target), 3.0]
-    else:
+    payload: list = [1.0, _Touch(target), 3.0]
+    if where != "list":
         payload = [{"embed_sentence": "", "cluster_num": _Eval()}]
     path = _write(tmp_path / "inner.pkl", payload)
     for loader in (load_plain_pickle, load_ppl_pickle, load_clustering_pickle):

@@ -48,7 +48,8 @@ def test_compute_metric_reads_the_right_columns() -> None:
     np.testing.assert_allclose(compute_metric("ppl", table, 2), [4.0, 2.0])
     # lp_online(1) = (P0 - online_1) / (P0 - online_2)
     np.testing.assert_allclose(compute_metric("lp_online", table, 1), [3 / 6, 1 / 4])
-    np.testing.assert_allclose(compute_metric("ifd", table, 1), [math.log(5) / math.log(25), math.log(6) / math.log(36)])
+    expected_ifd = [math.log(5) / math.log(25), math.log(6) / math.log(36)]
+    np.testing.assert_allclose(compute_metric("ifd", table, 1), expected_ifd)
     np.testing.assert_allclose(compute_metric("confidence", table, 1), [0.4, 0.5])
     with pytest.raises(ValueError, match="ppl_resp_0"):
         compute_metric("ifd", table, 0)

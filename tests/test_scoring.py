@@ -416,8 +416,6 @@ def test_epochs_zero_writes_only_p0(baseline, data_file, tiny_model_dir, tmp_pat
 @pytest.mark.parametrize("budget", [64])
 def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file, tiny_model_dir, tmp_path,
                                                                         budget):
-    from lpselect.scoring.train import TrainSettings, _micro_batches, epoch_order
-
     fixed = tiny_config(tiny_model_dir, epochs=1, max_tokens_per_micro_batch=0)
     by_tokens = tiny_config(tiny_model_dir, epochs=1, max_tokens_per_micro_batch=budget)
     score(data_file, tmp_path / "fixed", fixed, progress=False)
@@ -427,11 +425,7 @@ def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file
     assert (np.abs(a["ppl_1"] / a["ppl_0"] - 1) > 1e-2).any()  # training moved the scores
     np.testing.assert_allclose(b["ppl_1"], a["ppl_1"], rtol=1e-4)
 
-    # the two settings really cut the steps differently
+    # the two settings really cut the steps differently: rows are longer than half the budget, so the
+    # budget never holds the batch_size = 2 rows that a fixed micro-batch holds
     data = TokenizedData.load(tmp_path / "tokens" / "score" / "tokens")
-    step = epoch_order(len(data), 42, 1)[:4]
-    cut_fixed = [list(x) for x in _micro_batches(step, data.lengths, TrainSettings(batch_size=2, grad_accum=2,
-                                                                                   max_tokens_per_micro_batch=0))]
-    cut_tokens = [list(x) for x in _micro_batches(step, data.lengths, TrainSettings(
-        batch_size=2, grad_accum=2, max_tokens_per_micro_batch=budget))]
-    assert cut_fixed != cut_tokens
+    assert int(data.lengths.min()) * 2 > budget

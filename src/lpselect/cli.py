@@ -92,7 +92,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a dataset folder.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a "
+                                                         "dataset folder.")]
 OutRun = Annotated[Path, typer.Option("--out", help="Run folder (created; re-running resumes).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Discard earlier results in the run folder made "
                                                          "from other inputs or settings.")]
@@ -108,8 +109,9 @@ def score_cmd(
     gguf_file: Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs n (0 = P0 only, 1 = LP_app(1) fast path).")] = 3,
     max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
-    truncation: Annotated[Truncation, typer.Option(help="prompt: shorten the prompt, keep the response; "
-                                                        "right: cut from the right like the reference.")] = Truncation.prompt,
+    truncation: Annotated[Truncation, typer.Option(
+        help="prompt: shorten the prompt, keep the response; right: cut from the right like the reference."
+    )] = Truncation.prompt,
     seed: int = 42,
     lr: float = 2e-5,
     batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,

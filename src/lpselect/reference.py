@@ -41,9 +41,7 @@ _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LON
 
 
 def _check_opcodes(raw: bytes) -> None:
-    n_ops = 0
-    for op, arg, _ in pickletools.genops(raw):
-        n_ops += 1
+    for n_ops, (op, arg, _) in enumerate(pickletools.genops(raw), start=1):
         if op.name not in _PLAIN_OPCODES:
             raise pickle.UnpicklingError(f"refused: opcode {op.name} (only plain lists/dicts/numbers accepted)")
         if op.name in _MEMO_OPCODES and int(arg) > n_ops:

@@ -10,7 +10,7 @@ import json
 import platform
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,8 @@ def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("lpselect", "torch", "transformers", "accelerate", "datasets", "sentence-transformers",
                 "scikit-learn", "numpy", "pyarrow"):
-        try:
+        with suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -97,8 +95,8 @@ class RunFolder:
             m["steps"].pop(name, None)
             write_json(self.manifest_path, m)
             old = None
-        self.update_step(name, inputs=inputs, config=config, versions=library_versions(),
-                         started=old.get("started") if old else datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        started = old.get("started") if old else datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.update_step(name, inputs=inputs, config=config, versions=library_versions(), started=started)
         return old is not None
 
     @contextmanager

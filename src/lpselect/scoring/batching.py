@@ -10,7 +10,9 @@ import torch
 from lpselect.data.tokenize import TokenizedData
 
 
-def token_budget_batches(lengths: np.ndarray, rows: np.ndarray, max_tokens: int, max_rows: int = 256) -> list[np.ndarray]:
+def token_budget_batches(
+    lengths: np.ndarray, rows: np.ndarray, max_tokens: int, max_rows: int = 256
+) -> list[np.ndarray]:
     """Rows sorted longest first, cut into batches whose padded size (rows x longest) stays under max_tokens."""
     order = rows[np.argsort(-lengths[rows], kind="stable")]
     batches, start = [], 0
