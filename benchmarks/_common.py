@@ -55,10 +55,13 @@ def cpu_flags() -> set[str]:
 
 
 def git_commit() -> str:
+    """``git rev-parse --short HEAD``, marked when tracked files under src/ have uncommitted changes."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, check=True, timeout=10)
-        return out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"], cwd=REPO,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + (" + uncommitted changes in src/" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -71,6 +74,7 @@ def note_start() -> None:
     _START["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
     _START["load"] = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
     _START["t0"] = str(time.perf_counter())
+    _START["commit"] = git_commit()
 
 
 def machine_rows() -> list[tuple[str, str]]:
@@ -84,9 +88,10 @@ def machine_rows() -> list[tuple[str, str]]:
     isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
     minutes = (time.perf_counter() - float(_START["t0"])) / 60
+    commit = git_commit()
     return [
         ("date (UTC) at start", _START["date"]),
-        ("git commit", git_commit()),
+        ("git commit", commit if commit == _START["commit"] else f"{_START['commit']} at start, {commit} at end"),
         ("CPU", cpu_model()),
         ("cores (os) / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"),
         ("ISA", isa),

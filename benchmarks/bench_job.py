@@ -66,7 +66,7 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     import pyarrow.parquet as pq
 
     from lpselect.config import ScoreConfig
-    from lpselect.scoring.job import score
+    from lpselect.scoring.job import score  # imported in main() already: fails before any timing
 
     run = folder / f"ours-e{epochs}-{time.monotonic_ns()}"
     cfg = ScoreConfig(model=source, epochs=epochs, precision=precision)
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy.stats import spearmanr
 
+    import lpselect.scoring.job  # noqa: F401  (import errors show now, not after the baseline's minutes)
     from lpselect.metrics import learning_percentage_approx
     from lpselect.models import load_tokenizer
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
+from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input
 from lpselect.scoring.precision import pick_device, resolve_precision
@@ -303,12 +304,7 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lor
         state = {"epoch": pos.epoch, "done_in_epoch": pos.done_in_epoch, "global_step": pos.global_step,
                  "loss_sum": pos.loss_sum, "token_sum": pos.token_sum, "lora": lora}
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
-        old = out / ".checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -317,11 +313,9 @@ def _read_position(ckpt: Path) -> tuple[_Position | None, dict[str, Any] | None]
     """The checkpoint's position and RNG state, or (None, None) when there is no complete checkpoint."""
     state_file = ckpt / "state.json"
     if not state_file.exists():
-        old = ckpt.parent / ".checkpoint.old"  # a crash between the two renames of _save_checkpoint
-        if (old / "state.json").exists() and not ckpt.exists():
-            os.replace(old, ckpt)
-            return _read_position(ckpt)
-        return None, None
+        recover_dir(ckpt)  # a crash between the two renames of replace_dir
+        if not state_file.exists():
+            return None, None
     state = json.loads(state_file.read_text())
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     pos = _Position(epoch=state["epoch"], done_in_epoch=state["done_in_epoch"],

@@ -147,10 +147,10 @@ def _truncate_plain(
 
     instruction, inp = s.instruction, s.input
     if prompt_len(instruction, "") <= budget:
-        inp = inp[: _longest_prefix(len(inp), lambda c: prompt_len(instruction, inp[:c]) <= budget)]
+        inp = inp[: longest_prefix(len(inp), lambda c: prompt_len(instruction, inp[:c]) <= budget)]
     else:
         inp = ""
-        keep = _longest_prefix(len(instruction), lambda c: prompt_len(instruction[:c], "") <= budget)
+        keep = longest_prefix(len(instruction), lambda c: prompt_len(instruction[:c], "") <= budget)
         instruction = instruction[:keep]
     prompt = render_prompt(instruction, inp, with_input=with_input)
     new_ids = tokenizer(prompt + s.output + eos).input_ids[:max_length]
@@ -158,7 +158,7 @@ def _truncate_plain(
     return new_ids, _mask(new_prompt_len, len(new_ids)), len(ids) - len(new_ids), True
 
 
-def _longest_prefix(n: int, fits: Callable[[int], bool]) -> int:
+def longest_prefix(n: int, fits: Callable[[int], bool]) -> int:
     """Largest c in [0, n] with fits(c) (fits is monotone: shorter text, fewer tokens); 0 if none."""
     lo, hi = 0, n
     while lo < hi:

@@ -20,6 +20,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lpselect.data.template import render_prompt
+from lpselect.data.tokenize import longest_prefix
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import write_json
 
@@ -315,24 +316,13 @@ def _prompt(q: TestQuestion, tokenizer, limit: int | None) -> tuple[list[int], b
         return full, False
     instruction, inp = q.instruction, q.input
     if len(ids(instruction, "")) <= limit:
-        inp = inp[: _longest(len(inp), lambda c: len(ids(instruction, inp[:c])) <= limit)]
+        inp = inp[: longest_prefix(len(inp), lambda c: len(ids(instruction, inp[:c])) <= limit)]
     else:
         inp = ""
-        keep = _longest(len(instruction), lambda c: len(ids(instruction[:c], "")) <= limit)
+        keep = longest_prefix(len(instruction), lambda c: len(ids(instruction[:c], "")) <= limit)
         instruction = instruction[:keep]
     log.warning("%s %s: prompt shortened to fit %d tokens", q.testset, q.id, limit)
     return ids(instruction, inp)[:limit], True
-
-
-def _longest(n: int, fits) -> int:
-    lo, hi = 0, n
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def _until_eos(ids: list[int], eos_ids: list[int]) -> list[int]:

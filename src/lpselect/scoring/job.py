@@ -24,7 +24,7 @@ from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.faults import crash_point
-from lpselect.io import atomic_path, save_npy
+from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
@@ -58,6 +58,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force)
     if workers.is_main:
+        recover_dir(work / "checkpoint")
         for stale in work.glob(".checkpoint.*"):  # a checkpoint being written when the process was killed
             shutil.rmtree(stale, ignore_errors=True)
     workers.barrier()
@@ -257,10 +258,6 @@ def _save_checkpoint(work: Path, epoch: int, model, optimizer, scheduler) -> Non
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "epoch.txt").write_text(str(epoch))
         crash_point(f"checkpoint:{epoch}")
-        old = work / ".checkpoint.old"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
