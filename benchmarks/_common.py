@@ -165,13 +165,18 @@ def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------ data
-def subset_file(source: Path, n: int, folder: Path) -> Path:
-    """The first ``n`` rows of a JSON-array dataset, written to ``folder`` (never into the repository)."""
+def subset_file(source: Path, n: int, folder: Path, *, skip_empty_output: bool = False) -> Path:
+    """The first ``n`` rows of a JSON-array dataset, written to ``folder`` (never into the repository).
+
+    ``skip_empty_output`` leaves out rows whose ``output``/``response`` is empty (lpselect refuses a file
+    with such a row; the shared Alpaca file has 26), so the file still has ``n`` rows."""
     rows = json.loads(Path(source).read_text())
     if not isinstance(rows, list):
         raise SystemExit(f"{source}: expected a JSON array")
+    if skip_empty_output:
+        rows = [r for r in rows if str(r.get("output", r.get("response", "")) or "").strip()]
     if n > len(rows):
-        raise SystemExit(f"{source} has {len(rows)} rows, asked for {n}")
+        raise SystemExit(f"{source} has {len(rows)} usable rows, asked for {n}")
     out = Path(folder) / f"{Path(source).stem}-first{n}.json"
     out.write_text(json.dumps(rows[:n]))
     return out

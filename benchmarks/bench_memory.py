@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"the import-only child failed:\n{(folder / 'imports.log').read_text()[-2000:]}")
         runs: list[dict[str, Any]] = []
         for n in args.sizes:
-            data_file = subset_file(args.data, n, folder)
+            data_file = subset_file(args.data, n, folder, skip_empty_output=True)
             run = folder / f"run-{n}"
             cmd = [sys.executable, "-c", "from lpselect.cli import main; main()", "score",
                    "--data", str(data_file), "--out", str(run), "--epochs", "0", "--model", source, "--quiet",
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print_header("Peak memory of lpselect score --epochs 0", [
         ("model", model_label),
-        ("data", f"first N rows of {args.data.name}"),
+        ("data", f"first N rows of {args.data.name} with a non-empty output (lpselect refuses an empty one)"),
         ("command", "lpselect score --data D --out R --epochs 0 --model M --quiet " + " ".join(args.extra)),
         ("peak RSS", "the child's own ru_maxrss (os.wait4), one fresh process per size"),
         ("floor", f"a child that only imports torch, transformers and lpselect: {floor_kib / 1024:,.0f} MiB"),

@@ -309,3 +309,23 @@ def test_save_load_round_trip_memory_mapped(tok, tmp_path):
     eager = TokenizedData.load(tmp_path / "tokens", mmap=False)
     assert not isinstance(eager.tokens, np.memmap)
     np.testing.assert_array_equal(eager.tokens, data.tokens)
+
+
+def test_prompt_mode_guarantees_half_the_window_to_the_response(tok) -> None:
+    """A short prompt is kept whole (the long response is cut from the right); a long prompt is shortened so the
+    response keeps min(its length, max_length // 2) tokens."""
+    max_length = 128
+    short_prompt = Sample(0, "Describe", "", "The lazy dog. " * 80)
+    long_both = Sample(1, "Describe " + "the fox " * 100, "", "The lazy dog. " * 80)
+    data = tokenize_samples([short_prompt, long_both], tok, max_length=max_length, truncation="prompt")
+    right = tokenize_samples([short_prompt, long_both], tok, max_length=max_length, truncation="right")
+    # row 0: identical to the reference's cut, instruction intact
+    np.testing.assert_array_equal(data.row(0)[0], right.row(0)[0])
+    assert not data.prompt_shortened[0]
+    n_prompt_0 = len(ids_of(tok, render_prompt("Describe", "")))
+    assert int(data.n_scored[0]) == max_length - n_prompt_0
+    # row 1: the prompt alone fills the window under "right"; here the response gets at least half of it
+    assert int(right.n_scored[1]) == 0
+    assert data.prompt_shortened[1]
+    assert int(data.n_scored[1]) >= max_length // 2
+    assert len(data.row(1)[0]) <= max_length

@@ -137,9 +137,13 @@ def _truncate_plain(
         return ids, _mask(n_prompt, len(ids)), 0, False
     if mode == "right":
         return ids[:max_length], _mask(n_prompt, max_length), len(ids) - max_length, False
-    # mode == "prompt": keep the response, shorten the input field from its end, then the instruction.
+    # mode == "prompt": the response is guaranteed min(its length, max_length // 2) tokens. A prompt that fits
+    # beside that keeps every token and the response is cut from the right (as "right" does); a longer prompt
+    # is shortened to fit (the end of the input first, then the instruction), so every sample keeps a response.
     response_len = len(ids) - n_prompt
-    budget = max_length - response_len
+    budget = max_length - min(response_len, max_length // 2)
+    if n_prompt <= budget:
+        return ids[:max_length], _mask(n_prompt, max_length), len(ids) - max_length, False
     with_input = bool(s.input)
 
     def prompt_len(instruction: str, inp: str) -> int:
