@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--model", default=None,
                        help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
     group.add_argument("--tiny", action="store_true", help="a tiny random Llama: the data path dominates")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="OMP_NUM_THREADS for the children (0 = inherit); 1 is far faster on a loaded machine")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="further options for lpselect score (e.g. --extra --precision bf16)")
     return ap.parse_args(argv)
@@ -81,11 +83,12 @@ def build_tiny_model(folder: Path) -> Path:
     return folder
 
 
-def measure(cmd: list[str], log_file: Path) -> tuple[int, float, int]:
+def measure(cmd: list[str], log_file: Path, threads: int = 0) -> tuple[int, float, int]:
     """Run ``cmd``; return (its own peak RSS in KiB, wall seconds, exit code)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with log_file.open("wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             source = resolve_source(args.model)
             model_label = source
-        floor_kib, _, rc = measure([sys.executable, "-c", IMPORTS_ONLY], folder / "imports.log")
+        floor_kib, _, rc = measure([sys.executable, "-c", IMPORTS_ONLY], folder / "imports.log", args.threads)
         if rc:
             raise SystemExit(f"the import-only child failed:\n{(folder / 'imports.log').read_text()[-2000:]}")
         runs: list[dict[str, Any]] = []
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                    "--data", str(data_file), "--out", str(run), "--epochs", "0", "--model", source, "--quiet",
                    *args.extra]
             log(f"{n} rows: lpselect score --epochs 0")
-            kib, wall, rc = measure(cmd, folder / f"run-{n}.log")
+            kib, wall, rc = measure(cmd, folder / f"run-{n}.log", args.threads)
             if rc:
                 tail = (folder / f"run-{n}.log").read_text()[-3000:]
                 raise SystemExit(f"lpselect score failed on {n} rows:\n{tail}")
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         ("data", f"first N rows of {args.data.name} with a non-empty output (lpselect refuses an empty one)"),
         ("command", "lpselect score --data D --out R --epochs 0 --model M --quiet " + " ".join(args.extra)),
         ("peak RSS", "the child's own ru_maxrss (os.wait4), one fresh process per size"),
+        ("threads", f"OMP_NUM_THREADS={args.threads}" if args.threads else "inherited"),
         ("floor", f"a child that only imports torch, transformers and lpselect: {floor_kib / 1024:,.0f} MiB"),
     ])
     rows = []
