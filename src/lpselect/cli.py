@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from lpselect.cli_options import Band, Metric, Order, Precision, Strategy, Truncation
 from lpselect.errors import LPSelectError
 
 app = typer.Typer(
@@ -26,45 +26,6 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 _state = {"debug": False}
-
-
-class Truncation(str, Enum):
-    prompt = "prompt"
-    right = "right"
-
-
-class Metric(str, Enum):
-    lp = "lp"
-    lp_app = "lp_app"
-    ppl = "ppl"
-    ifd = "ifd"
-    confidence = "confidence"
-    variability = "variability"
-    lp_online = "lp_online"
-
-
-class Band(str, Enum):
-    low = "low"
-    mid = "mid"
-    high = "high"
-
-
-class Strategy(str, Enum):
-    cluster = "cluster"
-    global_ = "global"
-    clust_rand = "clust_rand"
-    random = "random"
-
-
-class Order(str, Enum):
-    reference = "reference"
-    original = "original"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
 
 
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:

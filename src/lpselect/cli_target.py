@@ -11,18 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from lpselect.cli_options import Precision, Truncation
+
 out = Console()
-
-
-class _Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class _Truncation(str, Enum):
-    prompt = "prompt"
-    right = "right"
 
 
 class _SaveDtype(str, Enum):
@@ -58,10 +49,10 @@ def train_cmd(
     warmup_ratio: float = 0.03,
     weight_decay: float = 0.0,
     max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
-    truncation: Annotated[_Truncation, typer.Option(help="prompt: shorten the prompt, keep the response; "
-                                                         "right: cut from the right.")] = _Truncation.prompt,
+    truncation: Annotated[Truncation, typer.Option(help="prompt: shorten the prompt, keep the response; "
+                                                         "right: cut from the right.")] = Truncation.prompt,
     seed: int = 42,
-    precision: Annotated[_Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = _Precision.auto,
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a micro-batch (same "
                                                                  "update; 0 = --batch-size rows).")] = 2048,
@@ -120,7 +111,7 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option(help="Questions per generate call (left padding).")] = 8,
     model_name: Annotated[str | None, typer.Option(help="Name written in each line (default: the folder "
                                                         "name).")] = None,
-    precision: Annotated[_Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = _Precision.auto,
+    precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:

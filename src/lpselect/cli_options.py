@@ -1,0 +1,44 @@
+"""Choice types of the CLI options, shared by every command module."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Truncation(str, Enum):
+    prompt = "prompt"
+    right = "right"
+
+
+class Metric(str, Enum):
+    lp = "lp"
+    lp_app = "lp_app"
+    ppl = "ppl"
+    ifd = "ifd"
+    confidence = "confidence"
+    variability = "variability"
+    lp_online = "lp_online"
+
+
+class Band(str, Enum):
+    low = "low"
+    mid = "mid"
+    high = "high"
+
+
+class Strategy(str, Enum):
+    cluster = "cluster"
+    global_ = "global"
+    clust_rand = "clust_rand"
+    random = "random"
+
+
+class Order(str, Enum):
+    reference = "reference"
+    original = "original"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
