@@ -32,7 +32,7 @@ class TrainSettings:
     grad_accum: int = 8
     max_grad_norm: float = 1.0
     seed: int = 42
-    max_tokens_per_micro_batch: int = 4096  # padded tokens per forward/backward; 0 = batch_size rows
+    max_tokens_per_micro_batch: int = 2048  # padded tokens per forward/backward; 0 = batch_size rows
 
 
 def steps_per_epoch(n_rows: int, s: TrainSettings) -> int:
