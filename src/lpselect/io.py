@@ -61,6 +61,23 @@ def recover_dir(final: Path) -> None:
         os.replace(old, final)
 
 
+def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line of a JSONL file; errors name the file and the line."""
+    from lpselect.errors import InputError
+
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"not valid JSON ({e.msg})", row=i) from None
+            if not isinstance(obj, dict):
+                raise InputError(path, "expected a JSON object per line", row=i)
+            yield i, obj
+
+
 def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default) + "\n")

@@ -9,11 +9,11 @@ An answers file is JSONL, one object per question, as ``generate`` writes it::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lpselect.errors import InputError
+from lpselect.io import jsonl_objects
 
 ANSWER_FIELDS = ("testset", "id", "question", "answer", "model")
 
@@ -45,33 +45,24 @@ def read_answers(path: str | Path) -> list[Answer]:
         raise InputError(path, "answers file not found")
     rows: list[Answer] = []
     seen: set[tuple[str, str]] = set()
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"not valid JSON ({e.msg})", row=i) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, "expected a JSON object per line", row=i)
-            for name in ("testset", "question", "answer"):
-                if not isinstance(obj.get(name), str):
-                    raise InputError(path, "missing or not a string", row=i, field=name)
-            if not obj["testset"]:
-                raise InputError(path, "empty test-set name", row=i, field="testset")
-            qid = obj.get("id")
-            if isinstance(qid, bool) or not isinstance(qid, int | str):
-                raise InputError(path, "missing or not an integer/string", row=i, field="id")
-            model = obj.get("model")
-            if model is not None and not isinstance(model, str):
-                raise InputError(path, "not a string", row=i, field="model")
-            key = (obj["testset"], str(qid))
-            if key in seen:
-                raise InputError(path, f"question {key[1]} of test set '{key[0]}' appears twice", row=i,
-                                 field="id")
-            seen.add(key)
-            rows.append(Answer(obj["testset"], qid, obj["question"], obj["answer"], model))
+    for i, obj in jsonl_objects(path):
+        for name in ("testset", "question", "answer"):
+            if not isinstance(obj.get(name), str):
+                raise InputError(path, "missing or not a string", row=i, field=name)
+        if not obj["testset"]:
+            raise InputError(path, "empty test-set name", row=i, field="testset")
+        qid = obj.get("id")
+        if isinstance(qid, bool) or not isinstance(qid, int | str):
+            raise InputError(path, "missing or not an integer/string", row=i, field="id")
+        model = obj.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InputError(path, "not a string", row=i, field="model")
+        key = (obj["testset"], str(qid))
+        if key in seen:
+            raise InputError(path, f"question {key[1]} of test set '{key[0]}' appears twice", row=i,
+                             field="id")
+        seen.add(key)
+        rows.append(Answer(obj["testset"], qid, obj["question"], obj["answer"], model))
     if not rows:
         raise InputError(path, "no answers in the file")
     return rows

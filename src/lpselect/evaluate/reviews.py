@@ -24,7 +24,7 @@ from typing import Any
 
 from lpselect.errors import InputError
 from lpselect.evaluate.tally import A_WINS, B_WINS, Scores, verdict
-from lpselect.io import atomic_path
+from lpselect.io import atomic_path, jsonl_objects
 
 FORMATS = ("own", "cherry")
 _VERDICT_NAMES = {A_WINS: "A", B_WINS: "B", 0: "tie"}
@@ -109,29 +109,20 @@ def _scores(value: Any, path: Path, row: int, field: str) -> Scores | None:
 def read_own(path: str | Path) -> list[Review]:
     path = Path(path)
     out: list[Review] = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"not valid JSON ({e.msg})", row=i) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, "expected a JSON object per line", row=i)
-            if not isinstance(obj.get("testset"), str) or not obj["testset"]:
-                raise InputError(path, "missing test-set name", row=i, field="testset")
-            orders = []
-            for name in ("order_ab", "order_ba"):
-                o = obj.get(name)
-                if not isinstance(o, dict):
-                    raise InputError(path, "missing (expected an object with reply and scores)", row=i,
-                                     field=name)
-                orders.append(OrderResult(str(o.get("reply") or ""), _scores(o.get("scores"), path, i, name),
-                                          o.get("attempts")))
-            out.append(Review(obj["testset"], obj.get("id", i), str(obj.get("question") or ""), orders[0],
-                              orders[1], obj.get("model_a"), obj.get("model_b"), obj.get("judge"),
-                              obj.get("prompt")))
+    for i, obj in jsonl_objects(path):
+        if not isinstance(obj.get("testset"), str) or not obj["testset"]:
+            raise InputError(path, "missing test-set name", row=i, field="testset")
+        orders = []
+        for name in ("order_ab", "order_ba"):
+            o = obj.get(name)
+            if not isinstance(o, dict):
+                raise InputError(path, "missing (expected an object with reply and scores)", row=i,
+                                 field=name)
+            orders.append(OrderResult(str(o.get("reply") or ""), _scores(o.get("scores"), path, i, name),
+                                      o.get("attempts")))
+        out.append(Review(obj["testset"], obj.get("id", i), str(obj.get("question") or ""), orders[0],
+                          orders[1], obj.get("model_a"), obj.get("model_b"), obj.get("judge"),
+                          obj.get("prompt")))
     return out
 
 
