@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -31,8 +32,10 @@ def _param(name: str) -> Any:
     return pytest.param(name, id=name)
 
 
-ALL_CASES = [_param(n) for n in CASES]
-ERROR_CASES = [_param(n) for n, c in CASES.items() if c["expect"] == "error"]
+DATA_CASES = {n: c for n, c in CASES.items() if c.get("reader", "dataset") == "dataset"}
+ALL_CASES = [_param(n) for n in DATA_CASES]
+ERROR_CASES = [_param(n) for n, c in DATA_CASES.items() if c["expect"] == "error"]
+RUN_CASES = [_param(n) for n, c in CASES.items() if c.get("reader", "dataset") != "dataset"]
 
 
 def _squash(text: str) -> str:
@@ -46,13 +49,13 @@ def _squash(text: str) -> str:
 def test_corpus_is_complete_and_small() -> None:
     on_disk = {p.name for p in BAD.iterdir() if p.name != "CASES.json"}
     assert on_disk == set(CASES), "every corpus file has a CASES.json entry and vice versa"
-    assert len(CASES) >= 20
+    assert len(CASES) >= 25
     for name, case in CASES.items():
         assert case["expect"] in ("error", "ok"), name
         assert {"row", "field", "message_contains"} <= set(case), name
         path = BAD / name
-        if path.is_file():
-            assert path.stat().st_size <= 512, f"{name} should stay tiny"
+        if path.is_file() and not case.get("large"):
+            assert path.stat().st_size <= (512 if name in DATA_CASES else 2048), f"{name} should stay tiny"
     raw = (BAD / "invalid_utf8.json").read_bytes()
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
@@ -90,6 +93,7 @@ def test_read_dataset_on_corpus(name: str) -> None:
         assert [s.output for s in ds.samples] == case["outputs"]
     if "inputs" in case:
         assert [s.input for s in ds.samples] == case["inputs"]
+    assert ds.duplicate_rows() == case.get("duplicates", 0)
     for rec in ds.records:  # a BOM must not end up glued to the first key
         assert not any(str(k).startswith("\ufeff") for k in rec)
 
@@ -158,6 +162,58 @@ def test_cli_select_reports_bad_data_in_one_message(name: str, tmp_path: Path) -
     if case["field"] is not None:
         assert _squash(f"field '{case['field']}'") in text
     assert not (tmp_path / "subset.json").exists()
+
+
+def _run_case_args(name: str, tmp_path: Path) -> list[str]:
+    """The command that reads corpus file ``name`` (a scores, clusters, reference pickle or config file)."""
+    case = CASES[name]
+    out = ["--out", str(tmp_path / "subset.jsonl")]
+    if case["reader"] == "scores":
+        return ["select", "--data", str(BAD / case["data"]), "--scores", str(BAD / name), *out,
+                "--strategy", "global", "--percent", "50"]
+    if case["reader"] == "clusters":
+        return ["select", "--data", str(BAD / case["data"]), "--scores", str(BAD / case["scores"]),
+                "--clusters", str(BAD / name), *out, "--percent", "50"]
+    if case["reader"] == "reference":
+        return ["import-reference", "--pplx", str(BAD / name), "--out", str(tmp_path / "scores.parquet")]
+    assert case["reader"] == "config", name
+    return ["run", str(BAD / name)]
+
+
+@pytest.mark.parametrize("name", RUN_CASES)
+def test_cli_on_scores_clusters_pickles_and_configs(name: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files other than the data: one clear line naming file, row and field, or a counted skip."""
+    case = CASES[name]
+    monkeypatch.chdir(tmp_path)  # the code-carrying pickle would create a file here if it ever ran
+    result = CliRunner().invoke(app, _run_case_args(name, tmp_path))
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "lpselect-pickle-ran").exists(), "the pickle's code was executed"
+    if case["expect"] == "ok":
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / "subset.jsonl.report.json").read_text())
+        assert report["n_nan_left_out"] == case["left_out"]
+        assert report["n_selected"] + report["n_nan_left_out"] <= report["n_rows"]
+        return
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    text = _squash(result.output)
+    assert text.startswith("error:") and _squash(str(BAD / name)) in text
+    assert _squash(case["message_contains"]) in text
+    if case["row"] is not None:
+        assert f"row{case['row']}," in text
+    if case["field"] is not None:
+        assert _squash(f"field '{case['field']}'") in text
+    assert not any(tmp_path.glob("subset.jsonl*")) and not (tmp_path / "scores.parquet").exists()
+
+
+def test_inf_perplexity_is_left_out_not_ranked_hardest(tmp_path: Path) -> None:
+    """Row 1 has P1 = inf, so LP_app(1) = -inf: it must be counted as without a score, never picked as hardest."""
+    result = CliRunner().invoke(app, _run_case_args("scores_nan_inf.parquet", tmp_path))
+    assert result.exit_code == 0, result.output
+    subset = read_dataset(tmp_path / "subset.jsonl")
+    assert [(s.instruction, s.output) for s in subset.samples] == [("Say hi.", "hi")], \
+        "only row 0 (P0=5, P1=4) has a finite LP_app(1); row 1 (blue) has -inf"
 
 
 def test_cli_debug_raises_the_input_error(tmp_path: Path) -> None:
@@ -368,3 +424,20 @@ def test_chat_multi_turn(tmp_path: Path) -> None:
     assert ds.samples[1].id == 1 and ds.samples[1].output == "Hello"
     out = write_subset(ds, [1, 0], tmp_path / "sub.json")
     assert json.loads(out.read_text()) == [records[1], records[0]]
+
+
+def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The 1 MB sample is scored on its first max_length tokens and counted; duplicate rows are kept and counted."""
+    data = tmp_path / "data.jsonl"
+    data.write_bytes((BAD / "one_mb_output.jsonl").read_bytes() + (BAD / "duplicate_rows.jsonl").read_bytes())
+    result = CliRunner().invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "run"),
+                                      "--model", str(tiny_model_dir), "--epochs", "0", "--max-length", "64",
+                                      "--device", "cpu", "--precision", "fp32", "--quiet"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "run" / "manifest.json").read_text())["steps"]["score"]["counts"]
+    assert counts["rows"] == 5 and counts["truncated_rows"] == 1 and counts["duplicate_rows"] == 2
+    scores = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
+    assert scores["truncated"][0] > 100_000, "the 1 MB response lost most of its tokens, and the count says so"
+    assert 32 <= scores["n_scored_tokens"][0] <= 64, "prompt truncation keeps >= max_length // 2 response tokens"
+    assert all(np.isfinite(scores["ppl_0"]))
+    assert "2duplicatesofanearlierrow" in _squash(result.output)

@@ -461,3 +461,88 @@ def test_local_backend_greedy_with_the_chat_template(tiny_model_dir: Path):
     assert reviews[0].ab.reply == reply
     assert reviews[0].ab.scores == parse_scores(reviews[0].ab.reply)
     assert reviews[0].judge == str(tiny_model_dir.resolve())
+
+
+# ------------------------------------------------------------------------------------------------- load
+
+
+def test_load_slow_server_failing_30_percent(server, tmp_path: Path):
+    """A slow judge that fails 30 % of requests (500, 503, 429, timeouts): every question ends judged or
+    counted as failed, in-flight requests stay bounded, no order is asked again after a reply was received,
+    and a rerun asks only the failed orders."""
+    import random
+
+    fake, url = server
+    timeout, concurrency, max_retries = 0.4, 4, 3
+    attempts: Counter[str] = Counter()
+    outcome: dict[str, list[str]] = {}  # user message -> what each attempt got, in order
+
+    def respond(body: dict[str, Any], n: int) -> Reply:
+        user = body["messages"][-1]["content"]
+        with fake.lock:
+            attempts[user] += 1
+            k = attempts[user]
+        rng = random.Random(f"{user}|{k}")  # the same fate for the same attempt, whatever the thread order
+        delay = rng.uniform(0.02, 0.12)
+        roll = rng.random()
+        if "always-down" in user or roll < 0.3:
+            kind = rng.choice(["500", "503", "429", "timeout"])
+            outcome.setdefault(user, []).append("fail")
+            if kind == "timeout":
+                return 200, {}, completion("9 1\nlate"), timeout * 2.5  # the client has left by then
+            return int(kind), {}, {"error": {"message": "overloaded"}}, delay
+        outcome.setdefault(user, []).append("ok")
+        return (*grade_by_quality(body, n)[:3], delay)
+
+    fake.respond = respond
+    rows = [("vicuna", i, f"Question {i}?", f"A says quality={1 + i % 10}") for i in range(30)]
+    rows.append(("koala", "down", "always-down?", "A says quality=5"))
+    a = write_answers(tmp_path / "a.jsonl", "a", rows)
+    b = write_answers(tmp_path / "b.jsonl", "b", [(t, i, q, "B says quality=5") for t, i, q, _ in rows])
+    out = tmp_path / "reviews.jsonl"
+    chat = client(url, timeout=timeout, max_retries=max_retries)
+    post, lock, open_now, most_open = chat._post, threading.Lock(), [0], [0]
+
+    def counted_post(body: bytes) -> str:  # the client's open connections (the server still holds timed-out ones)
+        with lock:
+            open_now[0] += 1
+            most_open[0] = max(most_open[0], open_now[0])
+        try:
+            return post(body)
+        finally:
+            with lock:
+                open_now[0] -= 1
+
+    chat._post = counted_post  # type: ignore[method-assign]
+    result = judge_files(a, b, out, chat, concurrency=concurrency)
+
+    assert 2 <= most_open[0] <= concurrency
+    assert len(result.reviews) == len(rows) == len(out.read_text().splitlines())
+    for user, got in outcome.items():
+        assert got.count("ok") <= 1, "a received reply is never asked for again"
+        if "ok" in got:
+            assert got[-1] == "ok", "no request after the reply"
+        else:
+            assert len(got) == max_retries + 1, "a failed order used every retry, no more"
+    n_failed_orders = sum("ok" not in got for got in outcome.values())
+    assert n_failed_orders >= 2  # the always-down question, in both orders
+    assert sum(rng_fail == "fail" for got in outcome.values() for rng_fail in got) / sum(map(len, outcome.values())) \
+        > 0.2
+    by_id = {r.id: r for r in result.reviews}
+    assert by_id["down"].status == "failed" and by_id["down"].ab.error and by_id["down"].ba.error
+    for r in result.reviews:
+        assert r.status in ("parsed", "failed")
+        if r.status == "parsed":  # the grades are the answers' own qualities: A = 1 + i % 10, B = 5
+            assert r.ab.scores == (1 + int(r.id) % 10, 5) and r.ba.scores == (5, 1 + int(r.id) % 10)
+    assert result.n_failed == sum(r.status == "failed" for r in result.reviews) >= 1
+    assert result.n_failed + len([r for r in result.reviews if r.status == "parsed"]) == len(rows)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {x["status"] for x in lines if x["id"] == "down"} == {"failed"}
+    assert tally(tally_rows(read_own(out))).overall.unparsed == result.n_failed, "failed rows are counted"
+
+    # the server recovers: the rerun sends exactly the failed orders, once each, and nothing else
+    sent_before = len(fake.requests)
+    fake.respond = grade_by_quality
+    again = judge_files(a, b, out, chat, concurrency=concurrency)
+    assert len(fake.requests) - sent_before == n_failed_orders
+    assert again.n_failed == 0 and again.stats.requests_sent == n_failed_orders

@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
                              max_retries=max_retries, device=device, console=console)
         r = judge_files(a, b, out_path, chat, cache_dir=cache_dir, concurrency=concurrency,
                         parse_retries=parse_retries, progress=not quiet)
-        out.print(f"reviews: {r.path}  ({len(r.reviews)} questions, {r.n_unparsed} unparsed; "
+        out.print(f"reviews: {r.path}  ({len(r.reviews)} questions, {r.n_unparsed} unparsed, "
+                  f"{r.n_failed} failed (rerun to ask them again); "
                   f"{r.stats.requests_sent} requests sent, {r.stats.cache_hits} replies from the cache)")
         label_a, label_b = _labels(r.reviews, None, None)
         out.print(report_table(tally(tally_rows(r.reviews)), label_a, label_b))

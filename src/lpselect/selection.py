@@ -50,7 +50,7 @@ def select(
     order: str = "reference",
     seed: int = 42,
 ) -> Selection:
-    """Pick ids per SPEC §8. NaN rows are removed before any split and are never selected."""
+    """Pick ids per SPEC §8. NaN (and ±inf) rows are removed before any split and are never selected."""
     metric = np.asarray(metric, dtype=np.float64)
     n = len(metric)
     if strategy not in STRATEGIES:
@@ -62,7 +62,7 @@ def select(
     if strategy in ("cluster", "clust_rand") and clusters is None:
         raise ValueError(f"strategy {strategy!r} needs a cluster assignment")
     ids = np.arange(n)
-    valid = ~np.isnan(metric)
+    valid = np.isfinite(metric)  # an inf perplexity gives an inf/NaN metric: no rank to trust
     parts = n_parts(percent)
     labels = np.zeros(n, dtype=np.int64) if clusters is None or strategy == "global" else np.asarray(clusters)
     if len(labels) != n:

@@ -61,8 +61,7 @@ def _read_keyed(path: str | Path, n_rows: int | None):
     if len(ids) != len(expected) or not np.array_equal(ids, expected):
         bad = _first_mismatch(ids, expected)
         raise InputError(
-            path, f"ids do not match the data ({len(ids)} rows for {len(expected)} samples; first mismatch at "
-            f"row {bad})", field="id")
+            path, f"ids do not match the data ({len(ids)} rows for {len(expected)} samples)", row=bad, field="id")
     return table
 
 
@@ -120,6 +119,7 @@ def select_subset(
         "n_rows": len(dataset),
         "n_selected": len(sel.ids),
         "n_nan_left_out": sel.n_nan - n_above_max,
+        "n_duplicate_rows": dataset.duplicate_rows(),
         "max_value": max_value,
         "n_above_max_left_out": n_above_max,
         "n_parts": sel.n_parts,

@@ -49,6 +49,17 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def duplicate_rows(self) -> int:
+        """Rows equal to an earlier row (same text in every field). They are kept, like the reference keeps
+        them, but counted and reported: a user may want to deduplicate first."""
+        seen: set[tuple[Any, ...]] = set()
+        n = 0
+        for s in self.samples:
+            key = (s.instruction, s.input, s.output, s.messages)
+            n += key in seen
+            seen.add(key)
+        return n
+
 
 def read_dataset(path: str | Path) -> Dataset:
     """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online)."""

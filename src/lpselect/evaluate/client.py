@@ -33,6 +33,11 @@ class JudgeRequestError(LPSelectError):
     """The endpoint refused a request, or kept failing after every retry."""
 
 
+class RetriesExhausted(JudgeRequestError):
+    """A request kept failing (429/5xx/timeouts) after every retry: that order is counted as failed, the run
+    goes on, and a rerun asks it again (a failure is never cached)."""
+
+
 class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -110,7 +115,7 @@ class OpenAIChatClient:
                 log.info("judge request failed (%s); retry %d/%d in %.2fs", last, retry + 1,
                          self.max_retries, wait)
                 self._sleep(wait)
-        raise JudgeRequestError(f"{self.url}: gave up after {self.max_retries + 1} attempts; "
+        raise RetriesExhausted(f"{self.url}: gave up after {self.max_retries + 1} attempts; "
                                 f"last error: {last}")
 
     def _post(self, body: bytes) -> str:

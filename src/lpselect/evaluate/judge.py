@@ -2,7 +2,9 @@
 
 Requests run on a bounded thread pool; every reply goes to the disk cache before it is used, so a rerun
 after a crash or an interruption only sends what is missing. A reply whose first line has no two grades is
-asked again (a new request) up to ``parse_retries`` times, then the order is recorded as unparsed.
+asked again (a new request) up to ``parse_retries`` times, then the order is recorded as unparsed. A request
+that still fails after the client's retries is recorded as failed (never cached): the run finishes, and a rerun
+asks only the failed and missing orders.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 
 from lpselect.evaluate.answers import AnswerPair, pair_answers
 from lpselect.evaluate.cache import ReplyCache, request_key
+from lpselect.evaluate.client import RetriesExhausted
 from lpselect.evaluate.prompt import PROMPT_VERSION, Messages, build_messages, parse_scores
 from lpselect.evaluate.reviews import OrderResult, Review, write_reviews
 
@@ -56,6 +59,10 @@ class JudgeResult:
     def n_unparsed(self) -> int:
         return sum(r.status == "unparsed" for r in self.reviews)
 
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status == "failed" for r in self.reviews)
+
 
 def judge_order(backend: ChatBackend, messages: Messages, *, cache: ReplyCache | None = None,
                 parse_retries: int = 2, stats: JudgeStats | None = None) -> OrderResult:
@@ -67,7 +74,12 @@ def judge_order(backend: ChatBackend, messages: Messages, *, cache: ReplyCache |
         key = request_key(identity, messages, attempt)
         cached = cache.get(key) if cache is not None else None
         if cached is None:
-            reply = backend.complete(messages)
+            try:
+                reply = backend.complete(messages)
+            except RetriesExhausted as e:  # counted as failed; not cached, so a rerun asks again
+                if stats is not None:
+                    stats.count(cached=False)
+                return OrderResult("", None, attempt + 1, error=str(e))
             if cache is not None:
                 cache.put(key, reply)
         else:

@@ -9,7 +9,8 @@ Own format, one JSON object per question::
      "status": "parsed", "verdict": "B"}
 
 ``order_ab`` showed A's answer first, so its scores are [A, B]; ``order_ba`` showed B first: [B, A]. A reply
-that could not be read has ``scores: null`` and makes the question ``unparsed``. ``verdict`` ("A", "B",
+that could not be read has ``scores: null`` and makes the question ``unparsed``; a request that failed after
+every retry also carries ``"error"`` and makes it ``failed`` (both are left out of the tally and counted). ``verdict`` ("A", "B",
 "tie" or null) is for people reading the file; the tally recomputes it from the scores.
 """
 
@@ -37,6 +38,7 @@ class OrderResult:
     reply: str
     scores: Scores | None
     attempts: int | None = None
+    error: str | None = None  # the request failed after every retry: nothing was judged
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Review:
 
     @property
     def status(self) -> str:
+        if self.ab.error is not None or self.ba.error is not None:
+            return "failed"
         return "parsed" if self.ab.scores is not None and self.ba.scores is not None else "unparsed"
 
     @property
@@ -72,7 +76,8 @@ def tally_rows(reviews: Iterable[Review]) -> Iterable[tuple[str, Scores | None, 
 
 def review_to_json(r: Review) -> dict[str, Any]:
     def order(o: OrderResult) -> dict[str, Any]:
-        return {"reply": o.reply, "scores": list(o.scores) if o.scores else None, "attempts": o.attempts}
+        out = {"reply": o.reply, "scores": list(o.scores) if o.scores else None, "attempts": o.attempts}
+        return out if o.error is None else {**out, "error": o.error}
 
     return {"testset": r.testset, "id": r.id, "question": r.question, "model_a": r.model_a,
             "model_b": r.model_b, "judge": r.judge, "prompt": r.prompt, "order_ab": order(r.ab),
@@ -118,8 +123,9 @@ def read_own(path: str | Path) -> list[Review]:
             if not isinstance(o, dict):
                 raise InputError(path, "missing (expected an object with reply and scores)", row=i,
                                  field=name)
+            error = o.get("error")
             orders.append(OrderResult(str(o.get("reply") or ""), _scores(o.get("scores"), path, i, name),
-                                      o.get("attempts")))
+                                      o.get("attempts"), None if error is None else str(error)))
         out.append(Review(obj["testset"], obj.get("id", i), str(obj.get("question") or ""), orders[0],
                           orders[1], obj.get("model_a"), obj.get("model_b"), obj.get("judge"),
                           obj.get("prompt")))

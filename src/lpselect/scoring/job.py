@@ -45,6 +45,7 @@ class ScoreResult:
     n_nan: int
     n_truncated: int
     n_prompt_shortened: int
+    n_duplicates: int = 0
 
 
 def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, *, force: bool = False,
@@ -154,10 +155,12 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         n_nan=int((~np.isfinite(ppl)).any(axis=1).sum()),
         n_truncated=int((tokens.truncated > 0).sum()),
         n_prompt_shortened=int(tokens.prompt_shortened.sum()),
+        n_duplicates=dataset.duplicate_rows(),
     )
     run.update_step("score", status="complete", model_source=source, device=str(device), precision=precision,
                     counts={"rows": result.n_rows, "nan_rows": result.n_nan, "truncated_rows": result.n_truncated,
                             "prompt_shortened_rows": result.n_prompt_shortened,
+                            "duplicate_rows": result.n_duplicates,
                             "tokens": int(tokens.lengths.sum()), "scored_tokens": int(tokens.n_scored.sum())})
     if not cfg.keep_checkpoint and workers.is_main:
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
