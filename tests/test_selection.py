@@ -197,6 +197,16 @@ def test_negative_and_large_cluster_numbers_sorted_numerically() -> None:
     assert as_list(select(m, c, 100, "low")) == [1, 2, 0, 3]
 
 
+@pytest.mark.parametrize("band", ["low", "high"])
+def test_infinite_values_are_left_out_like_nan(band: str) -> None:
+    """-inf would otherwise rank hardest (low) and +inf easiest (high): neither is a score to trust."""
+    m = np.array([0.4, -np.inf, 0.1, np.inf, 0.3, np.nan])
+    sel = select(m, None, 50, band, strategy="global")
+    assert sel.n_nan == 3
+    # the finite rows sorted ascending: 2 (0.1), 4 (0.3), 0 (0.4); 50 % -> two parts, sizes 2 and 1
+    assert set(as_list(sel)) == ({2, 4} if band == "low" else {0})
+
+
 def test_all_nan_gives_empty_selection() -> None:
     sel = select(np.full(5, np.nan), np.array([0, 0, 1, 1, 2]), 10, "low")
     assert as_list(sel) == []
