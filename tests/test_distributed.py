@@ -45,3 +45,52 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(two[col], one[col], rtol=1e-4, err_msg=col)
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["steps"]["score"]["status"] == "complete"
+
+
+def _train(data: Path, out: Path, model: Path, nproc: int, extra: list[str] = ()) -> dict[str, np.ndarray]:
+    args = ["train", "--data", str(data), "--out", str(out), "--model", str(model), "--epochs", "2",
+            "--batch-size", "2", "--grad-accum", "4", "--lr", "1e-3", "--precision", "fp32", "--device", "cpu",
+            "--quiet", *extra]
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [sys.executable, *launcher, "-m", "lpselect.cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.numpy import load_file
+
+    return load_file(out / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_two_process_target_training_equals_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`train` under torchrun: shards of every step, summed gradients, one writer; same weights and losses."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(37)))
+    one = _train(data, tmp_path / "one", tiny_model_dir, 1)
+    two = _train(data, tmp_path / "two", tiny_model_dir, 2)
+    assert one.keys() == two.keys()
+    start = _train_state(tiny_model_dir)
+    moved = max(float(np.abs(one[k] - start[k]).max()) for k in one if k in start)
+    assert moved > 1e-3, "training changed the weights"
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    losses = [json.loads((tmp_path / d / "manifest.json").read_text())["steps"]["train"]["train_loss"]
+              for d in ("one", "two")]
+    assert losses[0].keys() == {"1", "2"} == losses[1].keys()
+    for e in ("1", "2"):
+        assert abs(losses[0][e] - losses[1][e]) <= 1e-4 * abs(losses[0][e])
+    steps = [json.loads((tmp_path / d / "manifest.json").read_text())["steps"]["train"] for d in ("one", "two")]
+    assert steps[0]["processes"] == 1 and steps[1]["processes"] == 2
+    total = steps[0]["tokens_per_process"][0]
+    assert total == 2 * steps[0]["counts"]["tokens"], "two epochs over every token"
+    halves = steps[1]["tokens_per_process"]
+    assert sum(halves) == total, "each row of each step trained on exactly one rank"
+    assert min(halves) > 0.4 * total, "the shards are balanced"
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert "checkpoint" not in files and "config.json" in files and "manifest.json" in files
+
+
+def _train_state(model_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(next(model_dir.glob("*.safetensors")))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from lpselect.errors import LPSelectError
 from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input
+from lpselect.scoring.distributed import init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
 
@@ -109,10 +111,14 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     """
     cfg = config or TrainConfig()
     out = Path(out_dir)
+    workers, device = init_workers(pick_device(cfg.device))
+    progress = progress and workers.is_main
     source = model_source(cfg.model, cfg.gguf_file)
     if Path(source).resolve() == out.resolve():
         raise LPSelectError(f"--out {out} is the model's own folder; choose another folder")
-    _check_out_dir(out, force)
+    if workers.is_main:
+        _check_out_dir(out, force)
+    workers.barrier()
     inputs = {"data": describe_input(data), "model": {"source": source}}
     old = _read_step(out)
     finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
@@ -134,13 +140,14 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if int(tokens.n_scored.sum()) == 0:
         raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
     t_read = time.perf_counter() - t0
-    run = RunFolder(out)
-    if force and old is not None and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump()):
+    if (workers.is_main and force and old is not None
+            and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump())):
         _clear(out)
+    workers.barrier()
+    run = RunFolder(out, writer=workers.is_main)
     run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force)
     _add_time(run, "read_tokenize", t_read)
 
-    device = pick_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     settings = _settings(cfg)
     per_epoch = steps_per_epoch(len(tokens), settings)
@@ -150,6 +157,9 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
 
     t0 = time.perf_counter()
     ckpt = out / CHECKPOINT
+    if workers.is_main:
+        recover_dir(ckpt)  # a crash between the two renames of replace_dir
+    workers.barrier()
     pos, rng = _read_position(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
     model = _load_model(cfg, source, ckpt if pos else None).to(device)
@@ -182,6 +192,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     bar = tqdm(total=total_steps, initial=min(pos.global_step, total_steps), desc="train target", unit="step",
                disable=not progress, dynamic_ncols=True)
     t_train = time.perf_counter()
+    my_tokens = 0  # this rank's share of the tokens trained on in this run (the manifest shows the balance)
     try:
         while pos.epoch <= cfg.epochs and pos.global_step < total_steps:
             epoch = pos.epoch
@@ -194,7 +205,9 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                     break
                 rows = order[k * step_rows : (k + 1) * step_rows]
                 loss, n_tok, stepped = optimizer_step(model, tokens, rows, optimizer, scheduler, settings,
-                                                      pad_id=pad_id, precision=precision)
+                                                      pad_id=pad_id, precision=precision, workers=workers)
+                loss = float(workers.sum(np.array([loss]))[0])  # every rank's share of the step
+                my_tokens += int(tokens.lengths[workers.shard(rows, tokens.lengths)].sum())
                 pos.loss_sum += loss
                 pos.token_sum += n_tok
                 pos.done_in_epoch = k + 1
@@ -206,7 +219,9 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                 if epoch_end:
                     _finish_epoch(run, pos)
                 if epoch_end or (stepped and cfg.save_steps and pos.global_step % cfg.save_steps == 0):
-                    _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora)
+                    if workers.is_main:  # the weights and optimizer state are the same on every rank
+                        _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora)
+                    workers.barrier()
                     _add_time(run, "train", time.perf_counter() - t_train)
                     t_train = time.perf_counter()
                 if stepped and on_step is not None:
@@ -218,13 +233,18 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
         _add_time(run, "train", time.perf_counter() - t_train)
 
     t0 = time.perf_counter()
-    _write_final(out, model, tokenizer, cfg)
+    if workers.is_main:
+        _write_final(out, model, tokenizer, cfg)
     _add_time(run, "save", time.perf_counter() - t0)
     record = run.step(STEP) or {}
-    run.update_step(STEP, status="complete", steps_done=pos.global_step,
-                    files=sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST))
-    if not cfg.keep_checkpoint:
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    per_rank = workers.sum(np.eye(workers.world)[workers.rank] * my_tokens).astype(int).tolist()
+    if workers.is_main:
+        run.update_step(STEP, status="complete", steps_done=pos.global_step, processes=workers.world,
+                        tokens_per_process=per_rank,
+                        files=sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST))
+        if not cfg.keep_checkpoint:
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    workers.barrier()
     return TrainResult(model_dir=out, n_rows=len(tokens), steps=pos.global_step,
                        epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
                        n_truncated=int((tokens.truncated > 0).sum()),

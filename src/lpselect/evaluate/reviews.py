@@ -10,8 +10,8 @@ Own format, one JSON object per question::
 
 ``order_ab`` showed A's answer first, so its scores are [A, B]; ``order_ba`` showed B first: [B, A]. A reply
 that could not be read has ``scores: null`` and makes the question ``unparsed``; a request that failed after
-every retry also carries ``"error"`` and makes it ``failed`` (both are left out of the tally and counted). ``verdict`` ("A", "B",
-"tie" or null) is for people reading the file; the tally recomputes it from the scores.
+every retry also carries ``"error"`` and makes it ``failed`` (both are left out of the tally and counted).
+``verdict`` ("A", "B", "tie" or null) is for people reading the file; the tally recomputes it from the scores.
 """
 
 from __future__ import annotations
