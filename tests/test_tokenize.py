@@ -286,6 +286,23 @@ def test_chat_and_alpaca_rows_keep_their_order(tok, tmp_path):
     assert decoded(tok, data, 2)[1] == "Eight.<eos>"
 
 
+def test_rows_across_chunk_boundaries_equal_rows_tokenised_alone(tok):
+    """Tokenisation packs 1024 rows at a time; 2,100 rows span three chunks and must join seamlessly."""
+    from lpselect.data.tokenize import tokenize_responses
+
+    samples = [Sample(i, f"Add {i} and 3.", "fox " * (i % 5), "The answer. " * (1 + i % 7)) for i in range(2100)]
+    data = tokenize_samples(samples, tok, max_length=24, truncation="prompt")
+    resp = tokenize_responses(samples, tok, max_length=8)
+    assert len(data) == len(resp) == 2100 and data.offsets[0] == 0 and data.offsets[-1] == len(data.tokens)
+    for i in (0, 1023, 1024, 1025, 2047, 2048, 2099):
+        alone = tokenize_samples([samples[i]], tok, max_length=24, truncation="prompt")
+        np.testing.assert_array_equal(data.row(i)[0], alone.row(0)[0])
+        np.testing.assert_array_equal(data.row(i)[1], alone.row(0)[1])
+        assert data.truncated[i] == alone.truncated[0]
+        assert data.prompt_shortened[i] == alone.prompt_shortened[0]
+        np.testing.assert_array_equal(resp.row(i)[0], tokenize_responses([samples[i]], tok, max_length=8).row(0)[0])
+
+
 # ------------------------------------------------------------------------------------------ save / load
 
 

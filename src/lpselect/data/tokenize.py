@@ -79,7 +79,7 @@ def tokenize_samples(
     if max_length < 2:
         raise ValueError("max_length must be at least 2")
     eos = tokenizer.eos_token or ""
-    rows: list[tuple[list[int], list[bool], int, bool]] = []
+    parts: list[TokenizedData] = []  # packed per chunk: Python token lists never outlive their chunk
     batch = 1024
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
@@ -94,22 +94,24 @@ def tokenize_samples(
                 encoded[s.id] = _truncate_plain(s, ids, n_prompt, tokenizer, eos, max_length, truncation)
         for s in chat:
             encoded[s.id] = _encode_chat(s, tokenizer, max_length)
-        rows.extend(encoded[s.id] for s in chunk)
+        parts.append(_pack([encoded[s.id] for s in chunk]))
         if progress:
             progress(len(chunk))
-    return _pack(rows)
+    return _concat(parts)
 
 
 def tokenize_responses(samples: Sequence[Sample], tokenizer, *, max_length: int = 512) -> TokenizedData:
     """The response alone (``output + eos``, every token a label, cut from the right): the denominator of IFD."""
     eos = tokenizer.eos_token or ""
-    rows = []
+    parts = []
     for start in range(0, len(samples), 1024):
         chunk = samples[start : start + 1024]
+        rows = []
         for ids in tokenizer([s.output + eos for s in chunk]).input_ids:
             kept = ids[:max_length]
             rows.append((kept, [True] * len(kept), len(ids) - len(kept), False))
-    return _pack(rows)
+        parts.append(_pack(rows))
+    return _concat(parts)
 
 
 def _pack(rows: list[tuple[list[int], list[bool], int, bool]]) -> TokenizedData:
@@ -123,6 +125,21 @@ def _pack(rows: list[tuple[list[int], list[bool], int, bool]]) -> TokenizedData:
         offsets=offsets,
         truncated=np.array([r[2] for r in rows], dtype=np.int32),
         prompt_shortened=np.array([r[3] for r in rows], dtype=bool),
+    )
+
+
+def _concat(parts: list[TokenizedData]) -> TokenizedData:
+    """Chunks packed one after another, as one table (offsets shifted by the tokens before each chunk)."""
+    if not parts:
+        return _pack([])
+    starts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+    return TokenizedData(
+        tokens=np.concatenate([p.tokens for p in parts]),
+        scored=np.concatenate([p.scored for p in parts]),
+        offsets=np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)]).astype(
+            np.int64),
+        truncated=np.concatenate([p.truncated for p in parts]),
+        prompt_shortened=np.concatenate([p.prompt_shortened for p in parts]),
     )
 
 

@@ -64,16 +64,10 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
             shutil.rmtree(stale, ignore_errors=True)
     workers.barrier()
     torch.manual_seed(cfg.seed)
-    with run.timed("score", "read"):
-        dataset = read_dataset(data)
     with run.timed("score", "load_tokenizer"):
         source = model_source(cfg.model, cfg.gguf_file)
         tokenizer = load_tokenizer(source)
-    tokens = _token_table(run, workers, work / "tokens", progress, lambda bar: tokenize_samples(
-        dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),
-        len(dataset))
-    responses = _token_table(run, workers, work / "tokens_response", progress, lambda bar: tokenize_responses(
-        dataset.samples, tokenizer, max_length=cfg.max_length), len(dataset)) if cfg.ifd else None
+    tokens, responses, n_duplicates = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
 
     precision = resolve_precision(cfg.precision, device)
     # small batches keep a CPU's caches warm; a GPU wants large ones
@@ -155,7 +149,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         n_nan=int((~np.isfinite(ppl)).any(axis=1).sum()),
         n_truncated=int((tokens.truncated > 0).sum()),
         n_prompt_shortened=int(tokens.prompt_shortened.sum()),
-        n_duplicates=dataset.duplicate_rows(),
+        n_duplicates=n_duplicates,
     )
     run.update_step("score", status="complete", model_source=source, device=str(device), precision=precision,
                     counts={"rows": result.n_rows, "nan_rows": result.n_nan, "truncated_rows": result.n_truncated,
@@ -201,6 +195,21 @@ def _event_log(path: Path, workers: Workers) -> Callable[[str], None]:
 
 def _skip(*_: object) -> None:
     """What a rank other than 0 does instead of writing a file."""
+
+
+def _tokenized_data(data: str | Path, tokenizer, cfg: ScoreConfig, run: RunFolder, workers: Workers,
+                    progress: bool) -> tuple[TokenizedData, TokenizedData | None, int]:
+    """Read the data and tokenise it (or memory-map the saved tables). The samples are dropped on return:
+    from then on only the token tables are held, so memory does not grow with the dataset."""
+    with run.timed("score", "read"):
+        dataset = read_dataset(data)
+    tokens = _token_table(run, workers, run.path / WORK / "tokens", progress, lambda bar: tokenize_samples(
+        dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),
+        len(dataset))
+    responses = _token_table(run, workers, run.path / WORK / "tokens_response", progress,
+                             lambda bar: tokenize_responses(dataset.samples, tokenizer, max_length=cfg.max_length),
+                             len(dataset)) if cfg.ifd else None
+    return tokens, responses, dataset.duplicate_rows()
 
 
 def _token_table(run: RunFolder, workers: Workers, folder: Path, progress: bool, build, n_rows: int
