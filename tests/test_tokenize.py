@@ -287,20 +287,32 @@ def test_chat_and_alpaca_rows_keep_their_order(tok, tmp_path):
 
 
 def test_rows_across_chunk_boundaries_equal_rows_tokenised_alone(tok):
-    """Tokenisation packs 1024 rows at a time; 2,100 rows span three chunks and must join seamlessly."""
+    """Tokenisation packs rows in chunks (256); 2,100 rows span several chunks and must join seamlessly."""
     from lpselect.data.tokenize import tokenize_responses
 
     samples = [Sample(i, f"Add {i} and 3.", "fox " * (i % 5), "The answer. " * (1 + i % 7)) for i in range(2100)]
     data = tokenize_samples(samples, tok, max_length=24, truncation="prompt")
     resp = tokenize_responses(samples, tok, max_length=8)
     assert len(data) == len(resp) == 2100 and data.offsets[0] == 0 and data.offsets[-1] == len(data.tokens)
-    for i in (0, 1023, 1024, 1025, 2047, 2048, 2099):
+    for i in (0, 255, 256, 257, 1023, 1024, 2047, 2048, 2099):
         alone = tokenize_samples([samples[i]], tok, max_length=24, truncation="prompt")
         np.testing.assert_array_equal(data.row(i)[0], alone.row(0)[0])
         np.testing.assert_array_equal(data.row(i)[1], alone.row(0)[1])
         assert data.truncated[i] == alone.truncated[0]
         assert data.prompt_shortened[i] == alone.prompt_shortened[0]
         np.testing.assert_array_equal(resp.row(i)[0], tokenize_responses([samples[i]], tok, max_length=8).row(0)[0])
+
+
+def test_n_scored_counts_labels_after_each_rows_first_token():
+    """9,000 synthetic rows (several 4,096-row blocks, some empty): n_scored against a plain Python count."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 12, 9000)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    scored = rng.random(int(offsets[-1])) < 0.6
+    data = TokenizedData(tokens=np.zeros(len(scored), dtype=np.int32), scored=scored, offsets=offsets,
+                         truncated=np.zeros(9000, dtype=np.int32), prompt_shortened=np.zeros(9000, dtype=bool))
+    expected = [sum(bool(x) for x in scored[offsets[i] + 1 : offsets[i + 1]]) for i in range(9000)]
+    assert data.n_scored.tolist() == expected
 
 
 # ------------------------------------------------------------------------------------------ save / load

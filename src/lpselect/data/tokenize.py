@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +38,25 @@ class TokenizedData:
         a, b = self.offsets[i], self.offsets[i + 1]
         return self.tokens[a:b], self.scored[a:b]
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    @property
+    @cached_property
     def n_scored(self) -> np.ndarray:
-        """Scored tokens per row. The first token of a row is never a label (nothing predicts it)."""
-        starts = self.scored.copy()
-        starts[self.offsets[:-1][self.lengths > 0]] = False
-        csum = np.concatenate([[0], np.cumsum(starts, dtype=np.int64)])
-        return csum[self.offsets[1:]] - csum[self.offsets[:-1]]
+        """Scored tokens per row. The first token of a row is never a label (nothing predicts it).
+
+        Computed once, a block of rows at a time: no temporary as long as the whole token table."""
+        out = np.zeros(len(self), dtype=np.int64)
+        for a in range(0, len(self), 4096):
+            b = min(a + 4096, len(self))
+            lo, hi = int(self.offsets[a]), int(self.offsets[b])
+            mask = np.array(self.scored[lo:hi], dtype=bool)  # a copy: the table may be a read-only memmap
+            local = self.offsets[a:b] - lo
+            mask[local[self.lengths[a:b] > 0]] = False
+            csum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+            out[a:b] = csum[self.offsets[a + 1 : b + 1] - lo] - csum[local]
+        return out
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -80,7 +89,7 @@ def tokenize_samples(
         raise ValueError("max_length must be at least 2")
     eos = tokenizer.eos_token or ""
     parts: list[TokenizedData] = []  # packed per chunk: Python token lists never outlive their chunk
-    batch = 1024
+    batch = 256  # small chunks: the tokenizer's per-batch objects stay small
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         chat = [s for s in chunk if s.messages is not None]
@@ -104,8 +113,8 @@ def tokenize_responses(samples: Sequence[Sample], tokenizer, *, max_length: int 
     """The response alone (``output + eos``, every token a label, cut from the right): the denominator of IFD."""
     eos = tokenizer.eos_token or ""
     parts = []
-    for start in range(0, len(samples), 1024):
-        chunk = samples[start : start + 1024]
+    for start in range(0, len(samples), 256):
+        chunk = samples[start : start + 256]
         rows = []
         for ids in tokenizer([s.output + eos for s in chunk]).input_ids:
             kept = ids[:max_length]

@@ -25,6 +25,7 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
+from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
@@ -68,6 +69,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         source = model_source(cfg.model, cfg.gguf_file)
         tokenizer = load_tokenizer(source)
     tokens, responses, n_duplicates = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
+    release_free_memory()  # the samples and the tokenizer's batches are gone: hand their pages back
 
     precision = resolve_precision(cfg.precision, device)
     # small batches keep a CPU's caches warm; a GPU wants large ones
