@@ -94,6 +94,7 @@ def test_read_dataset_on_corpus(name: str) -> None:
     if "inputs" in case:
         assert [s.input for s in ds.samples] == case["inputs"]
     assert ds.duplicate_rows() == case.get("duplicates", 0)
+    assert ds.empty_output_rows() == case.get("empty_outputs", 0)
     for rec in ds.records:  # a BOM must not end up glued to the first key
         assert not any(str(k).startswith("\ufeff") for k in rec)
 
@@ -427,17 +428,22 @@ def test_chat_multi_turn(tmp_path: Path) -> None:
 
 
 def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """The 1 MB sample is scored on its first max_length tokens and counted; duplicate rows are kept and counted."""
+    """The 1 MB sample is scored on its first max_length tokens and counted; duplicate rows and an empty output
+    are kept (the empty response is its EOS alone, as in the reference) and counted."""
     data = tmp_path / "data.jsonl"
-    data.write_bytes((BAD / "one_mb_output.jsonl").read_bytes() + (BAD / "duplicate_rows.jsonl").read_bytes())
+    empty = json.dumps({"instruction": "Say nothing.", "input": "", "output": ""}) + "\n"
+    data.write_bytes((BAD / "one_mb_output.jsonl").read_bytes() + (BAD / "duplicate_rows.jsonl").read_bytes()
+                     + empty.encode())
     result = CliRunner().invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "run"),
                                       "--model", str(tiny_model_dir), "--epochs", "0", "--max-length", "64",
                                       "--device", "cpu", "--precision", "fp32", "--quiet"])
     assert result.exit_code == 0, result.output
     counts = json.loads((tmp_path / "run" / "manifest.json").read_text())["steps"]["score"]["counts"]
-    assert counts["rows"] == 5 and counts["truncated_rows"] == 1 and counts["duplicate_rows"] == 2
+    assert counts["rows"] == 6 and counts["truncated_rows"] == 1 and counts["duplicate_rows"] == 2
+    assert counts["empty_output_rows"] == 1
     scores = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
     assert scores["truncated"][0] > 100_000, "the 1 MB response lost most of its tokens, and the count says so"
     assert 32 <= scores["n_scored_tokens"][0] <= 64, "prompt truncation keeps >= max_length // 2 response tokens"
     assert all(np.isfinite(scores["ppl_0"]))
-    assert "2duplicatesofanearlierrow" in _squash(result.output)
+    assert scores["n_scored_tokens"][5] == 1, "an empty output scores its EOS token only"
+    assert "1withanemptyoutput,2duplicatesofanearlierrow" in _squash(result.output)

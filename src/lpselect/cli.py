@@ -109,7 +109,7 @@ def score_cmd(
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt, "
-              f"{r.n_duplicates} duplicates of an earlier row)")
+              f"{r.n_empty_outputs} with an empty output, {r.n_duplicates} duplicates of an earlier row)")
 
 
 @app.command("cluster")

@@ -119,7 +119,7 @@ def select_subset(
         "n_rows": len(dataset),
         "n_selected": len(sel.ids),
         "n_nan_left_out": sel.n_nan - n_above_max,
-        "n_duplicate_rows": dataset.duplicate_rows(),
+        **{f"n_{k}": v for k, v in dataset.kept_but_counted().items()},
         "max_value": max_value,
         "n_above_max_left_out": n_above_max,
         "n_parts": sel.n_parts,

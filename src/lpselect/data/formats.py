@@ -49,6 +49,16 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def empty_output_rows(self) -> int:
+        """Rows whose response is empty or blank. Kept, as the reference keeps them (the response is then just
+        EOS, one scored token; real Alpaca has such rows, and keeping them keeps ids aligned with its scores),
+        but counted and reported."""
+        return sum(s.messages is None and not s.output.strip() for s in self.samples)
+
+    def kept_but_counted(self) -> dict[str, int]:
+        """The rows that are scored like any other but that a user should know about."""
+        return {"empty_output_rows": self.empty_output_rows(), "duplicate_rows": self.duplicate_rows()}
+
     def duplicate_rows(self) -> int:
         """Rows equal to an earlier row (same text in every field). They are kept, like the reference keeps
         them, but counted and reported: a user may want to deduplicate first."""
@@ -248,7 +258,7 @@ def _detect_schema(path: Path, rec: Any, row: int) -> str:
     )
 
 
-def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: bool, nonempty: bool = False) -> str:
+def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: bool) -> str:
     if name not in rec or rec[name] is None or (isinstance(rec[name], float) and math.isnan(rec[name])):
         if required:
             raise InputError(path, "missing" if name not in rec else "is null", row=row, field=name)
@@ -256,8 +266,6 @@ def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: boo
     value = rec[name]
     if not isinstance(value, str):
         raise InputError(path, f"expected text, found {type(value).__name__} {value!r:.40}", row=row, field=name)
-    if nonempty and not value.strip():
-        raise InputError(path, "is empty", row=row, field=name)
     _check_encodable(path, value, row, name)
     return value
 
@@ -284,14 +292,14 @@ def _to_sample(path: Path, row: int, rec: Any, schema: str) -> Sample:
             id=row,
             instruction=_text(path, rec, row, "instruction", required=True),
             input=_text(path, rec, row, "context", required=False),
-            output=_text(path, rec, row, "response", required=True, nonempty=True),
+            output=_text(path, rec, row, "response", required=True),
             category=category,
         )
     return Sample(
         id=row,
         instruction=_text(path, rec, row, "instruction", required=True),
         input=_text(path, rec, row, "input", required=False),
-        output=_text(path, rec, row, "output", required=True, nonempty=True),
+        output=_text(path, rec, row, "output", required=True),
         category=category,
     )
 

@@ -47,6 +47,7 @@ class ScoreResult:
     n_truncated: int
     n_prompt_shortened: int
     n_duplicates: int = 0
+    n_empty_outputs: int = 0
 
 
 def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, *, force: bool = False,
@@ -68,7 +69,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     with run.timed("score", "load_tokenizer"):
         source = model_source(cfg.model, cfg.gguf_file)
         tokenizer = load_tokenizer(source)
-    tokens, responses, n_duplicates = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
+    tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
     release_free_memory()  # the samples and the tokenizer's batches are gone: hand their pages back
 
     precision = resolve_precision(cfg.precision, device)
@@ -151,12 +152,13 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         n_nan=int((~np.isfinite(ppl)).any(axis=1).sum()),
         n_truncated=int((tokens.truncated > 0).sum()),
         n_prompt_shortened=int(tokens.prompt_shortened.sum()),
-        n_duplicates=n_duplicates,
+        n_duplicates=data_counts["duplicate_rows"],
+        n_empty_outputs=data_counts["empty_output_rows"],
     )
     run.update_step("score", status="complete", model_source=source, device=str(device), precision=precision,
                     counts={"rows": result.n_rows, "nan_rows": result.n_nan, "truncated_rows": result.n_truncated,
                             "prompt_shortened_rows": result.n_prompt_shortened,
-                            "duplicate_rows": result.n_duplicates,
+                            **data_counts,
                             "tokens": int(tokens.lengths.sum()), "scored_tokens": int(tokens.n_scored.sum())})
     if not cfg.keep_checkpoint and workers.is_main:
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
@@ -200,7 +202,7 @@ def _skip(*_: object) -> None:
 
 
 def _tokenized_data(data: str | Path, tokenizer, cfg: ScoreConfig, run: RunFolder, workers: Workers,
-                    progress: bool) -> tuple[TokenizedData, TokenizedData | None, int]:
+                    progress: bool) -> tuple[TokenizedData, TokenizedData | None, dict[str, int]]:
     """Read the data and tokenise it (or memory-map the saved tables). The samples are dropped on return:
     from then on only the token tables are held, so memory does not grow with the dataset."""
     with run.timed("score", "read"):
@@ -211,7 +213,7 @@ def _tokenized_data(data: str | Path, tokenizer, cfg: ScoreConfig, run: RunFolde
     responses = _token_table(run, workers, run.path / WORK / "tokens_response", progress,
                              lambda bar: tokenize_responses(dataset.samples, tokenizer, max_length=cfg.max_length),
                              len(dataset)) if cfg.ifd else None
-    return tokens, responses, dataset.duplicate_rows()
+    return tokens, responses, dataset.kept_but_counted()
 
 
 def _token_table(run: RunFolder, workers: Workers, folder: Path, progress: bool, build, n_rows: int
