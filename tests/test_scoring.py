@@ -300,6 +300,19 @@ def test_changed_input_file_is_refused(baseline, tmp_path, data_file):
         score(changed, folder, cfg, progress=False)
 
 
+def test_a_moved_input_file_with_the_same_bytes_is_the_same_input(baseline, tmp_path, data_file, monkeypatch):
+    src, cfg, scores = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    moved = tmp_path / "elsewhere" / "renamed.json"
+    moved.parent.mkdir()
+    shutil.copy(data_file, moved)
+    monkeypatch.setattr(job, "train_epoch", lambda *a, **k: pytest.fail("nothing should be recomputed"))
+    score(moved, folder, cfg, progress=False)
+    assert manifest(folder)["inputs"]["data"]["path"] == str(moved.resolve())
+    np.testing.assert_array_equal(read_scores(folder)["ppl_2"], scores["ppl_2"])
+
+
 def test_two_runs_in_two_folders_are_identical(baseline, data_file, tmp_path):
     _, cfg, scores = baseline
     score(data_file, tmp_path / "again", cfg, progress=False)

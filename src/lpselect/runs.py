@@ -37,6 +37,20 @@ def describe_input(path: str | Path) -> dict[str, str]:
     return {"path": str(p.resolve()) if p.exists() else str(path), "sha256": sha256_of(p) if p.exists() else ""}
 
 
+def same_content(old: Any, new: dict[str, Any]) -> bool:
+    """Inputs are the same when their bytes are: a file that moved (same sha256) is still the same input."""
+    if not isinstance(old, dict) or old.keys() != new.keys():
+        return False
+    for key, n in new.items():
+        o = old[key]
+        if isinstance(o, dict) and isinstance(n, dict) and o.get("sha256") and n.get("sha256"):
+            if o["sha256"] != n["sha256"]:
+                return False
+        elif o != n:
+            return False
+    return True
+
+
 class RunFolder:
     """One run folder and its ``manifest.json`` ({"steps": {name: record}})."""
 
@@ -78,9 +92,11 @@ class RunFolder:
         for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
             stale.unlink()
         old = self.step(name)
-        if old is not None and (old.get("inputs") != inputs or old.get("config") != config):
+        same_inputs = old is not None and same_content(old.get("inputs"), inputs)
+        if old is not None and (not same_inputs or old.get("config") != config):
             if not force:
-                changed = [k for k, new in (("inputs", inputs), ("config", config)) if old.get(k) != new]
+                changed = [k for k, same in (("inputs", same_inputs), ("config", old.get("config") == config))
+                           if not same]
                 raise RunFolderError(
                     f"{self.path}: step '{name}' was run with other {' and '.join(changed)}; "
                     "use another folder, or --force to discard its results"

@@ -35,7 +35,7 @@ from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
-from lpselect.runs import MANIFEST, RunFolder, describe_input
+from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content
 from lpselect.scoring.distributed import init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
@@ -122,7 +122,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     inputs = {"data": describe_input(data), "model": {"source": source}}
     old = _read_step(out)
     finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
-    if (old and old.get("status") == "complete" and finished and old.get("inputs") == inputs
+    if (old and old.get("status") == "complete" and finished and same_content(old.get("inputs"), inputs)
             and old.get("config") == cfg.model_dump()):
         log.info("%s: training already complete", out)
         return _result_from_manifest(out, old)
@@ -141,7 +141,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
         raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
     t_read = time.perf_counter() - t0
     if (workers.is_main and force and old is not None
-            and (old.get("inputs") != inputs or old.get("config") != cfg.model_dump())):
+            and (not same_content(old.get("inputs"), inputs) or old.get("config") != cfg.model_dump())):
         _clear(out)
     workers.barrier()
     run = RunFolder(out, writer=workers.is_main)
