@@ -47,14 +47,15 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert manifest["steps"]["score"]["status"] == "complete"
 
 
-def _train(data: Path, out: Path, model: Path, nproc: int, extra: list[str] = ()) -> dict[str, np.ndarray]:
+def _train(data: Path, out: Path, model: Path, nproc: int, extra: list[str] = (), crash_at: str = ""
+           ) -> dict[str, np.ndarray]:
     args = ["train", "--data", str(data), "--out", str(out), "--model", str(model), "--epochs", "2",
             "--batch-size", "2", "--grad-accum", "4", "--lr", "1e-3", "--precision", "fp32", "--device", "cpu",
             "--quiet", *extra]
     launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd = [sys.executable, *launcher, "-m", "lpselect.cli", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LPSELECT_CRASH_AT": crash_at}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     from safetensors.numpy import load_file
 
@@ -88,6 +89,34 @@ def test_two_process_target_training_equals_one(tiny_model_dir: Path, tmp_path: 
     assert min(halves) > 0.4 * total, "the shards are balanced"
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert "checkpoint" not in files and "config.json" in files and "manifest.json" in files
+
+
+@pytest.mark.slow
+def test_fsdp_target_training_equals_one_process(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`train --fsdp` with 2 processes: sharded weights, summed reduce-scatter, padded micro-batch counts; the
+    saved model equals the single-process one and loads as an ordinary HF folder; a resumed run agrees."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(37)))
+    one = _train(data, tmp_path / "one", tiny_model_dir, 1)
+    two = _train(data, tmp_path / "fsdp", tiny_model_dir, 2, ["--fsdp", "--save-steps", "1", "--keep-checkpoint"])
+    assert one.keys() == two.keys()
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    config = json.loads((tmp_path / "fsdp" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    from lpselect.models import load_causal_lm
+
+    assert load_causal_lm(str(tmp_path / "fsdp")).num_parameters() > 0
+
+    # killed (SIGKILL, rank 0) after step 7 of 10, then the same command again: resumes from the gathered
+    # checkpoint of step 7 (weights and the full optimizer state, re-sharded) and ends where the others did
+    args = ["--fsdp", "--save-steps", "1"]
+    with pytest.raises(AssertionError):
+        _train(data, tmp_path / "resumed", tiny_model_dir, 2, args, crash_at="train:step:7")
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["global_step"] == 7
+    resumed = _train(data, tmp_path / "resumed", tiny_model_dir, 2, args)
+    for k in one:
+        np.testing.assert_allclose(resumed[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
 def _train_state(model_dir: Path) -> dict[str, np.ndarray]:

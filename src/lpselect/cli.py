@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from lpselect.cli_options import Band, Metric, Order, Precision, Strategy, Truncation
+from lpselect.cli_options import Band, Metric, Order, Precision, Strategy, Truncation, results_console
 from lpselect.errors import LPSelectError
 
 app = typer.Typer(
@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-out = Console()
+out = results_console()
 _state = {"debug": False}
 
 

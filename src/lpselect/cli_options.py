@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
+
+from rich.console import Console
 
 
 class Truncation(str, Enum):
@@ -42,3 +45,8 @@ class Precision(str, Enum):
     auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+def results_console() -> Console:
+    """Where commands print their result lines: under torchrun/accelerate only rank 0 prints them."""
+    return Console(quiet=os.environ.get("RANK", "0") != "0")

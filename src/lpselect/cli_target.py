@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from lpselect.cli_options import Precision, Truncation
+from lpselect.cli_options import Precision, Truncation, results_console
 
-out = Console()
+out = results_console()
 
 
 class _SaveDtype(str, Enum):
@@ -57,6 +56,9 @@ def train_cmd(
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a micro-batch (same "
                                                                  "update; 0 = --batch-size rows).")] = 2048,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Less memory, more compute.")] = False,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard weights, "
+                                                      "gradients and optimizer state over the processes "
+                                                      "(FSDP), for targets that do not fit one GPU.")] = False,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft).")] = False,
     lora_r: int = 16,
     lora_alpha: int = 32,
@@ -83,7 +85,7 @@ def train_cmd(
                       seed=seed,
                       precision=precision.value, device=device,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch,
-                      gradient_checkpointing=gradient_checkpointing, lora=lora, lora_r=lora_r,
+                      gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, lora=lora, lora_r=lora_r,
                       lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                       lora_target_modules=lora_target_modules,
                       save_adapter=save_adapter, save_dtype=save_dtype.value, save_steps=save_steps,

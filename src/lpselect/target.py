@@ -14,6 +14,7 @@ interrupted epoch are skipped, not redone, and the result equals an uninterrupte
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +34,13 @@ from tqdm.auto import tqdm
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
+from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content
-from lpselect.scoring.distributed import init_workers
+from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
+from lpselect.scoring.sharding import full_model_state, full_optimizer_state, load_full_optimizer_state, shard_model
 from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
+    fsdp: bool = Field(False, description="shard weights, gradients and optimizer state over the processes "
+                                          "(torchrun/accelerate launch); for targets that do not fit one device")
     lora: bool = False
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
@@ -112,6 +117,10 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     cfg = config or TrainConfig()
     out = Path(out_dir)
     workers, device = init_workers(pick_device(cfg.device))
+    if cfg.fsdp and cfg.lora:
+        raise LPSelectError("--fsdp with --lora is not supported yet: LoRA keeps the trained weights small; "
+                            "use one or the other")
+    workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
     source = model_source(cfg.model, cfg.gguf_file)
     if Path(source).resolve() == out.resolve():
@@ -163,13 +172,20 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     pos, rng = _read_position(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
     model = _load_model(cfg, source, ckpt if pos else None).to(device)
+    architecture = type(model).__name__
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
             model.enable_input_require_grads()
+    if workers.fsdp:
+        shard_model(model)
     optimizer, scheduler = make_optimizer(model, settings, total_steps)
     if pos:
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        optim_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        if workers.fsdp:
+            load_full_optimizer_state(model, optimizer, optim_state)
+        else:
+            optimizer.load_state_dict(optim_state)
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     _add_time(run, "load_model", time.perf_counter() - t0)
     resumed_from = pos.global_step if pos else 0
@@ -219,11 +235,12 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                 if epoch_end:
                     _finish_epoch(run, pos)
                 if epoch_end or (stepped and cfg.save_steps and pos.global_step % cfg.save_steps == 0):
-                    if workers.is_main:  # the weights and optimizer state are the same on every rank
-                        _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora)
+                    _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora, workers, architecture)
                     workers.barrier()
                     _add_time(run, "train", time.perf_counter() - t_train)
                     t_train = time.perf_counter()
+                if stepped:
+                    crash_point(f"train:step:{pos.global_step}")
                 if stepped and on_step is not None:
                     on_step(pos.global_step)
             if pos.done_in_epoch == per_epoch:
@@ -233,8 +250,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
         _add_time(run, "train", time.perf_counter() - t_train)
 
     t0 = time.perf_counter()
-    if workers.is_main:
-        _write_final(out, model, tokenizer, cfg)
+    _write_final(out, model, tokenizer, cfg, workers, architecture)
     _add_time(run, "save", time.perf_counter() - t0)
     record = run.step(STEP) or {}
     per_rank = workers.sum(np.eye(workers.world)[workers.rank] * my_tokens).astype(int).tolist()
@@ -286,16 +302,38 @@ def _load_model(cfg: TrainConfig, source: str, ckpt: Path | None):
     return get_peft_model(base, lora_config)
 
 
-def _write_final(out: Path, model, tokenizer, cfg: TrainConfig) -> None:
-    """save_pretrained the model (merged LoRA by default, or the adapter) and tokenizer into ``out``."""
+def _save_model(model, folder: Path, state: dict[str, torch.Tensor] | None, architecture: str) -> None:
+    """save_pretrained, or (FSDP) the gathered full weights as safetensors beside the model's config."""
+    if state is None:
+        model.save_pretrained(folder)
+        return
+    from huggingface_hub import save_torch_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch_state_dict(state, folder)
+    config = copy.deepcopy(model.config)
+    config.architectures = [architecture]  # not the FSDP wrapper's class name
+    config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+
+
+def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers, architecture: str) -> None:
+    """save_pretrained the model (merged LoRA by default, or the adapter) and tokenizer into ``out`` (rank 0)."""
     model.eval()
+    state = full_model_state(model) if workers.fsdp else None  # collective: every rank takes part
+    if not workers.is_main:
+        return
+    dtype = getattr(torch, cfg.save_dtype)
     if cfg.lora and not cfg.save_adapter:
         model = model.merge_and_unload()
-    if cfg.save_dtype != "float32":
-        model = model.to(getattr(torch, cfg.save_dtype))
+    if state is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    elif cfg.save_dtype != "float32":
+        model = model.to(dtype)
     tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
-        model.save_pretrained(tmp)
+        _save_model(model, tmp, state, architecture)
         tokenizer.save_pretrained(tmp)
         for p in tmp.iterdir():
             target = out / p.name
@@ -309,13 +347,19 @@ def _write_final(out: Path, model, tokenizer, cfg: TrainConfig) -> None:
 # ---------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lora: bool) -> None:
-    """Model (or LoRA adapter), optimizer, scheduler, RNG and position, swapped in by one rename."""
+def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lora: bool, workers: Workers,
+                     architecture: str) -> None:
+    """Model (or LoRA adapter), optimizer, scheduler, RNG and position, swapped in by one rename (rank 0; the
+    weights and optimizer state are the same on every rank, or, under FSDP, gathered from all of them)."""
+    model_state = full_model_state(model) if workers.fsdp else None
+    optim_state = full_optimizer_state(model, optimizer) if workers.fsdp else None
+    if not workers.is_main:
+        return
     final = out / CHECKPOINT
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
     try:
-        model.save_pretrained(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _save_model(model, tmp / "model", model_state, architecture)
+        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():

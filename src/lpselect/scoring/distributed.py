@@ -20,17 +20,18 @@ import torch.distributed as dist
 class Workers:
     rank: int = 0
     world: int = 1
+    fsdp: bool = False  # weights sharded by FSDP: gradients arrive reduced, forward/backward calls are collective
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """This rank's rows: longest first, dealt round-robin so every rank gets a similar token count."""
+    def shard(self, rows: np.ndarray, lengths: np.ndarray, rank: int | None = None) -> np.ndarray:
+        """This rank's rows (or ``rank``'s): longest first, dealt round-robin so ranks get similar token counts."""
         if self.world == 1:
             return rows
         ordered = rows[np.argsort(-lengths[rows], kind="stable")]
-        return ordered[self.rank :: self.world]
+        return ordered[(self.rank if rank is None else rank) :: self.world]
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         if self.world == 1:
@@ -42,7 +43,7 @@ class Workers:
         return t.cpu().numpy()
 
     def sum_gradients(self, model: torch.nn.Module) -> None:
-        if self.world == 1:
+        if self.world == 1 or self.fsdp:  # FSDP has already reduce-scattered (summed) them
             return
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:

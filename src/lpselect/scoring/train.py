@@ -112,11 +112,21 @@ def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, sche
     if denom == 0:
         return 0.0, 0, False
     loss_sum = 0.0
-    for mb in micro_batches(workers.shard(step, data.lengths), data.lengths, s):
-        batch = collate(data, mb, pad_id, device)
-        with autocast(device, precision):
-            nll, rows = scored_token_nll(model, batch)
-        if nll.numel() == 0:
+    mine = micro_batches(workers.shard(step, data.lengths), data.lengths, s)
+    calls = len(mine)
+    if workers.fsdp:  # every rank runs as many forward/backward calls as the busiest one
+        calls = max(len(micro_batches(workers.shard(step, data.lengths, r), data.lengths, s))
+                    for r in range(workers.world))
+    for i in range(calls):
+        mb = mine[i] if i < len(mine) else None
+        nll = None
+        if mb is not None:
+            batch = collate(data, mb, pad_id, device)
+            with autocast(device, precision):
+                nll, rows = scored_token_nll(model, batch, whole_model=workers.fsdp)
+        if nll is None or nll.numel() == 0:
+            if workers.fsdp:
+                _idle_backward(model, data, step, pad_id, device, precision)
             continue
         if row_nll is not None:
             sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
@@ -133,6 +143,14 @@ def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, sche
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, denom, True
+
+
+def _idle_backward(model, data: TokenizedData, step: np.ndarray, pad_id: int, device, precision: str) -> None:
+    """A zero-weight forward/backward on one scored row: takes part in FSDP's collectives, adds no gradient."""
+    row = step[int(np.argmax(data.n_scored[step] > 0))]
+    with autocast(device, precision):
+        nll, _ = scored_token_nll(model, collate(data, np.array([row]), pad_id, device), whole_model=True)
+    (nll.sum() * 0.0).backward()
 
 
 def micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
