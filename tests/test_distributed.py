@@ -18,15 +18,16 @@ def _rows(n: int) -> list[dict[str, str]]:
              "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5)} for i in range(n)]
 
 
-def _score(data: Path, out: Path, model: Path, nproc: int) -> dict[str, np.ndarray]:
+def _score(data: Path, out: Path, model: Path, nproc: int, extra: list[str] = (), crash_at: str = ""
+           ) -> dict[str, np.ndarray]:
     args = ["score", "--data", str(data), "--out", str(out), "--model", str(model), "--epochs", "2",
-            "--batch-size", "2", "--grad-accum", "4", "--lr", "1e-3", "--precision", "fp32", "--quiet"]
+            "--batch-size", "2", "--grad-accum", "4", "--lr", "1e-3", "--precision", "fp32", "--quiet", *extra]
     if nproc == 1:
         cmd = [sys.executable, "-m", "lpselect.cli", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "lpselect.cli", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LPSELECT_CRASH_AT": crash_at}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     t = pq.read_table(out / "scores.parquet")
@@ -45,6 +46,31 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(two[col], one[col], rtol=1e-4, err_msg=col)
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["steps"]["score"]["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_fsdp_scoring_equals_one_process_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`score --fsdp` with 2 processes: the passes (padded to equal forward counts, chunks of unequal shards)
+    and the training epochs give the 1-process scores; killed inside epoch 2 and rerun, it ends the same."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(37)))
+    one = _score(data, tmp_path / "one", tiny_model_dir, 1)
+    args = ["--fsdp", "--pass-chunk-rows", "6", "--max-tokens-per-batch", "64"]
+    with pytest.raises(AssertionError):
+        _score(data, tmp_path / "fsdp", tiny_model_dir, 2, args, crash_at="train:2:step:2")
+    assert (tmp_path / "fsdp" / "score" / "checkpoint" / "epoch.txt").read_text() == "1"
+    two = _score(data, tmp_path / "fsdp", tiny_model_dir, 2, args)
+    assert two["id"].tolist() == list(range(37))
+    for col in ("ppl_0", "ppl_1", "ppl_2", "prob_1", "ppl_online_1", "ppl_online_2"):
+        assert np.all(np.isfinite(two[col])), col
+        np.testing.assert_allclose(two[col], one[col], rtol=1e-4, err_msg=col)
+    events = (tmp_path / "fsdp" / "score" / "events.log").read_text().splitlines()
+    assert events.count("trained epoch 1") == 2, "epoch 1 was trained once (each rank logs it), not again"
+    chunks = [e for e in events if e.startswith("pass ")]
+    assert len(chunks) == len(set(chunks)), "no pass chunk was computed twice"
+    assert {e for e in events if e.startswith("pass ppl:0 chunk 3")} == {
+        "pass ppl:0 chunk 3 rank 0", "pass ppl:0 chunk 3 rank 1"}, \
+        "shards of 19 and 18 rows in chunks of 6: rank 1 joins chunk 3 with no rows of its own"
 
 
 def _train(data: Path, out: Path, model: Path, nproc: int, extra: list[str] = (), crash_at: str = ""

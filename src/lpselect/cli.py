@@ -89,6 +89,9 @@ def score_cmd(
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
                                                       "pass recomputes only unfinished chunks).")] = 4096,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard the scorer "
+                                                      "over the processes (FSDP), for scorers that do not fit "
+                                                      "one GPU.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass "
                                                               "(large scorers: less memory, ~30% slower).")] = False,
     ifd: Annotated[bool, typer.Option("--ifd", help="Also score each response alone (IFD; one extra pass "
@@ -105,7 +108,8 @@ def score_cmd(
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
-                      ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows)
+                      ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows,
+                      fsdp=fsdp)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt, "

@@ -14,7 +14,6 @@ interrupted epoch are skipped, not redone, and the result equals an uninterrupte
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -40,7 +39,13 @@ from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
-from lpselect.scoring.sharding import full_model_state, full_optimizer_state, load_full_optimizer_state, shard_model
+from lpselect.scoring.sharding import (
+    full_model_state,
+    gather_for_saving,
+    load_full_optimizer_state,
+    save_model,
+    shard_model,
+)
 from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
 
 log = logging.getLogger(__name__)
@@ -302,22 +307,6 @@ def _load_model(cfg: TrainConfig, source: str, ckpt: Path | None):
     return get_peft_model(base, lora_config)
 
 
-def _save_model(model, folder: Path, state: dict[str, torch.Tensor] | None, architecture: str) -> None:
-    """save_pretrained, or (FSDP) the gathered full weights as safetensors beside the model's config."""
-    if state is None:
-        model.save_pretrained(folder)
-        return
-    from huggingface_hub import save_torch_state_dict
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_torch_state_dict(state, folder)
-    config = copy.deepcopy(model.config)
-    config.architectures = [architecture]  # not the FSDP wrapper's class name
-    config.save_pretrained(folder)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(folder)
-
-
 def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers, architecture: str) -> None:
     """save_pretrained the model (merged LoRA by default, or the adapter) and tokenizer into ``out`` (rank 0)."""
     model.eval()
@@ -333,7 +322,7 @@ def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers
         model = model.to(dtype)
     tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=out))
     try:
-        _save_model(model, tmp, state, architecture)
+        save_model(model, tmp, state, architecture)
         tokenizer.save_pretrained(tmp)
         for p in tmp.iterdir():
             target = out / p.name
@@ -351,14 +340,13 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lor
                      architecture: str) -> None:
     """Model (or LoRA adapter), optimizer, scheduler, RNG and position, swapped in by one rename (rank 0; the
     weights and optimizer state are the same on every rank, or, under FSDP, gathered from all of them)."""
-    model_state = full_model_state(model) if workers.fsdp else None
-    optim_state = full_optimizer_state(model, optimizer) if workers.fsdp else None
+    model_state, optim_state = gather_for_saving(model, optimizer, workers.fsdp)
     if not workers.is_main:
         return
     final = out / CHECKPOINT
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
     try:
-        _save_model(model, tmp / "model", model_state, architecture)
+        save_model(model, tmp / "model", model_state, architecture)
         torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         rng = {"cpu": torch.get_rng_state()}

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,11 @@ from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
+from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import pick_device, resolve_precision
+from lpselect.scoring.sharding import gather_for_saving, load_full_optimizer_state, save_model, shard_model
 from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     """Record every sample's perplexity before training and after each of ``config.epochs`` epochs."""
     cfg = config or ScoreConfig()
     workers, device = init_workers(pick_device(cfg.device))
+    workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
     run = RunFolder(out, writer=workers.is_main)
     work = run.path / WORK
@@ -91,16 +94,21 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
             model = load_causal_lm(str(ckpt_dir / "model") if ckpt_dir else source).to(device)
+        architecture = type(model).__name__
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if workers.fsdp:
+            shard_model(model)
         pad_id = tokenizer.pad_token_id
         optimizer, scheduler = make_optimizer(model, settings, total_steps) if cfg.epochs else (None, None)
         if ckpt_dir is not None:
-            optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True))
+            optim_state = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
+            if workers.fsdp:
+                load_full_optimizer_state(model, optimizer, optim_state)
+            else:
+                optimizer.load_state_dict(optim_state)
             scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
         n_tokens = int(tokens.lengths.sum())
-        my_rows = workers.shard(np.arange(len(tokens)), tokens.lengths)
-        my_response_rows = workers.shard(np.arange(len(tokens)), responses.lengths) if responses else None
         save = save_npy if workers.is_main else _skip
         log = _event_log(work / "events.log", workers)
         for epoch in range(0, cfg.epochs + 1):
@@ -112,20 +120,21 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                                        precision=precision, progress=bar.update, row_nll=online, workers=workers,
                                        on_step=lambda k, e=epoch: crash_point(f"train:{e}:step:{k}"))
                 save(passes / f"ppl_online_{epoch}.npy", np.exp(online))
+                model_state, optim_state = gather_for_saving(model, optimizer, workers.fsdp)
                 if workers.is_main:
-                    _save_checkpoint(work, epoch, model, optimizer, scheduler)
+                    _save_checkpoint(work, epoch, model, optimizer, scheduler, model_state, optim_state, architecture)
                 log(f"trained epoch {epoch}")
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
                 crash_point(f"trained:{epoch}")
             if epoch > done:
-                kinds = [("ppl", tokens, my_rows)] + ([("ppl_resp", responses, my_response_rows)] if responses else [])
+                kinds = [("ppl", tokens)] + ([("ppl_resp", responses)] if responses else [])
                 results = {}
-                for kind, table_, rows in kinds:
+                for kind, table_ in kinds:
                     with run.timed("score", f"pass_{kind}_{epoch}"), _bar(
                             int(table_.lengths.sum()), f"{kind} P{epoch}", "tok", progress) as bar:
                         results[kind] = _chunked_pass(
-                            model, table_, rows, passes / f"{kind}_{epoch}.chunks", f"{kind}:{epoch}", workers, log,
+                            model, table_, passes / f"{kind}_{epoch}.chunks", f"{kind}:{epoch}", workers, log,
                             cfg.pass_chunk_rows, pad_id=pad_id, precision=precision, max_tokens=pass_budget,
                             progress=bar.update)
                 if responses is not None:
@@ -166,19 +175,29 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     return result
 
 
-def _chunked_pass(model, data: TokenizedData, rows: np.ndarray, folder: Path, tag: str, workers: Workers,
-                  log: Callable[[str], None], chunk_rows: int, progress: Callable[[int], None], **kwargs
-                  ) -> PassResult:
-    """A pass cut into chunks of rows, each saved when done: a resumed pass computes only missing chunks."""
+def _chunked_pass(model, data: TokenizedData, folder: Path, tag: str, workers: Workers,
+                  log: Callable[[str], None], chunk_rows: int, progress: Callable[[int], None], max_tokens: int,
+                  **kwargs) -> PassResult:
+    """This rank's shard of a pass, cut into chunks of rows, each saved when done: a resumed pass computes only
+    missing chunks. Under FSDP every rank runs every chunk index with the same number of forward calls, and a
+    chunk is skipped only when every rank has saved it."""
+    shards = [workers.shard(np.arange(len(data)), data.lengths, r) for r in range(workers.world)]
+    rows = shards[workers.rank]
+    n_chunks = -(-max(map(len, shards) if workers.fsdp else [len(rows)]) // chunk_rows)
     sums = np.zeros((3, len(data)), dtype=np.float64)
-    for k, start in enumerate(range(0, len(rows), chunk_rows)):
-        chunk = rows[start : start + chunk_rows]
-        path = folder / f"rank{workers.rank}-of-{workers.world}-chunk{k}.npy"
-        if path.exists():
-            sums[:, chunk] = np.load(path)
+    for k in range(n_chunks):
+        part = slice(k * chunk_rows, (k + 1) * chunk_rows)
+        chunk = rows[part]
+        paths = [folder / f"rank{r}-of-{workers.world}-chunk{k}.npy" for r in range(workers.world)]
+        if paths[workers.rank].exists() and (not workers.fsdp or all(p.exists() for p in paths)):
+            sums[:, chunk] = np.load(paths[workers.rank])
             progress(int(data.lengths[chunk].sum()))
             continue
-        sums[:, chunk] = pass_sums(model, data, chunk, progress=progress, **kwargs)[:, chunk]
+        calls = max(len(token_budget_batches(data.lengths, s[part], max_tokens)) for s in shards) \
+            if workers.fsdp else None
+        sums[:, chunk] = pass_sums(model, data, chunk, progress=progress, max_tokens=max_tokens,
+                                   fsdp_calls=calls, **kwargs)[:, chunk]
+        path = paths[workers.rank]
         save_npy(path, sums[:, chunk])
         log(f"pass {tag} chunk {k} rank {workers.rank}")
         crash_point(f"pass:{tag}:{k}")
@@ -264,13 +283,15 @@ def _latest_checkpoint(work: Path) -> tuple[int, Path | None]:
     return int((folder / "epoch.txt").read_text()), folder
 
 
-def _save_checkpoint(work: Path, epoch: int, model, optimizer, scheduler) -> None:
-    """Model, optimizer and scheduler after ``epoch``; written aside and swapped in by one rename."""
+def _save_checkpoint(work: Path, epoch: int, model, optimizer, scheduler, model_state, optim_state,
+                     architecture: str) -> None:
+    """Model, optimizer and scheduler after ``epoch`` (the gathered states under FSDP); written aside and
+    swapped in by one rename."""
     final = work / "checkpoint"
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=work))
     try:
-        model.save_pretrained(tmp / "model")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_model(model, tmp / "model", model_state, architecture)
+        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "epoch.txt").write_text(str(epoch))
         crash_point(f"checkpoint:{epoch}")

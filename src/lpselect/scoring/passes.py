@@ -36,18 +36,29 @@ def pass_sums(
     precision: str = "fp32",
     max_tokens: int = 16384,
     progress: Callable[[int], None] | None = None,
+    fsdp_calls: int | None = None,
 ) -> np.ndarray:
-    """(3, len(data)) array: NLL sum, probability sum and scored-token count of ``rows`` (zero elsewhere)."""
+    """(3, len(data)) array: NLL sum, probability sum and scored-token count of ``rows`` (zero elsewhere).
+
+    Under FSDP forward calls are collective: ``fsdp_calls`` (the busiest rank's batch count) pads this rank's
+    batches with forwards whose result is dropped. FSDP's weight gathers cannot run in inference mode, so
+    that path uses no_grad.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     lengths = data.lengths
     sums = np.zeros((3, len(data)), dtype=np.float64)
     try:
-        with torch.inference_mode(), autocast(device, precision):
-            for batch_rows in token_budget_batches(lengths, np.asarray(rows), max_tokens):
+        sharded = fsdp_calls is not None
+        with torch.no_grad() if sharded else torch.inference_mode(), autocast(device, precision):
+            batches = token_budget_batches(lengths, np.asarray(rows), max_tokens)
+            for _ in range((fsdp_calls or 0) - len(batches)):
+                filler = np.array([int(np.argmax(lengths > 0))])
+                scored_token_nll(model, collate(data, filler, pad_id, device), whole_model=True)
+            for batch_rows in batches:
                 batch = collate(data, batch_rows, pad_id, device)
-                nll, row_idx = scored_token_nll(model, batch)
+                nll, row_idx = scored_token_nll(model, batch, whole_model=sharded)
                 acc = torch.zeros(2, len(batch_rows), dtype=torch.float64, device=nll.device)
                 acc[0].index_add_(0, row_idx, nll.double())
                 acc[1].index_add_(0, row_idx, torch.exp(-nll.double()))

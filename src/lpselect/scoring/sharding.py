@@ -12,6 +12,8 @@ gathered to rank 0's CPU for saving, so the files are ordinary Hugging Face fold
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,3 +62,28 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
 
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
                              options=StateDictOptions(full_state_dict=True))
+
+
+def gather_for_saving(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, fsdp: bool
+                      ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """Under FSDP, the full model and optimizer states on rank 0 (collective: every rank calls it); else None."""
+    if not fsdp:
+        return None, None
+    return full_model_state(model), full_optimizer_state(model, optimizer) if optimizer is not None else None
+
+
+def save_model(model: torch.nn.Module, folder: Path, state: dict[str, torch.Tensor] | None,
+               architecture: str) -> None:
+    """``save_pretrained``; or, with a gathered FSDP ``state``, that state as safetensors beside the config."""
+    if state is None:
+        model.save_pretrained(folder)
+        return
+    from huggingface_hub import save_torch_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch_state_dict(state, folder)
+    config = copy.deepcopy(model.config)
+    config.architectures = [architecture]  # not the FSDP wrapper's class name
+    config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
