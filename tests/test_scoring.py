@@ -313,6 +313,20 @@ def test_a_moved_input_file_with_the_same_bytes_is_the_same_input(baseline, tmp_
     np.testing.assert_array_equal(read_scores(folder)["ppl_2"], scores["ppl_2"])
 
 
+def test_a_setting_added_later_counts_as_its_default(baseline, tmp_path, data_file, monkeypatch):
+    """A run folder written before a setting existed is reused when the setting is at its default."""
+    src, cfg, _ = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    del m["steps"]["score"]["config"]["fsdp"]
+    (folder / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr(job, "train_epoch", lambda *a, **k: pytest.fail("nothing should be recomputed"))
+    score(data_file, folder, cfg, progress=False)
+    with pytest.raises(RunFolderError, match="config"):  # but not when the new setting is not at its default
+        score(data_file, folder, cfg.model_copy(update={"fsdp": True}), progress=False)
+
+
 def test_two_runs_in_two_folders_are_identical(baseline, data_file, tmp_path):
     _, cfg, scores = baseline
     score(data_file, tmp_path / "again", cfg, progress=False)

@@ -53,7 +53,7 @@ def cluster(data: str | Path, out: str | Path, config: ClusterConfig | None = No
     cfg = config or ClusterConfig()
     run = RunFolder(out)
     run.begin_step("cluster", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
-                   outputs=[CLUSTERS, EMBEDDINGS], force=force)
+                   outputs=[CLUSTERS, EMBEDDINGS], force=force, defaults=ClusterConfig().model_dump())
     dataset = read_dataset(data)
     emb_path = run.path / EMBEDDINGS
     if emb_path.exists():

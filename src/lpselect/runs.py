@@ -51,6 +51,14 @@ def same_content(old: Any, new: dict[str, Any]) -> bool:
     return True
 
 
+def same_settings(old: Any, new: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+    """Settings are the same when equal; a setting the old run did not record (added by a later lpselect)
+    counts as its default, so upgrading does not invalidate finished work."""
+    if not isinstance(old, dict):
+        return False
+    return {**(defaults or {}), **old} == new
+
+
 class RunFolder:
     """One run folder and its ``manifest.json`` ({"steps": {name: record}})."""
 
@@ -85,7 +93,7 @@ class RunFolder:
         write_json(self.manifest_path, m)
 
     def begin_step(self, name: str, *, inputs: dict[str, Any], config: dict[str, Any], outputs: list[str],
-                   force: bool = False) -> bool:
+                   force: bool = False, defaults: dict[str, Any] | None = None) -> bool:
         """Claim the step for these inputs/settings. Returns True when earlier work may be reused."""
         if not self.writer:
             return self.step(name) is not None
@@ -93,9 +101,10 @@ class RunFolder:
             stale.unlink()
         old = self.step(name)
         same_inputs = old is not None and same_content(old.get("inputs"), inputs)
-        if old is not None and (not same_inputs or old.get("config") != config):
+        same_config = old is not None and same_settings(old.get("config"), config, defaults)
+        if old is not None and (not same_inputs or not same_config):
             if not force:
-                changed = [k for k, same in (("inputs", same_inputs), ("config", old.get("config") == config))
+                changed = [k for k, same in (("inputs", same_inputs), ("config", same_config))
                            if not same]
                 raise RunFolderError(
                     f"{self.path}: step '{name}' was run with other {' and '.join(changed)}; "

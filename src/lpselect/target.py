@@ -36,7 +36,7 @@ from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_causal_lm, load_tokenizer, model_source
-from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content
+from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.sharding import (
@@ -137,7 +137,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     old = _read_step(out)
     finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
     if (old and old.get("status") == "complete" and finished and same_content(old.get("inputs"), inputs)
-            and old.get("config") == cfg.model_dump()):
+            and same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump())):
         log.info("%s: training already complete", out)
         return _result_from_manifest(out, old)
 
@@ -155,11 +155,13 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
         raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
     t_read = time.perf_counter() - t0
     if (workers.is_main and force and old is not None
-            and (not same_content(old.get("inputs"), inputs) or old.get("config") != cfg.model_dump())):
+            and (not same_content(old.get("inputs"), inputs)
+                 or not same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump()))):
         _clear(out)
     workers.barrier()
     run = RunFolder(out, writer=workers.is_main)
-    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force)
+    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force,
+                   defaults=TrainConfig().model_dump())
     _add_time(run, "read_tokenize", t_read)
 
     precision = resolve_precision(cfg.precision, device)

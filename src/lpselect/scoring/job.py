@@ -62,7 +62,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     run = RunFolder(out, writer=workers.is_main)
     work = run.path / WORK
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
-                   outputs=[WORK, SCORES], force=force)
+                   outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump())
     if workers.is_main:
         recover_dir(work / "checkpoint")
         for stale in work.glob(".checkpoint.*"):  # a checkpoint being written when the process was killed
