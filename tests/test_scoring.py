@@ -456,3 +456,18 @@ def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file
     # budget never holds the batch_size = 2 rows that a fixed micro-batch holds
     data = TokenizedData.load(tmp_path / "tokens" / "score" / "tokens")
     assert int(data.lengths.min()) * 2 > budget
+
+
+def test_attention_implementation_is_passed_on_and_gives_the_same_scores(tiny_model_dir, data_file, tmp_path):
+    from lpselect.errors import LPSelectError
+    from lpselect.models import load_causal_lm
+
+    assert load_causal_lm(str(tiny_model_dir), attn_implementation="eager").config._attn_implementation == "eager"
+    runs = {}
+    for impl in ("eager", "sdpa"):
+        cfg = tiny_config(tiny_model_dir, epochs=0).model_copy(update={"attn_implementation": impl})
+        score(data_file, tmp_path / impl, cfg, progress=False)
+        runs[impl] = read_scores(tmp_path / impl)["ppl_0"]
+    np.testing.assert_allclose(runs["sdpa"], runs["eager"], rtol=1e-5)
+    with pytest.raises(LPSelectError, match="no_such_kernel"):
+        load_causal_lm(str(tiny_model_dir), attn_implementation="no_such_kernel")

@@ -14,7 +14,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from lpselect.cli_options import Band, Metric, Order, Precision, Strategy, Truncation, results_console
+from lpselect.cli_options import (
+    ATTN_HELP,
+    Band,
+    Metric,
+    Order,
+    Precision,
+    Strategy,
+    Truncation,
+    results_console,
+)
 from lpselect.errors import LPSelectError
 
 app = typer.Typer(
@@ -89,6 +98,7 @@ def score_cmd(
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
                                                       "pass recomputes only unfinished chunks).")] = 4096,
+    attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
     fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard the scorer "
                                                       "over the processes (FSDP), for scorers that do not fit "
                                                       "one GPU.")] = False,
@@ -109,7 +119,7 @@ def score_cmd(
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
                       ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows,
-                      fsdp=fsdp)
+                      fsdp=fsdp, attn_implementation=attn_implementation)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt, "

@@ -47,6 +47,10 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+ATTN_HELP = ("Attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length attention "
+             "on padded batches; needs the flash-attn package and a GPU), eager. Default: transformers' choice.")
+
+
 def results_console() -> Console:
     """Where commands print their result lines: under torchrun/accelerate only rank 0 prints them."""
     return Console(quiet=os.environ.get("RANK", "0") != "0")

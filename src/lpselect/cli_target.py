@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lpselect.cli_options import Precision, Truncation, results_console
+from lpselect.cli_options import ATTN_HELP, Precision, Truncation, results_console
 
 out = results_console()
 
@@ -56,6 +56,7 @@ def train_cmd(
     max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a micro-batch (same "
                                                                  "update; 0 = --batch-size rows).")] = 2048,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Less memory, more compute.")] = False,
+    attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
     fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard weights, "
                                                       "gradients and optimizer state over the processes "
                                                       "(FSDP), for targets that do not fit one GPU.")] = False,
@@ -85,7 +86,8 @@ def train_cmd(
                       seed=seed,
                       precision=precision.value, device=device,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch,
-                      gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, lora=lora, lora_r=lora_r,
+                      gradient_checkpointing=gradient_checkpointing, fsdp=fsdp, lora=lora,
+                      attn_implementation=attn_implementation, lora_r=lora_r,
                       lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                       lora_target_modules=lora_target_modules,
                       save_adapter=save_adapter, save_dtype=save_dtype.value, save_steps=save_steps,

@@ -39,6 +39,9 @@ class ScoreConfig(_Strict):
     keep_checkpoint: bool = False
     pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
+    attn_implementation: str | None = Field(None, description="transformers attention kernel: sdpa, "
+                                                              "flash_attention_2 (varlen on GPUs), eager; "
+                                                              "None = transformers' default")
     fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the scorer's weights, "
                                           "gradients and optimizer state over the processes (FSDP)")
     ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")

@@ -109,12 +109,21 @@ def load_tokenizer(source: str):
     return tok
 
 
-def load_causal_lm(source: str, *, dtype: str = "float32"):
-    """A trainable causal LM from a hub id or folder (call :func:`model_source` first for GGUF/defaults)."""
+def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: str | None = None):
+    """A trainable causal LM from a hub id or folder (call :func:`model_source` first for GGUF/defaults).
+
+    ``attn_implementation``: transformers' attention kernel ("sdpa", "flash_attention_2", "eager", ...);
+    None = its default. With flash_attention_2, padded batches run as variable-length (unpadded) attention.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
+        return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
     except OSError as e:
         raise LPSelectError(f"cannot load model '{source}': {e}") from None
+    except (ValueError, ImportError) as e:
+        if not attn_implementation:
+            raise
+        raise LPSelectError(f"attention implementation '{attn_implementation}' for '{source}': {e}") from None

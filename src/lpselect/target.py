@@ -77,6 +77,8 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = Field(None, description="sdpa, flash_attention_2 (varlen on GPUs), eager; "
+                                                              "None = transformers' default")
     fsdp: bool = Field(False, description="shard weights, gradients and optimizer state over the processes "
                                           "(torchrun/accelerate launch); for targets that do not fit one device")
     lora: bool = False
@@ -299,11 +301,11 @@ def _lora_config(cfg: TrainConfig):
 def _load_model(cfg: TrainConfig, source: str, ckpt: Path | None):
     """The model to train: from the checkpoint when resuming, else from ``source`` (LoRA-wrapped if asked)."""
     if not cfg.lora:
-        return load_causal_lm(str(ckpt / "model") if ckpt else source)
+        return load_causal_lm(str(ckpt / "model") if ckpt else source, attn_implementation=cfg.attn_implementation)
     lora_config = _lora_config(cfg)  # checks that peft is installed
     from peft import PeftModel, get_peft_model
 
-    base = load_causal_lm(source)
+    base = load_causal_lm(source, attn_implementation=cfg.attn_implementation)
     if ckpt:
         return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True)
     return get_peft_model(base, lora_config)

@@ -93,7 +93,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
-            model = load_causal_lm(str(ckpt_dir / "model") if ckpt_dir else source).to(device)
+            model = load_causal_lm(str(ckpt_dir / "model") if ckpt_dir else source,
+                                   attn_implementation=cfg.attn_implementation).to(device)
         architecture = type(model).__name__
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
