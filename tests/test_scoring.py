@@ -255,7 +255,7 @@ def test_identical_call_reuses_everything(baseline, data_file, tmp_path, monkeyp
         raise AssertionError("nothing should be recomputed")
 
     monkeypatch.setattr(job, "train_epoch", refuse)
-    monkeypatch.setattr(job, "load_causal_lm", refuse)  # no model is even loaded
+    monkeypatch.setattr(job, "load_trainable", refuse)  # no model is even loaded
     monkeypatch.setattr(job, "tokenize_samples", refuse)
     time.sleep(0.01)
     score(data_file, folder, cfg, progress=False)
@@ -471,3 +471,38 @@ def test_attention_implementation_is_passed_on_and_gives_the_same_scores(tiny_mo
     np.testing.assert_allclose(runs["sdpa"], runs["eager"], rtol=1e-5)
     with pytest.raises(LPSelectError, match="no_such_kernel"):
         load_causal_lm(str(tiny_model_dir), attn_implementation="no_such_kernel")
+
+
+def _cli_score(data: Path, out: Path, model: Path, extra: list[str], crash_at: str = "") -> int:
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lpselect.cli", "score", "--data", str(data), "--out", str(out), "--model",
+           str(model), "--epochs", "2", "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-3",
+           "--precision", "fp32", "--device", "cpu", "--quiet", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LPSELECT_CRASH_AT": crash_at}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600).returncode
+
+
+def test_lora_scorer_trains_adapters_only_and_resumes(baseline, tiny_model_dir, data_file, tmp_path):
+    """`score --lora`: P0 is the base model's (adapters start at zero), training moves the scores, checkpoints
+    hold the adapter, and a run killed after epoch 1 resumes to the uninterrupted run's scores."""
+    _, _, full = baseline
+    lora = ["--lora", "--lora-r", "4", "--keep-checkpoint"]
+    assert _cli_score(data_file, tmp_path / "lora", tiny_model_dir, lora) == 0
+    scores = read_scores(tmp_path / "lora")
+    np.testing.assert_allclose(scores["ppl_0"], full["ppl_0"], rtol=1e-6)
+    assert (np.abs(scores["ppl_2"] / scores["ppl_0"] - 1) > 1e-3).any(), "the adapters learned something"
+    assert (np.abs(scores["ppl_2"] - full["ppl_2"]) > 1e-4).any(), "not full fine-tuning"
+    saved = tmp_path / "lora" / "score" / "checkpoint" / "model"
+    assert (saved / "adapter_config.json").exists() and not (saved / "config.json").exists()
+
+    assert _cli_score(data_file, tmp_path / "resumed", tiny_model_dir, lora, crash_at="trained:1") != 0
+    assert (tmp_path / "resumed" / "score" / "checkpoint" / "epoch.txt").read_text() == "1"
+    assert _cli_score(data_file, tmp_path / "resumed", tiny_model_dir, lora) == 0
+    events = (tmp_path / "resumed" / "score" / "events.log").read_text().splitlines()
+    assert events.count("trained epoch 1") == 1
+    resumed = read_scores(tmp_path / "resumed")
+    for col in ("ppl_0", "ppl_1", "ppl_2"):
+        np.testing.assert_allclose(resumed[col], scores[col], rtol=1e-6, err_msg=col)

@@ -17,6 +17,11 @@ from rich.table import Table
 from lpselect.cli_options import (
     ATTN_HELP,
     Band,
+    LoraAlphaOpt,
+    LoraDropoutOpt,
+    LoraOpt,
+    LoraROpt,
+    LoraTargetsOpt,
     Metric,
     Order,
     Precision,
@@ -99,6 +104,11 @@ def score_cmd(
     pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
                                                       "pass recomputes only unfinished chunks).")] = 4096,
     attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
+    lora: LoraOpt = False,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32,
+    lora_dropout: LoraDropoutOpt = 0.05,
+    lora_target_modules: LoraTargetsOpt = "all-linear",
     fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard the scorer "
                                                       "over the processes (FSDP), for scorers that do not fit "
                                                       "one GPU.")] = False,
@@ -119,7 +129,8 @@ def score_cmd(
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
                       ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows,
-                      fsdp=fsdp, attn_implementation=attn_implementation)
+                      fsdp=fsdp, attn_implementation=attn_implementation, lora=lora, lora_r=lora_r,
+                      lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules)
     r = score(data, out_dir, cfg, force=force, progress=not quiet)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt, "

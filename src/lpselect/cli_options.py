@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from enum import Enum
+from typing import Annotated
 
+import typer
 from rich.console import Console
 
 
@@ -49,6 +51,14 @@ class Precision(str, Enum):
 
 ATTN_HELP = ("Attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length attention "
              "on padded batches; needs the flash-attn package and a GPU), eager. Default: transformers' choice.")
+
+
+LoraOpt = Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of every weight.")]
+LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling alpha.")]
+LoraDropoutOpt = Annotated[float, typer.Option("--lora-dropout", help="Dropout on the LoRA path.")]
+LoraTargetsOpt = Annotated[str, typer.Option("--lora-target-modules",
+                                             help="'all-linear' or comma-separated module names.")]
 
 
 def results_console() -> Console:

@@ -10,7 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
-from lpselect.cli_options import ATTN_HELP, Precision, Truncation, results_console
+from lpselect.cli_options import (
+    ATTN_HELP,
+    LoraAlphaOpt,
+    LoraDropoutOpt,
+    LoraOpt,
+    LoraROpt,
+    LoraTargetsOpt,
+    Precision,
+    Truncation,
+    results_console,
+)
 
 out = results_console()
 
@@ -60,12 +70,11 @@ def train_cmd(
     fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard weights, "
                                                       "gradients and optimizer state over the processes "
                                                       "(FSDP), for targets that do not fit one GPU.")] = False,
-    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft).")] = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    lora_target_modules: Annotated[str, typer.Option(help="'all-linear' or comma-separated module names.")
-                                   ] = "all-linear",
+    lora: LoraOpt = False,
+    lora_r: LoraROpt = 16,
+    lora_alpha: LoraAlphaOpt = 32,
+    lora_dropout: LoraDropoutOpt = 0.05,
+    lora_target_modules: LoraTargetsOpt = "all-linear",
     save_adapter: Annotated[bool, typer.Option("--save-adapter", help="LoRA: save the adapter only, "
                                                                       "not the merged model.")] = False,
     save_dtype: Annotated[_SaveDtype, typer.Option(help="dtype of the saved weights.")] = _SaveDtype.float32,

@@ -14,7 +14,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ScoreConfig(_Strict):
+class LoraSettings(_Strict):
+    """LoRA adapters (peft) instead of full fine-tuning: the scorer's and the target's shared options."""
+
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+
+
+class ScoreConfig(LoraSettings):
     """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
 
     model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct (offline)")

@@ -27,15 +27,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 
+from lpselect.config import LoraSettings
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
-from lpselect.models import load_causal_lm, load_tokenizer, model_source
+from lpselect.lora import load_trainable
+from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
@@ -53,10 +55,8 @@ STEP = "train"
 CHECKPOINT = "checkpoint"
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(LoraSettings):
     """Target instruction tuning (SPEC §9); defaults are the reference's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct")
     gguf_file: str | None = None
@@ -81,11 +81,6 @@ class TrainConfig(BaseModel):
                                                               "None = transformers' default")
     fsdp: bool = Field(False, description="shard weights, gradients and optimizer state over the processes "
                                           "(torchrun/accelerate launch); for targets that do not fit one device")
-    lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
     save_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps (0 = epoch ends only)")
@@ -180,7 +175,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     workers.barrier()
     pos, rng = _read_position(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
-    model = _load_model(cfg, source, ckpt if pos else None).to(device)
+    model = load_trainable(source, cfg, ckpt / "model" if pos else None,
+                           attn_implementation=cfg.attn_implementation).to(device)
     architecture = type(model).__name__
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -284,31 +280,6 @@ def _settings(cfg: TrainConfig) -> TrainSettings:
 
 
 # ---------------------------------------------------------------- model
-
-
-def _lora_config(cfg: TrainConfig):
-    try:
-        from peft import LoraConfig, TaskType
-    except ImportError:
-        raise LPSelectError("LoRA needs the package peft: pip install 'lpselect[lora]'") from None
-    targets: str | list[str] = cfg.lora_target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=targets)
-
-
-def _load_model(cfg: TrainConfig, source: str, ckpt: Path | None):
-    """The model to train: from the checkpoint when resuming, else from ``source`` (LoRA-wrapped if asked)."""
-    if not cfg.lora:
-        return load_causal_lm(str(ckpt / "model") if ckpt else source, attn_implementation=cfg.attn_implementation)
-    lora_config = _lora_config(cfg)  # checks that peft is installed
-    from peft import PeftModel, get_peft_model
-
-    base = load_causal_lm(source, attn_implementation=cfg.attn_implementation)
-    if ckpt:
-        return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True)
-    return get_peft_model(base, lora_config)
 
 
 def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers, architecture: str) -> None:

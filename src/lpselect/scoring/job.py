@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
+from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
+from lpselect.lora import load_trainable
 from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.models import load_causal_lm, load_tokenizer, model_source
+from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.distributed import Workers, init_workers
@@ -57,6 +59,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     """Record every sample's perplexity before training and after each of ``config.epochs`` epochs."""
     cfg = config or ScoreConfig()
     workers, device = init_workers(pick_device(cfg.device))
+    if cfg.fsdp and cfg.lora:
+        raise LPSelectError("--fsdp with --lora is not supported yet: use one or the other")
     workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
     run = RunFolder(out, writer=workers.is_main)
@@ -93,11 +97,13 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
-            model = load_causal_lm(str(ckpt_dir / "model") if ckpt_dir else source,
+            model = load_trainable(source, cfg, ckpt_dir / "model" if ckpt_dir else None,
                                    attn_implementation=cfg.attn_implementation).to(device)
         architecture = type(model).__name__
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+            if cfg.lora:
+                model.enable_input_require_grads()
         if workers.fsdp:
             shard_model(model)
         pad_id = tokenizer.pad_token_id
