@@ -447,3 +447,13 @@ def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_mode
     assert all(np.isfinite(scores["ppl_0"]))
     assert scores["n_scored_tokens"][5] == 1, "an empty output scores its EOS token only"
     assert "1withanemptyoutput,2duplicatesofanearlierrow" in _squash(result.output)
+
+
+def test_subset_named_for_another_format_is_refused(tmp_path: Path) -> None:
+    """The subset keeps the input's format; `--out x.json` for JSONL data is refused before anything is written."""
+    result = CliRunner().invoke(app, ["select", "--data", str(BAD / "duplicate_rows.jsonl"),
+                                      "--scores", str(BAD / "scores_nan_inf.parquet"), "--strategy", "global",
+                                      "--out", str(tmp_path / "subset.json")])
+    assert result.exit_code == 2, result.output
+    assert "nameitwith.jsonl" in _squash(result.output)
+    assert not (tmp_path / "subset.json").exists()

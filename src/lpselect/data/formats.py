@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lpselect.errors import InputError
+from lpselect.errors import InputError, LPSelectError
 from lpselect.io import atomic_path
 
 CHAT_ROLES = ("system", "user", "assistant")
@@ -110,8 +110,9 @@ def read_dataset(path: str | Path) -> Dataset:
 def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
     """Write the rows ``ids`` (in that order) in the dataset's own format, every original field kept."""
     out = Path(out)
-    rows = [dataset.records[i] for i in ids]
     fmt = dataset.file_format
+    _check_subset_suffix(out, fmt)
+    rows = [dataset.records[i] for i in ids]
     if fmt == "hf":
         subset = dataset._extra["hf"].select(list(ids))
         out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,18 @@ def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
         else:  # pragma: no cover - guarded by read_dataset
             raise ValueError(fmt)
     return out
+
+
+_SUFFIXES = {"json": (".json",), "jsonl": (".jsonl", ".ndjson"), "parquet": (".parquet",), "csv": (".csv",)}
+
+
+def _check_subset_suffix(out: Path, fmt: str) -> None:
+    """A subset keeps the input's format (SPEC §2); an --out named for another format would mislead readers."""
+    suffix = out.suffix.lower()
+    known = {s for group in _SUFFIXES.values() for s in group}
+    if fmt != "hf" and suffix in known and suffix not in _SUFFIXES[fmt]:
+        raise LPSelectError(f"--out {out}: the subset is written in the input's format ({fmt}); "
+                            f"name it with {_SUFFIXES[fmt][0]}")
 
 
 def subset_suffix(dataset: Dataset) -> str:
