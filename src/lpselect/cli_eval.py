@@ -144,7 +144,8 @@ def register(app: typer.Typer) -> None:
         write_json(out_dir / "winrate.json", report_json(report, label_a, label_b))
         plot_tally(report, out_dir / "winrate.png", label_a, label_b)
         out.print(report_table(report, label_a, label_b))
-        out.print(f"answers: {answers['a']}, {answers['b']}\nreviews: {r.path}\n"
+        out.print(f"answers: {answers['a']}, {answers['b']}\nreviews: {r.path}  ({r.n_unparsed} unparsed, "
+                  f"{r.n_failed} failed: rerun to ask them again)\n"
                   f"tally:   {out_dir / 'winrate.json'}, {out_dir / 'winrate.png'}")
 
     @app.command("winrate")

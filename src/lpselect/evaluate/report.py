@@ -48,7 +48,7 @@ def _cells(t: Tally) -> list[str]:
 
 def report_table(report: TallyReport, label_a: str = "A", label_b: str = "B") -> Table:
     table = Table(title=f"{label_a} (A) vs {label_b} (B)")
-    for col in ("test set", "A wins", "ties", "B wins", "n", "WR", "unparsed"):
+    for col in ("test set", "A wins", "ties", "B wins", "n", "WR", "not judged"):  # unparsed or failed
         table.add_column(col, justify="left" if col == "test set" else "right")
     for name in ordered_testsets(list(report.per_testset)):
         table.add_row(display_name(name), *_cells(report.per_testset[name]))
