@@ -38,6 +38,23 @@ ERROR_CASES = [_param(n) for n, c in DATA_CASES.items() if c["expect"] == "error
 RUN_CASES = [_param(n) for n, c in CASES.items() if c.get("reader", "dataset") != "dataset"]
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Corpus cases too big to keep in git (``"generated"`` in CASES.json), written from their recipe once."""
+    folder = tmp_path_factory.mktemp("bad-generated")
+    for name, case in CASES.items():
+        if "generated" in case:
+            g = case["generated"]
+            output = (g["repeat"] * (g["output_chars"] // len(g["repeat"]) + 1))[: g["output_chars"]]
+            row = {"instruction": g["instruction"], "input": "", "output": output}
+            (folder / name).write_text(json.dumps(row) + "\n", encoding="utf-8")
+    return folder
+
+
+def corpus(name: str, generated: Path) -> Path:
+    return generated / name if "generated" in CASES[name] else BAD / name
+
+
 def _squash(text: str) -> str:
     """Drop all whitespace: rich may wrap a long message (even inside a path) at the console width."""
     return re.sub(r"\s+", "", text)
@@ -46,15 +63,17 @@ def _squash(text: str) -> str:
 # ---------------------------------------------------------------- the corpus itself
 
 
-def test_corpus_is_complete_and_small() -> None:
+def test_corpus_is_complete_and_small(generated: Path) -> None:
     on_disk = {p.name for p in BAD.iterdir() if p.name != "CASES.json"}
-    assert on_disk == set(CASES), "every corpus file has a CASES.json entry and vice versa"
+    assert on_disk == {n for n, c in CASES.items() if "generated" not in c}, \
+        "every corpus file has a CASES.json entry and vice versa"
+    assert (generated / "one_mb_output.jsonl").stat().st_size > 1_048_576
     assert len(CASES) >= 25
     for name, case in CASES.items():
         assert case["expect"] in ("error", "ok"), name
         assert {"row", "field", "message_contains"} <= set(case), name
         path = BAD / name
-        if path.is_file() and not case.get("large"):
+        if path.is_file():
             assert path.stat().st_size <= (512 if name in DATA_CASES else 2048), f"{name} should stay tiny"
     raw = (BAD / "invalid_utf8.json").read_bytes()
     with pytest.raises(UnicodeDecodeError):
@@ -67,9 +86,9 @@ def test_corpus_is_complete_and_small() -> None:
 
 
 @pytest.mark.parametrize("name", ALL_CASES)
-def test_read_dataset_on_corpus(name: str) -> None:
+def test_read_dataset_on_corpus(name: str, generated: Path) -> None:
     case = CASES[name]
-    path = BAD / name
+    path = corpus(name, generated)
     if case["expect"] == "error":
         with pytest.raises(InputError) as info:
             read_dataset(path)
@@ -427,12 +446,13 @@ def test_chat_multi_turn(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == [records[1], records[0]]
 
 
-def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_model_dir: Path, tmp_path: Path,
+                                                                       generated: Path) -> None:
     """The 1 MB sample is scored on its first max_length tokens and counted; duplicate rows and an empty output
     are kept (the empty response is its EOS alone, as in the reference) and counted."""
     data = tmp_path / "data.jsonl"
     empty = json.dumps({"instruction": "Say nothing.", "input": "", "output": ""}) + "\n"
-    data.write_bytes((BAD / "one_mb_output.jsonl").read_bytes() + (BAD / "duplicate_rows.jsonl").read_bytes()
+    data.write_bytes((generated / "one_mb_output.jsonl").read_bytes() + (BAD / "duplicate_rows.jsonl").read_bytes()
                      + empty.encode())
     result = CliRunner().invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "run"),
                                       "--model", str(tiny_model_dir), "--epochs", "0", "--max-length", "64",
