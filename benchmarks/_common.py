@@ -7,6 +7,7 @@ so ``--help`` is instant.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -164,12 +165,67 @@ def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
             for p in peaks.values()]
 
 
+# ------------------------------------------------------------ arguments and set-up shared by the timing scripts
+def parse_bench_args(doc: str, default_n: int, add: Callable[[argparse.ArgumentParser], None]
+                     ) -> Callable[[list[str] | None], argparse.Namespace]:
+    """An argument parser with the options every timing script has (--data, --n, --model, --max-length,
+    --threads) plus the script's own (``add``)."""
+
+    def parse(argv: list[str] | None = None) -> argparse.Namespace:
+        ap = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+        ap.add_argument("--data", type=Path, default=DOLLY, help="JSON array of samples (default: shared Dolly)")
+        ap.add_argument("--n", type=int, default=default_n, help=f"use the first N samples (default {default_n})")
+        ap.add_argument("--model", default=None, help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
+        ap.add_argument("--max-length", type=int, default=512)
+        ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+        add(ap)
+        return ap.parse_args(argv)
+
+    return parse
+
+
+@dataclass
+class BenchSetup:
+    source: str
+    tokenizer: Any
+    data: TokenizedData
+    peaks: dict[str, Peak]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def data_row(self, name: str) -> tuple[str, str]:
+        d = self.data
+        return ("data", f"first {len(d)} rows of {name}: {int(d.lengths.sum()):,} tokens "
+                        f"({int(d.n_scored.sum()):,} scored), longest {int(d.lengths.max())}")
+
+
+def bench_setup(args: argparse.Namespace) -> BenchSetup:
+    """Threads, the matmul peaks of this moment, the model source, its tokenizer and the tokenised rows."""
+    import torch
+
+    from lpselect.models import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log("measuring matmul peaks")
+    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    source = resolve_source(args.model)
+    tokenizer = load_tokenizer(source)
+    with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
+        data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
+    return BenchSetup(source, tokenizer, data, peaks)
+
+
 # ------------------------------------------------------------ data
 def subset_file(source: Path, n: int, folder: Path, *, skip_empty_output: bool = False) -> Path:
     """The first ``n`` rows of a JSON-array dataset, written to ``folder`` (never into the repository).
 
-    ``skip_empty_output`` leaves out rows whose ``output``/``response`` is empty (lpselect refuses a file
-    with such a row; the shared Alpaca file has 26), so the file still has ``n`` rows."""
+    ``skip_empty_output`` leaves out rows whose ``output``/``response`` is empty (the shared Alpaca file has 26;
+    lpselect keeps and counts them, but earlier figures were measured without them), so the file still has
+    ``n`` rows."""
     rows = json.loads(Path(source).read_text())
     if not isinstance(rows, list):
         raise SystemExit(f"{source}: expected a JSON array")

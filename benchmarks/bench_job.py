@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import (  # benchmarks/ is on sys.path when a script here is run
-    DOLLY,
     fmt,
     fresh_model,
     interleaved,
     log,
     markdown_table,
     note_start,
+    parse_bench_args,
     phase,
     print_header,
     reference_eval,
@@ -47,21 +47,17 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
 PHASES = ("pass_0", "train_1", "pass_1")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", type=Path, default=DOLLY, help="JSON array of samples (default: shared Dolly)")
-    ap.add_argument("--n", type=int, default=64, help="use the first N samples (default 64)")
-    ap.add_argument("--model", default=None,
-                    help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
+def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bf16", action="store_true", help="both jobs in bf16 (default fp32, ours' CPU default)")
     ap.add_argument("--epochs-compare", action="store_true", help="also run ours with epochs=3")
     ap.add_argument("--repeats", type=int, default=1, help="rounds per arm (default 1)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    return ap.parse_args(argv)
 
 
-def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: Path) -> dict[str, Any]:
+parse_args = parse_bench_args(__doc__, 64, _own_args)
+
+
+def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: Path, max_length: int
+             ) -> dict[str, Any]:
     """One score job in a fresh run folder: its manifest's phase times, perplexities, and total wall."""
     import pyarrow.parquet as pq
 
@@ -69,7 +65,7 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     from lpselect.scoring.job import score  # imported in main() already: fails before any timing
 
     run = folder / f"ours-e{epochs}-{time.monotonic_ns()}"
-    cfg = ScoreConfig(model=source, epochs=epochs, precision=precision)
+    cfg = ScoreConfig(model=source, epochs=epochs, precision=precision, max_length=max_length)
     t0 = time.perf_counter()
     result = score(data_file, run, cfg, progress=False)
     total = time.perf_counter() - t0
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="lpselect-bench-job-") as tmp:
         folder = Path(tmp)
         data_file = subset_file(args.data, args.n, folder)
-        data = tokenize_file(data_file, tokenizer)
+        data = tokenize_file(data_file, tokenizer, args.max_length)
 
         def baseline() -> tuple[float, dict[str, Any]]:
             model = fresh_model(source)  # not timed
@@ -119,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                                          "trainer_train_s": outcome.seconds}
 
         def ours() -> tuple[float, dict[str, Any]]:
-            r = run_ours(data_file, source, 1, precision, folder)
+            r = run_ours(data_file, source, 1, precision, folder, args.max_length)
             gc.collect()
             return sum(phase(r["times"], p) for p in PHASES), r
 
@@ -131,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         e3 = None
         if args.epochs_compare:
             log("ours with epochs=3")
-            e3 = run_ours(data_file, source, 3, precision, folder)
+            e3 = run_ours(data_file, source, 3, precision, folder, args.max_length)
 
     base_runs, our_runs = results["baseline"], results["ours"]
     auto_budget = "16384 (auto)" if torch.cuda.is_available() else "2048 (auto)"

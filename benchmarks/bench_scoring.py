@@ -20,43 +20,32 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from _common import (  # benchmarks/ is on sys.path when a script here is run
-    DOLLY,
+    bench_setup,
     fmt,
     interleaved,
     log,
     markdown_table,
-    matmul_peak,
     n_params,
     note_start,
+    parse_bench_args,
     peak_rows,
     print_header,
     ratio_stats,
     reference_eval,
-    resolve_source,
-    subset_file,
-    tokenize_file,
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", type=Path, default=DOLLY, help="JSON array of samples (default: shared Dolly)")
-    ap.add_argument("--n", type=int, default=128, help="use the first N samples (default 128)")
-    ap.add_argument("--model", default=None,
-                    help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
-    ap.add_argument("--max-length", type=int, default=512)
+def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--budget", type=int, default=0,
                     help="ours: padded tokens per batch (0 = the score job's default: 2048 CPU, 16384 CUDA)")
     ap.add_argument("--batch-size", type=int, default=4, help="baseline rows per batch (default 4)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds per arm (default 3)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    return ap.parse_args(argv)
+
+
+parse_args = parse_bench_args(__doc__, 128, _own_args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,20 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from lpselect.models import load_causal_lm, load_tokenizer
+    from lpselect.models import load_causal_lm
     from lpselect.scoring.passes import scoring_pass
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    setup = bench_setup(args)
+    source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id
     budget = args.budget or (16384 if torch.cuda.is_available() else 2048)
-    log("measuring matmul peaks")
-    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
-    source = resolve_source(args.model)
-    tokenizer = load_tokenizer(source)
-    with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
-        data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
     model = load_causal_lm(source)
-    pad_id = tokenizer.pad_token_id
     params = n_params(model)
     n_tokens = int(data.lengths.sum())
 
@@ -114,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print_header("Scoring pass: lpselect scoring_pass vs a Trainer-evaluate-style loop", [
         ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
-        ("data", f"first {len(data)} rows of {args.data.name}: {n_tokens:,} tokens "
-                 f"({int(data.n_scored.sum()):,} scored), longest {int(data.lengths.max())}"),
+        setup.data_row(args.data.name),
         ("baseline", f"batches of {args.batch_size} in file order, full fp32 logits, torch.no_grad"),
         ("ours", f"scoring_pass, {budget} padded tokens per batch, length-sorted, LM head on scored "
                  "positions only"),

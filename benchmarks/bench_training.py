@@ -25,39 +25,27 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from _common import (  # benchmarks/ is on sys.path when a script here is run
-    DOLLY,
     TrainOutcome,
+    bench_setup,
     fresh_model,
     interleaved,
     log,
     markdown_table,
-    matmul_peak,
     n_params,
     note_start,
     ours_epoch,
+    parse_bench_args,
     peak_rows,
     print_header,
     ratio_stats,
-    resolve_source,
-    subset_file,
-    tokenize_file,
     trainer_epoch,
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--data", type=Path, default=DOLLY, help="JSON array of samples (default: shared Dolly)")
-    ap.add_argument("--n", type=int, default=128, help="use the first N samples (default 128)")
-    ap.add_argument("--model", default=None,
-                    help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
-    ap.add_argument("--max-length", type=int, default=512)
+def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bf16", action="store_true", help="the Trainer arm in bf16 (default fp32)")
     ap.add_argument("--schedule-epochs", type=int, default=3, help="LR schedule length in epochs (default 3)")
     ap.add_argument("--micro-budget", type=int, default=None,
@@ -65,27 +53,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--optim", default=None, help="Trainer optimizer (default: the Trainer's own default)")
     ap.add_argument("--last-k", type=int, default=2, help="final loss = mean of the last K optimizer steps")
     ap.add_argument("--repeats", type=int, default=1, help="timed epochs per arm (default 1)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    return ap.parse_args(argv)
+
+
+parse_args = parse_bench_args(__doc__, 128, _own_args)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     note_start()
-    import torch
-
-    from lpselect.models import load_tokenizer
     from lpselect.scoring.train import TrainSettings
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    log("measuring matmul peaks")
-    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
-    source = resolve_source(args.model)
-    tokenizer = load_tokenizer(source)
-    with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
-        data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
-    pad_id = tokenizer.pad_token_id
+    setup = bench_setup(args)
+    source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id
     n_tokens = int(data.lengths.sum())
     trainer_name = f"Trainer {'bf16' if args.bf16 else 'fp32'}"
 
@@ -117,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     trainer_note = results[trainer_name][0][1].note
     print_header("One training epoch: lpselect train_epoch vs transformers.Trainer", [
         ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
-        ("data", f"first {len(data)} rows of {args.data.name}: {n_tokens:,} tokens "
-                 f"({int(data.n_scored.sum()):,} scored), longest {int(data.lengths.max())}"),
+        setup.data_row(args.data.name),
         ("optimizer steps", f"{-(-len(data) // 32)} of 32 samples; LR schedule over {args.schedule_epochs} "
                             "epoch(s), stopped after epoch 1"),
         ("Trainer", f"batch 4 x accumulation 8, padded to the longest, {trainer_note}"),
