@@ -5,10 +5,10 @@
 Each size runs ``lpselect score --data FIRST_N_ROWS.json --out RUN --epochs 0 --quiet`` as a child process;
 its peak resident set size is the child's own ``ru_maxrss`` (``os.wait4``), so sizes never mix. A third child
 that only imports lpselect, torch and transformers gives the fixed floor. ``--tiny`` scores with a randomly
-initialised 2-layer Llama and a 400-token byte-level BPE tokenizer (as ``tests/conftest.py``'s
-``tiny_model_dir``) built in a temp folder, so the data path (reading, tokenising, the token table, batching)
-dominates the memory; with the default scorer (SmolLM2-135M) the model and the pass dominate, and 40,000 rows
-take hours on a 2-core CPU.
+initialised 2-layer Llama and a 400-token byte-level BPE tokenizer (``lpselect.testing``, as the tests use)
+built in a temp folder, so the data path (reading, tokenising, the token table, batching) dominates the memory;
+with the default scorer (SmolLM2-135M) the model and the pass dominate, and 40,000 rows take hours on a 2-core
+CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
     subset_file,
 )
 
+from lpselect.testing import build_tiny_llama
+
 IMPORTS_ONLY = "import torch, transformers, lpselect.cli, lpselect.scoring.job, lpselect.data.formats"
 
 
@@ -55,34 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """A random 2-layer Llama and a small byte-level BPE tokenizer (tests/conftest.py's recipe)."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    corpus = [
-        "Below is an instruction that describes a task. "
-        "Write a response that appropriately completes the request.",
-        "### Instruction: ### Input: ### Response: paired with an input that provides further context.",
-        "The quick brown fox jumps over the lazy dog. 0123456789 + - * / = ( ) , . ? !",
-    ] * 20
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      eos_token_id=fast.eos_token_id, pad_token_id=fast.eos_token_id, bos_token_id=None,
-                      tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    return folder
-
-
 def measure(cmd: list[str], log_file: Path, threads: int = 0) -> tuple[int, float, int]:
     """Run ``cmd``; return (its own peak RSS in KiB, wall seconds, exit code)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
@@ -101,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="lpselect-bench-mem-") as tmp:
         folder = Path(tmp)
         if args.tiny:
-            source = str(build_tiny_model(folder / "tiny-llama"))
+            source = str(build_tiny_llama(folder / "tiny-llama"))
             model_label = "tiny random Llama (2 layers, hidden 32, vocab 400)"
         else:
             source = resolve_source(args.model)
