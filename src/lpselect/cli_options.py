@@ -9,38 +9,24 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from lpselect.metrics import METRICS
+from lpselect.selection import BANDS, ORDERS, STRATEGIES
+
 
 class Truncation(str, Enum):
     prompt = "prompt"
     right = "right"
 
 
-class Metric(str, Enum):
-    lp = "lp"
-    lp_app = "lp_app"
-    ppl = "ppl"
-    ifd = "ifd"
-    confidence = "confidence"
-    variability = "variability"
-    lp_online = "lp_online"
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A CLI choice type made from the values the library itself accepts (one list to keep up to date)."""
+    return Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
 
 
-class Band(str, Enum):
-    low = "low"
-    mid = "mid"
-    high = "high"
-
-
-class Strategy(str, Enum):
-    cluster = "cluster"
-    global_ = "global"
-    clust_rand = "clust_rand"
-    random = "random"
-
-
-class Order(str, Enum):
-    reference = "reference"
-    original = "original"
+Metric = _choices("Metric", METRICS)
+Band = _choices("Band", BANDS)
+Strategy = _choices("Strategy", STRATEGIES)
+Order = _choices("Order", ORDERS)
 
 
 class Precision(str, Enum):
