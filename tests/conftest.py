@@ -38,16 +38,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+def alpaca_rows(n: int) -> list[dict[str, str]]:
+    """``n`` small Alpaca samples of varied length, some with an input."""
+    return [{
+        "instruction": f"Add {i} and {i + 3}." if i % 3 else "Describe the fox " + "quickly " * i,
+        "input": "" if i % 2 else "The quick brown fox " * (1 + i % 4),
+        "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5),
+    } for i in range(n)]
+
+
 @pytest.fixture
 def alpaca_file(tmp_path: Path) -> Path:
-    """Twelve small Alpaca samples of varied length, some with an input."""
-    rows = []
-    for i in range(12):
-        rows.append({
-            "instruction": f"Add {i} and {i + 3}." if i % 3 else "Describe the fox " + "quickly " * i,
-            "input": "" if i % 2 else "The quick brown fox " * (1 + i % 4),
-            "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5),
-        })
+    """Twelve small Alpaca samples (:func:`alpaca_rows`)."""
     path = tmp_path / "alpaca.json"
-    path.write_text(json.dumps(rows, indent=2))
+    path.write_text(json.dumps(alpaca_rows(12), indent=2))
     return path

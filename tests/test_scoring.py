@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import require_package_dir, shared_data
+from conftest import alpaca_rows, require_package_dir, shared_data
 
 from lpselect.config import ScoreConfig
 from lpselect.data.formats import Sample, read_dataset
@@ -80,14 +80,7 @@ def manifest(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fourteen small Alpaca rows; the last has a prompt over 512 tokens (--truncation prompt shortens it)."""
-    rows = []
-    for i in range(13):
-        rows.append({
-            "instruction": f"Add {i} and {i + 3}." if i % 3 else "Describe the fox " + "quickly " * i,
-            "input": "" if i % 2 else "The quick brown fox " * (1 + i % 4),
-            "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5),
-        })
-    rows.append({"instruction": "Describe the fox " * 150, "input": "", "output": "It is quick."})
+    rows = [*alpaca_rows(13), {"instruction": "Describe the fox " * 150, "input": "", "output": "It is quick."}]
     path = tmp_path_factory.mktemp("data") / "alpaca.json"
     path.write_text(json.dumps(rows, indent=2))
     return path
