@@ -139,25 +139,50 @@ class Peak:
     size: int  # the matmul size that gave it
 
 
-def matmul_peak(dtype_name: str, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> Peak:
-    """Best FLOP/s of square matmuls (2 n^3 FLOPs each) in ``dtype_name``, on this process's threads."""
+def matmul_peak(dtype_name: str, sizes: Sequence[int] = (2048, 4096), repeats: int = 5,
+                device: str = "cpu") -> Peak:
+    """Best FLOP/s of square matmuls (2 n^3 FLOPs each) in ``dtype_name``, on this process's threads or on
+    ``device`` (CUDA: larger sizes, timed between synchronisations)."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        sizes = (4096, 8192)
     best = Peak(dtype_name, 0.0, 0)
     g = torch.Generator().manual_seed(0)
     for n in sizes:
-        a = torch.randn(n, n, generator=g).to(dtype)
-        b = torch.randn(n, n, generator=g).to(dtype)
-        out = torch.empty(n, n, dtype=dtype)
-        torch.matmul(a, b, out=out)  # warm-up (oneDNN/BLAS kernel selection)
-        for _ in range(repeats if n <= 2048 else max(2, repeats // 2)):
+        a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+        out = torch.empty(n, n, dtype=dtype, device=device)
+        torch.matmul(a, b, out=out)  # warm-up (oneDNN/BLAS/cuBLAS kernel selection)
+        for _ in range(repeats if n <= 2048 or cuda else max(2, repeats // 2)):
+            sync(device)
             t0 = time.perf_counter()
-            torch.matmul(a, b, out=out)
-            dt = time.perf_counter() - t0
+            for _ in range(10 if cuda else 1):  # a GPU matmul is too short to time alone
+                torch.matmul(a, b, out=out)
+            sync(device)
+            dt = (time.perf_counter() - t0) / (10 if cuda else 1)
             if 2 * n**3 / dt > best.flops:
                 best = Peak(dtype_name, 2 * n**3 / dt, n)
     return best
+
+
+def sync(device: Any = None) -> None:
+    """Wait for queued GPU work, so a wall-clock reading includes it (no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
+
+
+def pick_device(name: str) -> str:
+    """'auto' is CUDA when there is a GPU, else CPU; the scripts run every arm there."""
+    import torch
+
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
@@ -179,6 +204,7 @@ def parse_bench_args(doc: str, default_n: int, add: Callable[[argparse.ArgumentP
         ap.add_argument("--model", default=None, help="hub id or folder (default: SmolLM2-135M-Instruct, offline)")
         ap.add_argument("--max-length", type=int, default=512)
         ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+        ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when there is a GPU)")
         add(ap)
         return ap.parse_args(argv)
 
@@ -191,6 +217,7 @@ class BenchSetup:
     tokenizer: Any
     data: TokenizedData
     peaks: dict[str, Peak]
+    device: str
 
     @property
     def pad_id(self) -> int:
@@ -210,13 +237,14 @@ def bench_setup(args: argparse.Namespace) -> BenchSetup:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    log("measuring matmul peaks")
-    peaks = {d: matmul_peak(d) for d in ("fp32", "bf16")}
+    device = pick_device(args.device)
+    log(f"measuring matmul peaks on {device}")
+    peaks = {d: matmul_peak(d, device=device) for d in ("fp32", "bf16")}
     source = resolve_source(args.model)
     tokenizer = load_tokenizer(source)
     with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
         data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
-    return BenchSetup(source, tokenizer, data, peaks)
+    return BenchSetup(source, tokenizer, data, peaks, device)
 
 
 # ------------------------------------------------------------ data
@@ -252,14 +280,14 @@ def resolve_source(model: str | None) -> str:
     return model_source(model)
 
 
-def fresh_model(source: str):
-    """The model loaded again from disk: every training arm starts from the same weights."""
+def fresh_model(source: str, device: str = "cpu"):
+    """The model loaded again from disk onto ``device``: every training arm starts from the same weights."""
     import torch
 
     from lpselect.models import load_causal_lm
 
     torch.manual_seed(0)
-    return load_causal_lm(source)
+    return load_causal_lm(source).to(device)
 
 
 def n_params(model) -> int:
@@ -309,12 +337,13 @@ def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int =
     ppl = np.full(len(data), np.nan)
     was_training = model.training
     model.eval()
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    device = next(model.parameters()).device
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     try:
         with torch.no_grad(), ctx:
             for s in range(0, len(rows), batch_size):
                 idx = rows[s : s + batch_size]
-                batch = pad_collate([feats[i] for i in idx], pad_id)
+                batch = {k: v.to(device) for k, v in pad_collate([feats[i] for i in idx], pad_id).items()}
                 out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=batch["labels"])
                 logits = out.logits.float()[:, :-1]  # (B, L-1, V): the full logit tensor
@@ -327,7 +356,7 @@ def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int =
                 count = mask.sum(dim=1)
                 loss = (nll * mask).sum(dim=1).double() / count.clamp(min=1)
                 loss[count == 0] = float("nan")
-                ppl[idx] = torch.exp(loss).numpy()
+                ppl[idx] = torch.exp(loss).cpu().numpy()
     finally:
         model.train(was_training)
     return ppl
@@ -395,8 +424,10 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
         trainer = Trainer(model=model, args=args, train_dataset=feats,
                           data_collator=lambda f: pad_collate(f, pad_id), callbacks=[StopAfterFirstEpoch()])
         trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout (disable_tqdm=True)
+        sync()
         t0 = time.perf_counter()
         trainer.train()
+        sync()
         seconds = time.perf_counter() - t0
         losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
         note = f"optim={getattr(args.optim, 'value', args.optim)}"
@@ -416,9 +447,11 @@ def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, sched
         s = tr.TrainSettings(max_tokens_per_micro_batch=micro_budget)
     optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
     row_nll = np.full(len(data), np.nan)
+    sync()
     t0 = time.perf_counter()
     tr.train_epoch(model, data, optimizer, scheduler, s, epoch=1, pad_id=pad_id, precision=precision,
                    row_nll=row_nll)
+    sync()
     seconds = time.perf_counter() - t0
     order, n_scored = tr.epoch_order(len(data), s.seed, 1), data.n_scored
     step = s.batch_size * s.grad_accum

@@ -36,6 +36,7 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
     note_start,
     parse_bench_args,
     phase,
+    pick_device,
     print_header,
     reference_eval,
     resolve_source,
@@ -51,13 +52,15 @@ def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bf16", action="store_true", help="both jobs in bf16 (default fp32, ours' CPU default)")
     ap.add_argument("--epochs-compare", action="store_true", help="also run ours with epochs=3")
     ap.add_argument("--repeats", type=int, default=1, help="rounds per arm (default 1)")
+    ap.add_argument("--micro-budget", type=int, default=None,
+                    help="ours: padded tokens per training micro-batch (default: ScoreConfig's default)")
 
 
 parse_args = parse_bench_args(__doc__, 64, _own_args)
 
 
-def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: Path, max_length: int
-             ) -> dict[str, Any]:
+def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: Path, max_length: int,
+             device: str = "auto", micro_budget: int | None = None) -> dict[str, Any]:
     """One score job in a fresh run folder: its manifest's phase times, perplexities, and total wall."""
     import pyarrow.parquet as pq
 
@@ -65,7 +68,9 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     from lpselect.scoring.job import score  # imported in main() already: fails before any timing
 
     run = folder / f"ours-e{epochs}-{time.monotonic_ns()}"
-    cfg = ScoreConfig(model=source, epochs=epochs, precision=precision, max_length=max_length)
+    extra = {} if micro_budget is None else {"max_tokens_per_micro_batch": micro_budget}
+    cfg = ScoreConfig(model=source, epochs=epochs, precision=precision, max_length=max_length, device=device,
+                      **extra)
     t0 = time.perf_counter()
     result = score(data_file, run, cfg, progress=False)
     total = time.perf_counter() - t0
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = "bf16" if args.bf16 else "fp32"
+    device = pick_device(args.device)
     source = resolve_source(args.model)
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         data = tokenize_file(data_file, tokenizer, args.max_length)
 
         def baseline() -> tuple[float, dict[str, Any]]:
-            model = fresh_model(source)  # not timed
+            model = fresh_model(source, device)  # not timed
             times: dict[str, float] = {}
             t0 = time.perf_counter()
             ppl0 = reference_eval(model, data, pad_id, bf16=args.bf16)
@@ -115,25 +121,26 @@ def main(argv: list[str] | None = None) -> None:
                                          "trainer_train_s": outcome.seconds}
 
         def ours() -> tuple[float, dict[str, Any]]:
-            r = run_ours(data_file, source, 1, precision, folder, args.max_length)
+            r = run_ours(data_file, source, 1, precision, folder, args.max_length, device, args.micro_budget)
             gc.collect()
             return sum(phase(r["times"], p) for p in PHASES), r
 
         log("warm-up (one small batch, so neither arm pays the first call's kernel set-up)")
-        warm_model = fresh_model(source)
+        warm_model = fresh_model(source, device)
         reference_eval(warm_model, data, pad_id, bf16=args.bf16, rows=np.argsort(data.lengths)[:4])
         del warm_model
         results = interleaved({"baseline": baseline, "ours": ours}, args.repeats)
         e3 = None
         if args.epochs_compare:
             log("ours with epochs=3")
-            e3 = run_ours(data_file, source, 3, precision, folder, args.max_length)
+            e3 = run_ours(data_file, source, 3, precision, folder, args.max_length, device, args.micro_budget)
 
     base_runs, our_runs = results["baseline"], results["ours"]
-    auto_budget = "16384 (auto)" if torch.cuda.is_available() else "2048 (auto)"
+    auto_budget = "16384 (auto)" if torch.device(device).type == "cuda" else "2048 (auto)"
     cfg = our_runs[0][1]["config"]
     print_header("LP_app(1) job: lpselect score(epochs=1) vs a plain Trainer-based job", [
         ("model", source),
+        ("device", device),
         ("data", f"first {len(data)} rows of {args.data.name}: {int(data.lengths.sum()):,} tokens "
                  f"({int(data.n_scored.sum()):,} scored)"),
         ("precision", precision),

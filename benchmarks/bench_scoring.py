@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
 
     setup = bench_setup(args)
     source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id
-    budget = args.budget or (16384 if torch.cuda.is_available() else 2048)
-    model = load_causal_lm(source)
+    budget = args.budget or (16384 if torch.device(setup.device).type == "cuda" else 2048)
+    model = load_causal_lm(source).to(setup.device)
     params = n_params(model)
     n_tokens = int(data.lengths.sum())
 
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print_header("Scoring pass: lpselect scoring_pass vs a Trainer-evaluate-style loop", [
         ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
+        ("device", setup.device),
         setup.data_row(args.data.name),
         ("baseline", f"batches of {args.batch_size} in file order, full fp32 logits, torch.no_grad"),
         ("ours", f"scoring_pass, {budget} padded tokens per batch, length-sorted, LM head on scored "

@@ -48,8 +48,9 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
 def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bf16", action="store_true", help="the Trainer arm in bf16 (default fp32)")
     ap.add_argument("--schedule-epochs", type=int, default=3, help="LR schedule length in epochs (default 3)")
-    ap.add_argument("--micro-budget", type=int, default=None,
-                    help="ours: padded tokens per micro-batch (default: TrainSettings' default)")
+    ap.add_argument("--micro-budget", default=None,
+                    help="ours: padded tokens per micro-batch (default: TrainSettings' default); a comma list "
+                         "adds a bf16 arm per further budget")
     ap.add_argument("--optim", default=None, help="Trainer optimizer (default: the Trainer's own default)")
     ap.add_argument("--last-k", type=int, default=2, help="final loss = mean of the last K optimizer steps")
     ap.add_argument("--repeats", type=int, default=1, help="timed epochs per arm (default 1)")
@@ -68,39 +69,47 @@ def main(argv: list[str] | None = None) -> None:
     n_tokens = int(data.lengths.sum())
     trainer_name = f"Trainer {'bf16' if args.bf16 else 'fp32'}"
 
+    device = setup.device
+    budgets = [int(b) for b in args.micro_budget.split(",")] if args.micro_budget else \
+        [TrainSettings().max_tokens_per_micro_batch]
+
     def trainer_arm() -> tuple[float, TrainOutcome]:
-        model = fresh_model(source)
+        model = fresh_model(source, device)
         out = trainer_epoch(model, data, pad_id, bf16=args.bf16, schedule_epochs=args.schedule_epochs,
                             optim=args.optim)
         del model
         gc.collect()
         return out.seconds, out
 
-    def ours_arm(precision: str):
+    def ours_arm(precision: str, budget: int):
         def run() -> tuple[float, TrainOutcome]:
-            model = fresh_model(source)
+            model = fresh_model(source, device)
             out = ours_epoch(model, data, pad_id, precision=precision, schedule_epochs=args.schedule_epochs,
-                             micro_budget=args.micro_budget)
+                             micro_budget=budget)
             del model
             gc.collect()
             return out.seconds, out
         return run
 
     params = n_params(fresh_model(source))
-    arms = {trainer_name: trainer_arm, "ours fp32": ours_arm("fp32"), "ours bf16": ours_arm("bf16")}
+    arms = {trainer_name: trainer_arm, "ours fp32": ours_arm("fp32", budgets[0]),
+            "ours bf16": ours_arm("bf16", budgets[0])}
+    for b in budgets[1:]:
+        arms[f"ours bf16, budget {b}"] = ours_arm("bf16", b)
     t0 = time.perf_counter()
     results = interleaved(arms, args.repeats)
     log(f"all arms: {time.perf_counter() - t0:.0f} s")
 
-    budget = TrainSettings().max_tokens_per_micro_batch if args.micro_budget is None else args.micro_budget
     trainer_note = results[trainer_name][0][1].note
     print_header("One training epoch: lpselect train_epoch vs transformers.Trainer", [
         ("model", f"{source} ({params / 1e6:.2f}M parameters)"),
+        ("device", device),
         setup.data_row(args.data.name),
         ("optimizer steps", f"{-(-len(data) // 32)} of 32 samples; LR schedule over {args.schedule_epochs} "
                             "epoch(s), stopped after epoch 1"),
         ("Trainer", f"batch 4 x accumulation 8, padded to the longest, {trainer_note}"),
-        ("ours", f"train_epoch, TrainSettings, micro-batch budget {budget} padded tokens, torch.optim.AdamW"),
+        ("ours", f"train_epoch, TrainSettings, micro-batch budget {budgets[0]} padded tokens (unless the arm "
+                 "names another), torch.optim.AdamW"),
         *peak_rows(peaks),
         ("rounds", f"{args.repeats}, interleaved (order rotates); times are medians"),
     ])
