@@ -368,6 +368,7 @@ class TrainOutcome:
     seconds: float
     step_losses: list[float] = field(default_factory=list)  # one mean loss per optimizer step
     note: str = ""
+    final_loss: float = float("nan")  # the trained model's loss on all rows (data_loss)
 
     def mean_loss(self) -> float:
         return statistics.fmean(self.step_losses) if self.step_losses else float("nan")
@@ -437,14 +438,19 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
 def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, schedule_epochs: int = 3,
                micro_budget: int | None = None) -> TrainOutcome:
     """One epoch of ``lpselect.scoring.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
-    score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``)."""
+    score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``).
+    ``micro_budget`` None is the score job's automatic budget for this device."""
+    import dataclasses
+
     import numpy as np
 
     from lpselect.scoring import train as tr
+    from lpselect.scoring.budget import auto_micro_budget
 
-    s = tr.TrainSettings()
-    if micro_budget is not None:
-        s = tr.TrainSettings(max_tokens_per_micro_batch=micro_budget)
+    device = next(model.parameters()).device
+    if micro_budget is None:
+        micro_budget = auto_micro_budget(model, device, precision=precision, checkpointing=False)
+    s = dataclasses.replace(tr.TrainSettings(), max_tokens_per_micro_batch=micro_budget)
     optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
     row_nll = np.full(len(data), np.nan)
     sync()
@@ -461,7 +467,18 @@ def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, sched
         w = n_scored[rows]
         if w.sum():
             losses.append(float(np.nansum(row_nll[rows] * w) / w.sum()))
-    return TrainOutcome(seconds, losses, f"micro-batch budget {s.max_tokens_per_micro_batch} tokens")
+    return TrainOutcome(seconds, losses, f"micro-batch budget {micro_budget} tokens")
+
+
+def data_loss(model, data: TokenizedData, pad_id: int) -> float:
+    """Token-mean NLL of the scored tokens of all rows under ``model``, by one fp32 pass: the trained models'
+    loss on their training data, comparable across arms that saw the rows in different orders."""
+    import numpy as np
+
+    from lpselect.scoring.passes import pass_sums
+
+    sums = pass_sums(model, data, np.arange(len(data)), pad_id=pad_id, precision="fp32")
+    return float(sums[0].sum() / sums[2].sum())
 
 
 # ------------------------------------------------------------ timing

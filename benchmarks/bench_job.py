@@ -77,6 +77,7 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     step = json.loads((run / "manifest.json").read_text())["steps"]["score"]
     table = pq.read_table(result.scores_path)
     return {"times": step["wall_time_s"], "total": total, "config": step["config"],
+            "micro_budget": step.get("micro_batch_budget"),
             "ppl": [table.column(f"ppl_{e}").to_numpy() for e in range(epochs + 1)]}
 
 
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         ("baseline", "eval loop (batch 4, file order, full logits) + Trainer epoch "
                      f"({base_runs[0][1]['note']}) + eval loop"),
         ("ours", f"score(): pass budget {cfg['max_tokens_per_batch'] or auto_budget}, micro-batch budget "
-                 f"{cfg['max_tokens_per_micro_batch']} tokens; phases from manifest.json"),
+                 f"{our_runs[0][1]['micro_budget']} tokens; phases from manifest.json"),
         ("rounds", f"{args.repeats}, interleaved; figures are medians"),
     ])
 

@@ -11,13 +11,16 @@ Arms, each on a model loaded afresh from disk (so all start from the same weight
   ``save_strategy="no"``, fp32 (or ``--bf16``: the Trainer's bf16 autocast). Only ``trainer.train()`` is
   timed.
 * ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.train.train_epoch`` with ``TrainSettings`` defaults
-  (the same optimizer step of 32 samples, cut into length-sorted micro-batches by a token budget).
+  (the same optimizer step of 32 samples, cut into length-sorted micro-batches by a token budget: the score
+  job's automatic one unless ``--micro-budget`` names others).
 
 Both use an LR schedule spanning ``--schedule-epochs`` (default 3, as ``lpselect score --epochs 1``) and stop
 after the first epoch. tokens/s counts real (unpadded) tokens; MFU = 6 x parameters x tokens/s / the matmul
 peak measured in this run. Loss: the mean over optimizer steps of each step's token-mean training loss, and
 the mean of the last ``--last-k`` steps (Trainer: its logged per-step losses; ours: from the per-row NLLs
-that train_epoch reports). The two arms shuffle differently, so losses agree only roughly.
+that train_epoch reports), and the final loss: the trained model's token-mean NLL over all rows (one fp32
+pass, untimed). The arms shuffle differently, so their step losses agree only roughly; the final loss
+compares the trained models on the same rows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from _common import (  # benchmarks/ is on sys.path when a script here is run
     TrainOutcome,
     bench_setup,
+    data_loss,
     fresh_model,
     interleaved,
     log,
@@ -49,7 +53,8 @@ def _own_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--bf16", action="store_true", help="the Trainer arm in bf16 (default fp32)")
     ap.add_argument("--schedule-epochs", type=int, default=3, help="LR schedule length in epochs (default 3)")
     ap.add_argument("--micro-budget", default=None,
-                    help="ours: padded tokens per micro-batch (default: TrainSettings' default); a comma list "
+                    help="ours: padded tokens per micro-batch (default: the score job's automatic budget: 2048 "
+                         "on CPU, what fits the GPU up to 16384 on CUDA); a comma list "
                          "adds a bf16 arm per further budget")
     ap.add_argument("--optim", default=None, help="Trainer optimizer (default: the Trainer's own default)")
     ap.add_argument("--last-k", type=int, default=2, help="final loss = mean of the last K optimizer steps")
@@ -62,30 +67,29 @@ parse_args = parse_bench_args(__doc__, 128, _own_args)
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     note_start()
-    from lpselect.scoring.train import TrainSettings
-
     setup = bench_setup(args)
     source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id
     n_tokens = int(data.lengths.sum())
     trainer_name = f"Trainer {'bf16' if args.bf16 else 'fp32'}"
 
     device = setup.device
-    budgets = [int(b) for b in args.micro_budget.split(",")] if args.micro_budget else \
-        [TrainSettings().max_tokens_per_micro_batch]
+    budgets: list[int | None] = [int(b) for b in args.micro_budget.split(",")] if args.micro_budget else [None]
 
     def trainer_arm() -> tuple[float, TrainOutcome]:
         model = fresh_model(source, device)
         out = trainer_epoch(model, data, pad_id, bf16=args.bf16, schedule_epochs=args.schedule_epochs,
                             optim=args.optim)
+        out.final_loss = data_loss(model, data, pad_id)
         del model
         gc.collect()
         return out.seconds, out
 
-    def ours_arm(precision: str, budget: int):
+    def ours_arm(precision: str, budget: int | None):
         def run() -> tuple[float, TrainOutcome]:
             model = fresh_model(source, device)
             out = ours_epoch(model, data, pad_id, precision=precision, schedule_epochs=args.schedule_epochs,
                              micro_budget=budget)
+            out.final_loss = data_loss(model, data, pad_id)
             del model
             gc.collect()
             return out.seconds, out
@@ -108,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
         ("optimizer steps", f"{-(-len(data) // 32)} of 32 samples; LR schedule over {args.schedule_epochs} "
                             "epoch(s), stopped after epoch 1"),
         ("Trainer", f"batch 4 x accumulation 8, padded to the longest, {trainer_note}"),
-        ("ours", f"train_epoch, TrainSettings, micro-batch budget {budgets[0]} padded tokens (unless the arm "
-                 "names another), torch.optim.AdamW"),
+        ("ours", f"train_epoch, TrainSettings, {results['ours bf16'][0][1].note} (unless the arm names "
+                 "another), torch.optim.AdamW"),
+        ("final loss", "token-mean NLL of all rows' scored tokens under the trained model (one fp32 pass, not "
+                       "timed): comparable across arms that saw the rows in different orders"),
         *peak_rows(peaks),
         ("rounds", f"{args.repeats}, interleaved (order rotates); times are medians"),
     ])
@@ -125,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
                      "1.00x" if name == trainer_name else ratio_stats(base_times, times),
                      f"{100 * 6 * params * tps / peak.flops:.1f} % ({peak.dtype})",
                      f"{first.mean_loss():.4f}", f"{first.last_loss(args.last_k):.4f}",
-                     str(len(first.step_losses))])
+                     f"{first.final_loss:.4f}", str(len(first.step_losses))])
     print(markdown_table(["arm", "median s", "tokens/s", f"speed vs {trainer_name} (per-round median, range)",
                           "MFU (6·N·tok/s / peak)", "mean step loss", f"last {args.last_k} steps loss",
-                          "steps"], rows))
+                          "final loss (trained model, all rows)", "steps"], rows))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from lpselect.cli_options import (
     LoraROpt,
     LoraTargetsOpt,
     Metric,
+    MicroBudgetOpt,
     Order,
     Precision,
     Strategy,
@@ -98,8 +99,7 @@ def score_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
                                                            "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
-    max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a training micro-batch "
-                                                                 "(same update; 0 = --batch-size rows).")] = 2048,
+    max_tokens_per_micro_batch: MicroBudgetOpt = None,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
                                                       "pass recomputes only unfinished chunks).")] = 4096,

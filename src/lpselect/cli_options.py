@@ -39,6 +39,9 @@ ATTN_HELP = ("Attention kernel passed to transformers: sdpa, flash_attention_2 (
              "on padded batches; needs the flash-attn package and a GPU), eager. Default: transformers' choice.")
 
 
+MicroBudgetOpt = Annotated[int | None, typer.Option(
+    help="Padded-token budget of a training micro-batch (the update is the same for any budget; 0 = --batch-size "
+         "rows). Default: CPU 2048; CUDA as large as the free memory allows, at most 16384.")]
 LoraOpt = Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft) instead of every weight.")]
 LoraROpt = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
 LoraAlphaOpt = Annotated[int, typer.Option("--lora-alpha", help="LoRA scaling alpha.")]

@@ -17,6 +17,7 @@ from lpselect.cli_options import (
     LoraOpt,
     LoraROpt,
     LoraTargetsOpt,
+    MicroBudgetOpt,
     Precision,
     Truncation,
     results_console,
@@ -63,8 +64,7 @@ def train_cmd(
     seed: int = 42,
     precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    max_tokens_per_micro_batch: Annotated[int, typer.Option(help="Padded-token budget of a micro-batch (same "
-                                                                 "update; 0 = --batch-size rows).")] = 2048,
+    max_tokens_per_micro_batch: MicroBudgetOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Less memory, more compute.")] = False,
     attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
     fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard weights, "

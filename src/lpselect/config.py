@@ -44,8 +44,9 @@ class ScoreConfig(LoraSettings):
     device: str = "auto"
     max_tokens_per_batch: int = Field(
         0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
-    max_tokens_per_micro_batch: int = Field(
-        2048, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows)")
+    max_tokens_per_micro_batch: int | None = Field(
+        None, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows; "
+                                "None = auto: CPU 2048, CUDA what the free memory allows, at most 16384)")
     keep_checkpoint: bool = False
     pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")

@@ -39,6 +39,7 @@ from lpselect.io import recover_dir, replace_dir
 from lpselect.lora import load_trainable
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
+from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.sharding import (
@@ -72,8 +73,9 @@ class TrainConfig(LoraSettings):
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(8, ge=1)
     max_grad_norm: float = Field(1.0, ge=0)
-    max_tokens_per_micro_batch: int = Field(
-        2048, ge=0, description="padded-token budget of a micro-batch (same update; 0 = batch_size rows)")
+    max_tokens_per_micro_batch: int | None = Field(
+        None, ge=0, description="padded-token budget of a micro-batch (same update; 0 = batch_size rows; "
+                                "None = auto: CPU 2048, CUDA what the free memory allows, at most 16384)")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
     gradient_checkpointing: bool = False
@@ -184,6 +186,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
             model.enable_input_require_grads()
     if workers.fsdp:
         shard_model(model)
+    settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
+                                 cfg.gradient_checkpointing, workers)
     optimizer, scheduler = make_optimizer(model, settings, total_steps)
     if pos:
         optim_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
@@ -198,6 +202,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if resumed_from:
         log.info("%s: resuming at epoch %d, step %d", out, pos.epoch, pos.global_step)
     run.update_step(STEP, status="training", model_source=source, device=str(device), precision=precision,
+                    micro_batch_budget=settings.max_tokens_per_micro_batch,
                     steps_total=total_steps, steps_per_epoch=per_epoch,
                     counts={"rows": len(tokens), "tokens": int(tokens.lengths.sum()),
                             "scored_tokens": int(tokens.n_scored.sum()),
@@ -276,7 +281,7 @@ def _settings(cfg: TrainConfig) -> TrainSettings:
     return TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                          max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                         max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch)
+                         max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
 
 
 # ---------------------------------------------------------------- model

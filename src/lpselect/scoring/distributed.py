@@ -42,6 +42,16 @@ class Workers:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.cpu().numpy()
 
+    def smallest(self, value: int) -> int:
+        """The smallest ``value`` over all ranks (a setting every rank must share, e.g. a memory-based budget)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
     def sum_gradients(self, model: torch.nn.Module) -> None:
         if self.world == 1 or self.fsdp:  # FSDP has already reduce-scattered (summed) them
             return

@@ -32,6 +32,7 @@ from lpselect.metrics import confidence, instruction_following_difficulty, varia
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
+from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import pick_device, resolve_precision
@@ -85,7 +86,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                              batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                              max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                             max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch)
+                             max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
     total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
     pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
@@ -106,6 +107,9 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                 model.enable_input_require_grads()
         if workers.fsdp:
             shard_model(model)
+        settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
+                                     cfg.gradient_checkpointing, workers)
+        run.update_step("score", micro_batch_budget=settings.max_tokens_per_micro_batch)
         pad_id = tokenizer.pad_token_id
         optimizer, scheduler = make_optimizer(model, settings, total_steps) if cfg.epochs else (None, None)
         if ckpt_dir is not None:
