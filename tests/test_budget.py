@@ -56,3 +56,26 @@ def test_score_job_records_the_budget_it_used(alpaca_file, tiny_model_dir, tmp_p
     step = json.loads((folder / "manifest.json").read_text())["steps"]["score"]
     assert step["micro_batch_budget"] == used
     assert step["config"]["max_tokens_per_micro_batch"] == asked
+
+
+def _smallest_on_rank(rank: int, init_file: str, values: list[int], out: str) -> None:
+    import torch.distributed as dist
+
+    from lpselect.scoring.distributed import Workers
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(values))
+    try:
+        got = Workers(rank=rank, world=len(values)).smallest(values[rank])
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(str(got))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_gets_the_smallest_budget(tmp_path):
+    """Ranks with different free memory must still cut steps alike (FSDP's calls are collective)."""
+    import torch.multiprocessing as mp
+
+    values = [16384, 3072]
+    mp.spawn(_smallest_on_rank, args=(str(tmp_path / "init"), values, str(tmp_path / "got")), nprocs=2)
+    assert [int((tmp_path / f"got.{r}").read_text()) for r in range(2)] == [3072, 3072]

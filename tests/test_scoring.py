@@ -451,6 +451,25 @@ def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file
     assert int(data.lengths.min()) * 2 > budget
 
 
+def test_activation_checkpointing_is_switched_on(tiny_model_dir):
+    from lpselect.models import enable_activation_checkpointing, load_causal_lm
+
+    model = load_causal_lm(str(tiny_model_dir))
+    enable_activation_checkpointing(model)
+    flag = getattr(model, "is_activation_checkpointing", None)
+    assert flag if flag is not None else model.is_gradient_checkpointing
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_gives_the_same_scores(data_file, tiny_model_dir, tmp_path, lora):
+    plain = tiny_config(tiny_model_dir, epochs=1, lora=lora)
+    score(data_file, tmp_path / "plain", plain, progress=False)
+    score(data_file, tmp_path / "ckpt", plain.model_copy(update={"gradient_checkpointing": True}), progress=False)
+    a, b = read_scores(tmp_path / "plain"), read_scores(tmp_path / "ckpt")
+    assert (np.abs(a["ppl_1"] / a["ppl_0"] - 1) > 1e-3).any()  # training moved the scores
+    np.testing.assert_allclose(b["ppl_1"], a["ppl_1"], rtol=1e-5)
+
+
 def test_attention_implementation_is_passed_on_and_gives_the_same_scores(tiny_model_dir, data_file, tmp_path):
     from lpselect.errors import LPSelectError
     from lpselect.models import load_causal_lm
@@ -495,7 +514,7 @@ def test_lora_scorer_trains_adapters_only_and_resumes(baseline, tiny_model_dir, 
     assert (tmp_path / "resumed" / "score" / "checkpoint" / "epoch.txt").read_text() == "1"
     assert _cli_score(data_file, tmp_path / "resumed", tiny_model_dir, lora) == 0
     events = (tmp_path / "resumed" / "score" / "events.log").read_text().splitlines()
-    assert events.count("trained epoch 1") == 1
+    assert events.count("trained epoch 1 rank 0") == 1
     resumed = read_scores(tmp_path / "resumed")
     for col in ("ppl_0", "ppl_1", "ppl_2"):
         np.testing.assert_allclose(resumed[col], scores[col], rtol=1e-6, err_msg=col)

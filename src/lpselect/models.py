@@ -127,3 +127,15 @@ def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: 
         if not attn_implementation:
             raise
         raise LPSelectError(f"attention implementation '{attn_implementation}' for '{source}': {e}") from None
+
+
+def enable_activation_checkpointing(model, *, lora: bool = False) -> None:
+    """Recompute each layer's activations in backward instead of keeping them (non-reentrant, which also works
+    when the layers' inputs need no gradient). transformers 5.x renamed the switch; both names are accepted."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        model.enable_input_require_grads()  # the frozen embeddings' output must carry a gradient to the adapters

@@ -37,7 +37,7 @@ from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
 from lpselect.lora import load_trainable
-from lpselect.models import load_tokenizer, model_source
+from lpselect.models import enable_activation_checkpointing, load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, init_workers
@@ -181,9 +181,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                            attn_implementation=cfg.attn_implementation).to(device)
     architecture = type(model).__name__
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora:
-            model.enable_input_require_grads()
+        enable_activation_checkpointing(model, lora=cfg.lora)
     if workers.fsdp:
         shard_model(model)
     settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,

@@ -29,7 +29,7 @@ from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
 from lpselect.lora import load_trainable
 from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.models import load_tokenizer, model_source
+from lpselect.models import enable_activation_checkpointing, load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.budget import with_micro_budget
@@ -102,9 +102,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                                    attn_implementation=cfg.attn_implementation).to(device)
         architecture = type(model).__name__
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            if cfg.lora:
-                model.enable_input_require_grads()
+            enable_activation_checkpointing(model, lora=cfg.lora)
         if workers.fsdp:
             shard_model(model)
         settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
@@ -134,7 +132,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                 model_state, optim_state = gather_for_saving(model, optimizer, workers.fsdp)
                 if workers.is_main:
                     _save_checkpoint(work, epoch, model, optimizer, scheduler, model_state, optim_state, architecture)
-                log(f"trained epoch {epoch}")
+                log(f"trained epoch {epoch} rank {workers.rank}")
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
                 crash_point(f"trained:{epoch}")
