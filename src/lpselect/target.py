@@ -36,20 +36,17 @@ from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
-from lpselect.lora import load_trainable
-from lpselect.models import enable_activation_checkpointing, load_tokenizer, model_source
+from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
-from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import pick_device, resolve_precision
 from lpselect.scoring.sharding import (
     full_model_state,
     gather_for_saving,
-    load_full_optimizer_state,
     save_model,
-    shard_model,
 )
-from lpselect.scoring.train import TrainSettings, epoch_order, make_optimizer, optimizer_step, steps_per_epoch
+from lpselect.scoring.train import TrainSettings, epoch_order, optimizer_step, steps_per_epoch
+from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
 STEP = "train"
@@ -177,23 +174,10 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     workers.barrier()
     pos, rng = _read_position(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
-    model = load_trainable(source, cfg, ckpt / "model" if pos else None,
-                           attn_implementation=cfg.attn_implementation).to(device)
-    architecture = type(model).__name__
-    if cfg.gradient_checkpointing:
-        enable_activation_checkpointing(model, lora=cfg.lora)
-    if workers.fsdp:
-        shard_model(model)
-    settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
-                                 cfg.gradient_checkpointing, workers)
-    optimizer, scheduler = make_optimizer(model, settings, total_steps)
-    if pos:
-        optim_state = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        if workers.fsdp:
-            load_full_optimizer_state(model, optimizer, optim_state)
-        else:
-            optimizer.load_state_dict(optim_state)
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    t = prepare_trainable(source, cfg, ckpt if pos else None, device=device, precision=precision,
+                          settings=settings, total_steps=total_steps, workers=workers)
+    model, optimizer, scheduler, settings, architecture = (t.model, t.optimizer, t.scheduler, t.settings,
+                                                           t.architecture)
     _add_time(run, "load_model", time.perf_counter() - t0)
     resumed_from = pos.global_step if pos else 0
     pos = pos or _Position()

@@ -26,18 +26,17 @@ from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_s
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
-from lpselect.lora import load_trainable
 from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.models import enable_activation_checkpointing, load_tokenizer, model_source
+from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
-from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import pick_device, resolve_precision
-from lpselect.scoring.sharding import gather_for_saving, load_full_optimizer_state, save_model, shard_model
-from lpselect.scoring.train import TrainSettings, make_optimizer, steps_per_epoch, train_epoch
+from lpselect.scoring.sharding import gather_for_saving, save_model
+from lpselect.scoring.train import TrainSettings, steps_per_epoch, train_epoch
+from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
 SCORES = "scores.parquet"
@@ -98,25 +97,12 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
-            model = load_trainable(source, cfg, ckpt_dir / "model" if ckpt_dir else None,
-                                   attn_implementation=cfg.attn_implementation).to(device)
-        architecture = type(model).__name__
-        if cfg.gradient_checkpointing:
-            enable_activation_checkpointing(model, lora=cfg.lora)
-        if workers.fsdp:
-            shard_model(model)
-        settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
-                                     cfg.gradient_checkpointing, workers)
+            t = prepare_trainable(source, cfg, ckpt_dir, device=device, precision=precision, settings=settings,
+                                  total_steps=total_steps, workers=workers, with_optimizer=cfg.epochs > 0)
+        model, optimizer, scheduler, settings, architecture = (t.model, t.optimizer, t.scheduler, t.settings,
+                                                               t.architecture)
         run.update_step("score", micro_batch_budget=settings.max_tokens_per_micro_batch)
         pad_id = tokenizer.pad_token_id
-        optimizer, scheduler = make_optimizer(model, settings, total_steps) if cfg.epochs else (None, None)
-        if ckpt_dir is not None:
-            optim_state = torch.load(ckpt_dir / "optimizer.pt", weights_only=True)
-            if workers.fsdp:
-                load_full_optimizer_state(model, optimizer, optim_state)
-            else:
-                optimizer.load_state_dict(optim_state)
-            scheduler.load_state_dict(torch.load(ckpt_dir / "scheduler.pt", weights_only=True))
         n_tokens = int(tokens.lengths.sum())
         save = save_npy if workers.is_main else _skip
         log = _event_log(work / "events.log", workers)

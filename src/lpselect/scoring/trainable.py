@@ -1,0 +1,57 @@
+"""The model, optimizer and schedule that a training run steps, as the scorer (``score``) and the target
+(``train``) both set them up: loaded (LoRA-wrapped when asked), on the device, checkpointed activations,
+FSDP-sharded under ``--fsdp``, the micro-batch budget fixed, and, when resuming, the saved optimizer and
+schedule states put back. A checkpoint folder holds ``model/``, ``optimizer.pt`` and ``scheduler.pt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpselect.lora import load_trainable
+from lpselect.models import enable_activation_checkpointing
+from lpselect.scoring.budget import with_micro_budget
+from lpselect.scoring.distributed import Workers
+from lpselect.scoring.sharding import load_full_optimizer_state, shard_model
+from lpselect.scoring.train import TrainSettings, make_optimizer
+
+
+@dataclass
+class Trainable:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any
+    settings: TrainSettings  # with the micro-batch budget this run uses
+    architecture: str  # the class of the model before any wrapping (saved with checkpoints)
+
+
+def prepare_trainable(source: str, cfg: Any, checkpoint: Path | None, *, device: torch.device, precision: str,
+                      settings: TrainSettings, total_steps: int, workers: Workers,
+                      with_optimizer: bool = True) -> Trainable:
+    """Everything before the first optimizer step. ``cfg`` is a ScoreConfig or TrainConfig (they share the
+    model-side settings); ``checkpoint`` is the folder to resume from, or None for a fresh start."""
+    model = load_trainable(source, cfg, checkpoint / "model" if checkpoint else None,
+                           attn_implementation=cfg.attn_implementation).to(device)
+    architecture = type(model).__name__
+    if cfg.gradient_checkpointing:
+        enable_activation_checkpointing(model, lora=cfg.lora)
+    if workers.fsdp:
+        shard_model(model)
+    settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
+                                 cfg.gradient_checkpointing, workers)
+    if not with_optimizer:
+        return Trainable(model, None, None, settings, architecture)
+    optimizer, scheduler = make_optimizer(model, settings, total_steps)
+    if checkpoint is not None:
+        optim_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        if workers.fsdp:
+            load_full_optimizer_state(model, optimizer, optim_state)
+        else:
+            optimizer.load_state_dict(optim_state)
+        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    return Trainable(model, optimizer, scheduler, settings, architecture)
+
