@@ -21,6 +21,17 @@ def _testsets(folder: Path) -> Path:
     return folder
 
 
+def _negate_lm_head(folder: Path) -> None:
+    """Identical models give identical answers, so both orders of a question would be one prompt and the judge
+    cache could answer the second (or not, depending on timing)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    state = load_file(path)
+    state["lm_head.weight"] = -state["lm_head.weight"]
+    save_file(state, path, metadata={"format": "pt"})
+
+
 def test_eval_end_to_end(server, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: F811
     fake, url = server
     # grade answer 1 higher than answer 2 in every request: each order favours a different model -> all ties
@@ -29,6 +40,7 @@ def test_eval_end_to_end(server, tiny_model_dir: Path, tmp_path: Path, monkeypat
     a, b = tmp_path / "model-a", tmp_path / "model-b"
     shutil.copytree(tiny_model_dir, a)
     shutil.copytree(tiny_model_dir, b)
+    _negate_lm_head(b)  # B's first answer token is A's least likely one: the two orders are different prompts
     out = tmp_path / "eval"
     args = ["eval", "--a", str(a), "--b", str(b), "--judge-model", "judge-x", "--base-url", url,
             "--api-key-env", "TEST_JUDGE_KEY", "--out", str(out), "--testsets", "vicuna,koala",
@@ -39,6 +51,7 @@ def test_eval_end_to_end(server, tiny_model_dir: Path, tmp_path: Path, monkeypat
     assert tally["overall"]["n"] == 5 and tally["overall"]["ties"] == 5 and tally["overall"]["wr"] == 1.0
     assert tally["per_testset"]["vicuna"]["n"] == 3 and tally["per_testset"]["koala"]["n"] == 2
     assert len(fake.requests) == 10  # 5 questions x 2 orders
+    assert len({json.dumps(r["body"], sort_keys=True) for r in fake.requests}) == 10  # ten different prompts
     assert (out / "winrate.png").stat().st_size > 1000
     # a second run reuses the answers and the judge cache: no new request
     again = CliRunner().invoke(app, args)
