@@ -248,7 +248,7 @@ def test_identical_call_reuses_everything(baseline, data_file, tmp_path, monkeyp
         raise AssertionError("nothing should be recomputed")
 
     monkeypatch.setattr(job, "train_epoch", refuse)
-    monkeypatch.setattr(job, "load_trainable", refuse)  # no model is even loaded
+    monkeypatch.setattr(job, "prepare_trainable", refuse)  # no model is even loaded
     monkeypatch.setattr(job, "tokenize_samples", refuse)
     time.sleep(0.01)
     score(data_file, folder, cfg, progress=False)
