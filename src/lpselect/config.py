@@ -24,13 +24,12 @@ class LoraSettings(_Strict):
     lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
 
 
-class ScoreConfig(LoraSettings):
-    """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
+class FineTuneSettings(LoraSettings):
+    """What the scorer's training (``score``) and the target's (``train``) share: the model, its inputs, the
+    optimizer step and how it runs. Defaults are the reference's."""
 
     model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct (offline)")
     gguf_file: str | None = None
-    epochs: int = Field(3, ge=0, description="0 = P0 only; 1 = the LP_app(1) fast path")
-    schedule_epochs: int = Field(3, ge=1, description="the LR schedule spans max(epochs, this) epochs")
     max_length: int = Field(512, ge=2)
     truncation: Literal["prompt", "right"] = "prompt"
     seed: int = 42
@@ -42,19 +41,26 @@ class ScoreConfig(LoraSettings):
     max_grad_norm: float = Field(1.0, ge=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = "auto"
-    max_tokens_per_batch: int = Field(
-        0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
     max_tokens_per_micro_batch: int | None = Field(
         None, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows; "
                                 "None = auto: CPU 2048, CUDA what the free memory allows, at most 16384)")
-    keep_checkpoint: bool = False
-    pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
     attn_implementation: str | None = Field(None, description="transformers attention kernel: sdpa, "
                                                               "flash_attention_2 (varlen on GPUs), eager; "
                                                               "None = transformers' default")
-    fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the scorer's weights, "
-                                          "gradients and optimizer state over the processes (FSDP)")
+    fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the weights, gradients and "
+                                          "optimizer state over the processes (FSDP)")
+    keep_checkpoint: bool = Field(False, description="keep the last checkpoint after the run finishes")
+
+
+class ScoreConfig(FineTuneSettings):
+    """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
+
+    epochs: int = Field(3, ge=0, description="0 = P0 only; 1 = the LP_app(1) fast path")
+    schedule_epochs: int = Field(3, ge=1, description="the LR schedule spans max(epochs, this) epochs")
+    max_tokens_per_batch: int = Field(
+        0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
+    pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")
 
 

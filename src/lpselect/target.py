@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from lpselect.config import LoraSettings
+from lpselect.config import FineTuneSettings
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
@@ -53,37 +53,15 @@ STEP = "train"
 CHECKPOINT = "checkpoint"
 
 
-class TrainConfig(LoraSettings):
+class TrainConfig(FineTuneSettings):
     """Target instruction tuning (SPEC §9); defaults are the reference's."""
 
-    model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct")
-    gguf_file: str | None = None
     epochs: int = Field(3, ge=1)
     max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0 = all epochs); "
                                                 "the LR schedule then spans max_steps, as in HF Trainer")
-    max_length: int = Field(512, ge=2)
-    truncation: Literal["prompt", "right"] = "prompt"
-    seed: int = 42
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(8, ge=1)
-    max_grad_norm: float = Field(1.0, ge=0)
-    max_tokens_per_micro_batch: int | None = Field(
-        None, ge=0, description="padded-token budget of a micro-batch (same update; 0 = batch_size rows; "
-                                "None = auto: CPU 2048, CUDA what the free memory allows, at most 16384)")
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    device: str = "auto"
-    gradient_checkpointing: bool = False
-    attn_implementation: str | None = Field(None, description="sdpa, flash_attention_2 (varlen on GPUs), eager; "
-                                                              "None = transformers' default")
-    fsdp: bool = Field(False, description="shard weights, gradients and optimizer state over the processes "
-                                          "(torchrun/accelerate launch); for targets that do not fit one device")
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
     save_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps (0 = epoch ends only)")
-    keep_checkpoint: bool = Field(False, description="keep checkpoint/ after the final model is written")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lpselect.config import FineTuneSettings
 from lpselect.lora import load_trainable
 from lpselect.models import enable_activation_checkpointing
 from lpselect.scoring.budget import with_micro_budget
@@ -29,11 +30,11 @@ class Trainable:
     architecture: str  # the class of the model before any wrapping (saved with checkpoints)
 
 
-def prepare_trainable(source: str, cfg: Any, checkpoint: Path | None, *, device: torch.device, precision: str,
-                      settings: TrainSettings, total_steps: int, workers: Workers,
+def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | None, *, device: torch.device,
+                      precision: str, settings: TrainSettings, total_steps: int, workers: Workers,
                       with_optimizer: bool = True) -> Trainable:
-    """Everything before the first optimizer step. ``cfg`` is a ScoreConfig or TrainConfig (they share the
-    model-side settings); ``checkpoint`` is the folder to resume from, or None for a fresh start."""
+    """Everything before the first optimizer step; ``checkpoint`` is the folder to resume from, or None for a
+    fresh start."""
     model = load_trainable(source, cfg, checkpoint / "model" if checkpoint else None,
                            attn_implementation=cfg.attn_implementation).to(device)
     architecture = type(model).__name__
