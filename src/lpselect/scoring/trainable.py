@@ -27,7 +27,7 @@ class Trainable:
     optimizer: torch.optim.Optimizer | None
     scheduler: Any
     settings: TrainSettings  # with the micro-batch budget this run uses
-    architecture: str  # the class of the model before any wrapping (saved with checkpoints)
+    architecture: str  # the loaded model's class name, before FSDP renames it (saved with checkpoints)
 
 
 def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | None, *, device: torch.device,
