@@ -79,3 +79,4 @@ def test_every_rank_gets_the_smallest_budget(tmp_path):
     values = [16384, 3072]
     mp.spawn(_smallest_on_rank, args=(str(tmp_path / "init"), values, str(tmp_path / "got")), nprocs=2)
     assert [int((tmp_path / f"got.{r}").read_text()) for r in range(2)] == [3072, 3072]
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -51,6 +51,13 @@ class FineTuneSettings(LoraSettings):
     fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the weights, gradients and "
                                           "optimizer state over the processes (FSDP)")
     keep_checkpoint: bool = Field(False, description="keep the last checkpoint after the run finishes")
+
+    @model_validator(mode="after")
+    def _fsdp_or_lora(self) -> FineTuneSettings:
+        if self.fsdp and self.lora:
+            raise ValueError("--fsdp with --lora is not supported yet (LoRA already keeps the trained weights "
+                             "small): use one or the other")
+        return self
 
 
 class ScoreConfig(FineTuneSettings):

@@ -96,9 +96,6 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     cfg = config or TrainConfig()
     out = Path(out_dir)
     workers, device = init_workers(pick_device(cfg.device))
-    if cfg.fsdp and cfg.lora:
-        raise LPSelectError("--fsdp with --lora is not supported yet: LoRA keeps the trained weights small; "
-                            "use one or the other")
     workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
     source = model_source(cfg.model, cfg.gguf_file)

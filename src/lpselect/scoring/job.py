@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
-from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
 from lpselect.memory import release_free_memory
@@ -59,8 +58,6 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     """Record every sample's perplexity before training and after each of ``config.epochs`` epochs."""
     cfg = config or ScoreConfig()
     workers, device = init_workers(pick_device(cfg.device))
-    if cfg.fsdp and cfg.lora:
-        raise LPSelectError("--fsdp with --lora is not supported yet: use one or the other")
     workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
     run = RunFolder(out, writer=workers.is_main)
