@@ -8,6 +8,7 @@ so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -514,3 +515,89 @@ def ratio_stats(num: list[float], den: list[float]) -> str:
     if len(ratios) == 1:
         return f"{med:.2f}x"
     return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+# ------------------------------------------------------------ child processes
+LPSELECT_CLI = "from lpselect.cli import main; main()"
+
+
+def lpselect_cmd(*args: str) -> list[str]:
+    """``lpselect ARGS`` run by this interpreter (the venv's lpselect, whatever is on PATH)."""
+    import sys
+
+    return [sys.executable, "-c", LPSELECT_CLI, *args]
+
+
+# A child's ru_maxrss counts the peak RSS of the process that forked it (Linux copies the memory map's
+# high-water mark on fork and keeps it across exec): a child of a parent that imported torch or read a big JSON
+# would report at least the parent's peak. So every measured command is started by this small launcher, a fresh
+# interpreter of ~10 MiB, which runs the command, waits for it with os.wait4 and writes its rusage to a file.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+with open(sys.argv[1], "w") as f:
+    json.dump({"maxrss_kib": usage.ru_maxrss, "wall_s": wall, "rc": os.waitstatus_to_exitcode(status)}, f)
+"""
+
+
+def measure(cmd: list[str], log_file: Path, threads: int = 0) -> tuple[int, float, int]:
+    """Run ``cmd`` (stdout and stderr to ``log_file``); return (its own peak RSS in KiB, wall seconds, exit code).
+
+    The peak is the command's ``ru_maxrss`` from ``os.wait4`` in a small launcher process (see ``_LAUNCHER``),
+    one command per measurement, so neither this process's memory nor another command's mixes in."""
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    usage_file = log_file.with_name(log_file.name + ".rusage.json")
+    usage_file.unlink(missing_ok=True)
+    with log_file.open("wb") as out:
+        t0 = time.perf_counter()
+        rc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage_file), *cmd], stdout=out,
+                            stderr=subprocess.STDOUT, env=env, check=False).returncode
+        wall = time.perf_counter() - t0
+    if not usage_file.exists():  # the launcher itself died
+        return 0, wall, rc or 1
+    usage = json.loads(usage_file.read_text())
+    return int(usage["maxrss_kib"]), float(usage["wall_s"]), int(usage["rc"])  # ru_maxrss is KiB on Linux
+
+
+def log_tail(log_file: Path, chars: int = 3000) -> str:
+    """The end of a child's log, for the message of a failed run."""
+    try:
+        return log_file.read_text(errors="replace")[-chars:]
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def cpu_flag_grep() -> str:
+    """What ``grep -o -w 'avx2\\|avx512f\\|avx512_bf16\\|amx_bf16' /proc/cpuinfo | sort -u`` prints, on one line."""
+    try:
+        out = subprocess.run(["grep", "-o", "-w", r"avx2\|avx512f\|avx512_bf16\|amx_bf16", "/proc/cpuinfo"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    return " ".join(sorted(set(out.split()))) or "(none)"
+
+
+def package_versions(names: Sequence[str]) -> str:
+    """``name version`` of each installed distribution, comma-separated (missing ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{name} {version(name)}")
+    return ", ".join(out)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes on disk under ``path`` (allocated blocks, so sparse files count what they use)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total

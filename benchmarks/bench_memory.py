@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
     ALPACA,
     log,
     markdown_table,
+    measure,
     note_start,
     phase,
     print_header,
@@ -55,18 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                     help="further options for lpselect score (e.g. --extra --precision bf16)")
     return ap.parse_args(argv)
-
-
-def measure(cmd: list[str], log_file: Path, threads: int = 0) -> tuple[int, float, int]:
-    """Run ``cmd``; return (its own peak RSS in KiB, wall seconds, exit code)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    with log_file.open("wb") as out:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return int(usage.ru_maxrss), wall, proc.returncode  # ru_maxrss is KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> None:

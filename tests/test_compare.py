@@ -350,3 +350,40 @@ def test_lp_vs_lp_app_opt350m(tmp_path: Path):
     keep = np.isfinite(lp) & np.isfinite(lpa)
     assert c.correlation.spearman == pytest.approx(stats.spearmanr(lp[keep], lpa[keep])[0], abs=1e-12)
     assert c.correlation.spearman == pytest.approx(0.81, abs=0.01)  # SPEC §6
+
+
+def test_compare_json_has_the_documented_flat_keys(tmp_path: Path):
+    """README: `compare --json` writes spearman, kendall, overlap_fraction, jaccard and n at the top level;
+    they equal the nested `correlation` / `overlap_global` blocks and a plain scipy / by-hand recomputation."""
+    from typer.testing import CliRunner
+
+    from lpselect.cli import app
+
+    rng = np.random.default_rng(21)
+    pa_ = random_ppl(rng, 300)
+    pb = pa_ * rng.uniform(0.7, 1.4, pa_.shape)
+    pa_[[3, 99], :] = np.nan  # rows without a score are dropped pairwise from n and from the selections
+    ra, rb = write_scores(tmp_path / "a", pa_), write_scores(tmp_path / "b", pb)
+    out = tmp_path / "cmp.json"
+    r = CliRunner().invoke(app, ["compare", str(ra), str(rb), "--metric", "lp", "--epoch", "1",
+                                 "--percent", "10", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    for flat, (block, key) in {"spearman": ("correlation", "spearman"), "kendall": ("correlation", "kendall"),
+                               "n": ("correlation", "n"), "overlap_fraction": ("overlap_global", "fraction"),
+                               "jaccard": ("overlap_global", "jaccard")}.items():
+        assert flat in d, flat
+        assert d[flat] == d[block][key], flat
+
+    la, lb = lp_numpy(pa_, 1), lp_numpy(pb, 1)
+    keep = np.isfinite(la) & np.isfinite(lb)
+    assert d["n"] == int(keep.sum()) == 298
+    assert d["spearman"] == pytest.approx(stats.spearmanr(la[keep], lb[keep]).statistic, abs=1e-12)
+    assert d["kendall"] == pytest.approx(stats.kendalltau(la[keep], lb[keep]).statistic, abs=1e-12)
+    sel_a, sel_b = hardest_ids(la, 10), hardest_ids(lb, 10)
+    common = len(sel_a & sel_b)
+    assert 0 < common < len(sel_a)  # a real partial overlap, not a degenerate 0 or 1
+    assert d["overlap_fraction"] == pytest.approx(common / len(sel_a))
+    assert d["jaccard"] == pytest.approx(common / len(sel_a | sel_b))
+    assert d["overlap_global"] == {"n_a": len(sel_a), "n_b": len(sel_b), "n_common": common,
+                                   "fraction": d["overlap_fraction"], "jaccard": d["jaccard"]}

@@ -329,7 +329,7 @@ def test_train_smollm2_on_dolly_and_generate(tmp_path):
     data = tmp_path / "dolly50.json"
     data.write_text(json.dumps(rows))
     # a few steps only (a 4 x 2 step of SmolLM2 takes tens of seconds on a shared 2-core CPU)
-    cfg = TrainConfig(epochs=1, batch_size=4, grad_accum=2, precision="bf16", max_steps=2, save_steps=1)
+    cfg = TrainConfig(epochs=1, batch_size=4, grad_accum=2, max_steps=2, save_steps=1)
     r = train_target(data, tmp_path / "smol", cfg, progress=False)
     assert r.steps == 2 and np.isfinite(r.epoch_losses["1"])
     assert not (tmp_path / "smol" / "checkpoint").exists()

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from lpselect.cli_options import (
     ATTN_HELP,
+    PRECISION_HELP,
     Band,
     LoraAlphaOpt,
     LoraDropoutOpt,
@@ -64,8 +65,9 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
     _state["debug"] = debug
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "sentence_transformers", "datasets"):
+    for noisy in ("transformers", "sentence_transformers", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+    logging.getLogger("lpselect").setLevel(logging.DEBUG if debug else logging.INFO)  # e.g. the precision chosen
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a "
@@ -95,7 +97,7 @@ def score_cmd(
     warmup_ratio: float = 0.03,
     weight_decay: float = 0.0,
     schedule_epochs: Annotated[int, typer.Option(help="LR schedule length in epochs (max with --epochs).")] = 3,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
                                                            "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
@@ -137,6 +139,15 @@ def score_cmd(
               f"{r.n_empty_outputs} with an empty output, {r.n_duplicates} duplicates of an earlier row)")
 
 
+def _field_help(step: str, field: str) -> str:
+    """A CLI option's help from its config Field description, so the two never say different things."""
+    from lpselect.config import ClusterConfig
+
+    model = {"cluster": ClusterConfig}[step]
+    desc = model.model_fields[field].description or ""
+    return desc[:1].upper() + desc[1:] + "."
+
+
 @app.command("cluster")
 @_friendly
 def cluster_cmd(
@@ -146,6 +157,9 @@ def cluster_cmd(
     min_cluster_size: Annotated[int, typer.Option(help="Cap k at N // this.")] = 20,
     embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")] = None,
     seed: int = 42,
+    kmeans: Annotated[Literal["sklearn", "faiss", "minibatch"],
+                      typer.Option(help=_field_help("cluster", "kmeans"))] = "sklearn",
+    embed_chunk_rows: Annotated[int, typer.Option(help=_field_help("cluster", "embed_chunk_rows"))] = 8192,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -153,7 +167,8 @@ def cluster_cmd(
     from lpselect.cluster import cluster
     from lpselect.config import ClusterConfig
 
-    r = cluster(data, out_dir, ClusterConfig(k=k, min_cluster_size=min_cluster_size, embedder=embedder, seed=seed),
+    r = cluster(data, out_dir, ClusterConfig(k=k, min_cluster_size=min_cluster_size, embedder=embedder, seed=seed,
+                                             kmeans=kmeans, embed_chunk_rows=embed_chunk_rows),
                 force=force, progress=not quiet)
     out.print(f"clusters: {r.clusters_path}  (k used: {r.k_used}, asked: {r.k_requested})")
 
@@ -177,15 +192,18 @@ def select_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 42,
     max_value: Annotated[float | None, typer.Option(help="Leave out rows whose metric is above this "
                                                          "(Cherry LLM's IFD policy: 1.0); counted.")] = None,
+    trajectory_k: Annotated[int, typer.Option(min=1, help="Strategy trajectory (S2L): k-means clusters of the "
+                                                          "loss trajectories (capped at the rows).")] = 100,
 ) -> None:
-    """Keep the given band of every cluster by the metric (SPEC §8); write the subset and a report."""
+    """Keep the given band of every cluster by the metric (SPEC §8); write the subset, a report and a dataset card."""
     from lpselect.subset import select_subset
 
     r = select_subset(data, scores, out_path, clusters=clusters, metric=metric.value, epoch=epoch, percent=percent,
                       band=band.value, strategy=strategy.value, order=order.value, seed=seed,
-                      max_value=max_value)
+                      max_value=max_value, trajectory_k=trajectory_k)
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
-              f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}")
+              f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}\n"
+              f"card:   {r.report['card']}" + (f"  ({r.report['card_note']})" if r.report["card_note"] else ""))
 
 
 @app.command("run")
@@ -253,6 +271,25 @@ def export_reference_cmd(
 
     for p in export_reference(scores, out_dir, clusters=clusters, data=data):
         out.print(str(p))
+
+
+@app.command("env")
+def env_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+) -> None:
+    """Versions, device, CPU features, threads, the precision auto picks and the offline models: paste it into
+    a bug report."""
+    import json
+
+    from lpselect.environment import environment
+
+    info = environment()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo("Copy-and-paste the text below in your bug report.\n")
+    for key, value in info.items():
+        typer.echo(f"- {key}: {value}")
 
 
 def _print_run(r: Any) -> None:

@@ -35,6 +35,8 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+PRECISION_HELP = ("auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AMX-BF16 or "
+                  "AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice).")
 ATTN_HELP = ("Attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length attention "
              "on padded batches; needs the flash-attn package and a GPU), eager. Default: transformers' choice.")
 

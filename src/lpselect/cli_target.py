@@ -12,6 +12,7 @@ import typer
 
 from lpselect.cli_options import (
     ATTN_HELP,
+    PRECISION_HELP,
     LoraAlphaOpt,
     LoraDropoutOpt,
     LoraOpt,
@@ -62,7 +63,7 @@ def train_cmd(
     truncation: Annotated[Truncation, typer.Option(help="prompt: shorten the prompt, keep the response; "
                                                          "right: cut from the right.")] = Truncation.prompt,
     seed: int = 42,
-    precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     max_tokens_per_micro_batch: MicroBudgetOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Less memory, more compute.")] = False,
@@ -124,7 +125,7 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option(help="Questions per generate call (left padding).")] = 8,
     model_name: Annotated[str | None, typer.Option(help="Name written in each line (default: the folder "
                                                         "name).")] = None,
-    precision: Annotated[Precision, typer.Option(help="auto: bf16 on CUDA, fp32 on CPU.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:

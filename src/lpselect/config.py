@@ -80,6 +80,12 @@ class ClusterConfig(_Strict):
     seed: int = 42
     batch_size: int = Field(64, ge=1)
     max_seq_length: int = Field(256, ge=8)
+    kmeans: Literal["sklearn", "faiss", "minibatch"] = Field(
+        "sklearn", description="k-means backend: sklearn (scikit-learn KMeans, the reference's; default), faiss "
+                               "(fast for 100k+ rows, its GPU build when present; pip install faiss-cpu), "
+                               "minibatch (scikit-learn MiniBatchKMeans, no extra install)")
+    embed_chunk_rows: int = Field(8192, ge=1, description="rows embedded and saved per chunk (resume granularity); "
+                                                          "a multiple of batch_size keeps a one-shot encode's batches")
 
 
 class SelectSpec(_Strict):
@@ -89,10 +95,12 @@ class SelectSpec(_Strict):
     epochs: list[int] = [1]
     percents: list[float] = [10]
     bands: list[Literal["low", "mid", "high"]] = ["low"]
-    strategy: Literal["cluster", "global", "clust_rand", "random"] = "cluster"
+    strategy: Literal["cluster", "global", "clust_rand", "random", "trajectory"] = "cluster"
     order: Literal["reference", "original"] = "reference"
     seed: int = 42
     max_value: float | None = Field(None, description="leave out rows whose metric is above (IFD: 1.0)")
+    trajectory_k: int = Field(100, ge=1, description="strategy trajectory (S2L): k-means clusters of the loss "
+                                                     "trajectories, capped at the rows with a finite trajectory")
 
     @field_validator("percents")
     @classmethod

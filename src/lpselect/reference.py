@@ -124,7 +124,7 @@ def import_reference(pplx: list[str | Path], out: str | Path, *, clustering: str
     table = {"id": np.arange(n, dtype=np.int64)}
     table.update({f"ppl_{e}": ppl[:, e] for e in range(ppl.shape[1])})
     table[NO_TOKEN_FLAG] = flagged
-    run = RunFolder(out)
+    run = RunFolder(out).lock()  # it writes scores.parquet: not into a folder another job is writing
     scores_path = run.path / SCORES
     write_parquet(scores_path, pa.table(table))
     clusters_path = None
@@ -139,6 +139,7 @@ def import_reference(pplx: list[str | Path], out: str | Path, *, clustering: str
                             "clustering": describe_input(clustering) if clustering else None},
                     config={"keep_reference_ones": keep_reference_ones},
                     counts={"rows": n, "no_token_rows": int(flagged.sum())})
+    run.release()
     return ImportResult(scores_path, clusters_path, n, int(flagged.sum()))
 
 

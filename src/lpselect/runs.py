@@ -7,9 +7,14 @@ inputs or settings it is refused unless ``force``, so results of different jobs 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import socket
+import sys
+import threading
 import time
+import weakref
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +24,9 @@ from lpselect.errors import RunFolderError
 from lpselect.io import sha256_of, write_json
 
 MANIFEST = "manifest.json"
+LOCK = ".lpselect.lock"  # flock'ed by the job writing the folder; the kernel drops it when that process dies
+LOCK_OWNER = ".lpselect.lock.json"  # who holds the lock (pid, host, command), for the refusal message
+LOCK_FILES = (LOCK, LOCK_OWNER)
 
 
 def library_versions() -> dict[str, str]:
@@ -59,15 +67,112 @@ def same_settings(old: Any, new: dict[str, Any], defaults: dict[str, Any] | None
     return {**(defaults or {}), **old} == new
 
 
+# One flock per run folder and process, shared by every RunFolder of that folder in the process (a pipeline's
+# score, cluster and select steps): lock path -> [FileLock, number of RunFolder objects holding it].
+_held: dict[str, list[Any]] = {}
+_held_guard = threading.RLock()  # re-entrant: a finalizer may run (GC) while this thread holds it
+
+
+def _acquire_lock(folder: Path) -> str:
+    """Take ``folder``'s lock for this process without waiting (re-entrant); refuse if another process has it."""
+    from filelock import FileLock, Timeout
+
+    key = str((folder / LOCK).resolve())
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+            return key
+        # thread_local=False: the hold belongs to the process, so a release from another thread (a finalizer) works
+        lock = FileLock(key, thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunFolderError(f"{folder}: run folder in use by another lpselect job{_holder(folder)}; "
+                                 "wait for it to end, or use another folder") from None
+        _held[key] = [lock, 1]
+    with suppress(OSError):  # only for the message a refused job prints
+        write_json(folder / LOCK_OWNER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                         "command": " ".join(sys.argv),
+                                         "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return key
+
+
+def _release_lock(key: str) -> None:
+    """Drop one hold; the last one unlocks (the lock file stays: deleting it could let two jobs in)."""
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _held[key]
+        with suppress(OSError):
+            Path(key).with_name(LOCK_OWNER).unlink()
+        entry[0].release(force=True)
+
+
+def _holder(folder: Path) -> str:
+    """' (pid N on HOST since T: COMMAND)' from the owner file, or '' when unknown or stale."""
+    try:
+        owner = json.loads((folder / LOCK_OWNER).read_text())
+        pid, host = int(owner["pid"]), str(owner.get("host", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return ""  # written by an earlier holder that died; the new one has not written its own yet
+        except OSError:
+            pass
+    command = f": {owner['command']}" if owner.get("command") else ""
+    return f" (pid {pid} on {host} since {owner.get('since', '?')}{command})"
+
+
+def folder_lock_held(path: str | Path) -> bool:
+    """Whether this process holds ``path``'s run-folder lock."""
+    return str((Path(path) / LOCK).resolve()) in _held
+
+
 class RunFolder:
-    """One run folder and its ``manifest.json`` ({"steps": {name: record}})."""
+    """One run folder and its ``manifest.json`` ({"steps": {name: record}}).
+
+    A writer holds the folder's lock from :meth:`lock` (called by :meth:`begin_step`) until :meth:`release`,
+    the end of a ``with`` block, the object's garbage collection, or the process's end (the kernel drops a flock
+    even after SIGKILL, so a killed job never blocks its re-run). A second job on the folder is refused at once;
+    within one process the lock is re-entrant, so a pipeline's steps share it.
+    """
 
     def __init__(self, path: str | Path, *, writer: bool = True):
-        """``writer=False`` (ranks other than 0 of a multi-process job) reads the manifest but never writes it."""
+        """``writer=False`` (ranks other than 0 of a multi-process job) reads the manifest but never writes it,
+        and never takes the lock (rank 0 holds it for the whole job)."""
         self.path = Path(path)
         self.writer = writer
+        self._unlock: weakref.finalize | None = None
         if writer:
             self.path.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> RunFolder:
+        """Claim the folder for this job (idempotent; a no-op for a non-writer). Raises RunFolderError at once,
+        without waiting, when another process holds it."""
+        if self.writer and self._unlock is None:
+            key = _acquire_lock(self.path)
+            self._unlock = weakref.finalize(self, _release_lock, key)  # also runs if the owner forgets release()
+        return self
+
+    def release(self) -> None:
+        """Give this object's hold back (the folder unlocks when no RunFolder of this process holds it)."""
+        if self._unlock is not None:
+            self._unlock()
+            self._unlock = None
+
+    def __enter__(self) -> RunFolder:
+        return self.lock()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def manifest_path(self) -> Path:
@@ -94,9 +199,11 @@ class RunFolder:
 
     def begin_step(self, name: str, *, inputs: dict[str, Any], config: dict[str, Any], outputs: list[str],
                    force: bool = False, defaults: dict[str, Any] | None = None) -> bool:
-        """Claim the step for these inputs/settings. Returns True when earlier work may be reused."""
+        """Claim the step for these inputs/settings (and the folder's lock, kept until :meth:`release`).
+        Returns True when earlier work may be reused."""
         if not self.writer:
             return self.step(name) is not None
+        self.lock()
         for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
             stale.unlink()
         old = self.step(name)
@@ -129,9 +236,13 @@ class RunFolder:
         """Record the wall time of a phase under steps[name].wall_time_s[phase]."""
         t0 = time.perf_counter()
         yield
+        self.record_time(name, phase, time.perf_counter() - t0)
+
+    def record_time(self, name: str, phase: str, seconds: float) -> None:
+        """Set steps[name].wall_time_s[phase]: for a phase timed before :meth:`begin_step` created the record."""
         if not self.writer:
             return
         record = self.step(name) or {}
         times = record.get("wall_time_s", {})
-        times[phase] = round(time.perf_counter() - t0, 3)
+        times[phase] = round(seconds, 3)
         self.update_step(name, wall_time_s=times)

@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from lpselect import __version__
+from lpselect.card import card_target, scorer_of, write_card
 from lpselect.data.formats import Dataset, read_dataset, write_subset
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import write_json
+from lpselect.io import sha256_of, write_json
 from lpselect.metrics import compute_metric, stacked
-from lpselect.selection import select
+from lpselect.selection import Selection, select
+from lpselect.trajectory import DEFAULT_K, TrajectorySelection, select_trajectory_from_table
 
 
 @dataclass
@@ -85,8 +88,14 @@ def select_subset(
     order: str = "reference",
     seed: int = 42,
     max_value: float | None = None,
+    trajectory_k: int = DEFAULT_K,
 ) -> SubsetResult:
-    """Write the subset in the input's format plus ``<out>.report.json`` with counts and the metric's spread."""
+    """Write the subset in the input's format, ``<out>.report.json`` with counts, the metric's spread and the
+    provenance, and the folder's dataset card (lpselect.card) rebuilt from every report there.
+
+    Strategy ``trajectory`` (S2L) picks by k-means over the loss trajectories (``trajectory_k`` clusters), not
+    by the metric or the clusters file; the metric then only describes the selection in the report.
+    """
     dataset = data if isinstance(data, Dataset) else read_dataset(data)
     table = read_score_table(scores, len(dataset))
     try:
@@ -98,16 +107,29 @@ def select_subset(
         above = values > max_value
         n_above_max = int(above.sum())
         values = np.where(above, np.nan, values)
-    labels = read_cluster_labels(clusters, len(dataset)) if clusters is not None else None
-    if labels is None and strategy in ("cluster", "clust_rand"):
-        raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
-    sel = select(values, labels, percent, band, strategy=strategy, order=order, seed=seed)
-    ranking = "global" if labels is None or strategy == "global" else "cluster"
-    band_sizes = {b: len(select(values, labels, percent, b, strategy=ranking).ids) for b in ("low", "mid", "high")}
+    traj: TrajectorySelection | None = None
+    if strategy == "trajectory":
+        traj = _trajectory(table, scores, percent, band=band, max_value=max_value, k=trajectory_k, order=order,
+                           seed=seed)
+        clusters, labels, band_sizes = None, None, None  # S2L clusters the trajectories itself
+        sel = Selection(ids=traj.ids, n_parts=0, n_nan=traj.n_nan, per_cluster=traj.per_cluster)
+    else:
+        labels = read_cluster_labels(clusters, len(dataset)) if clusters is not None else None
+        if labels is None and strategy in ("cluster", "clust_rand"):
+            raise LPSelectError(f"strategy '{strategy}' needs a clusters file (or use strategy 'global')")
+        sel = select(values, labels, percent, band, strategy=strategy, order=order, seed=seed)
+        ranking = "global" if labels is None or strategy == "global" else "cluster"
+        band_sizes = {b: len(select(values, labels, percent, b, strategy=ranking).ids)
+                      for b in ("low", "mid", "high")}
     path = write_subset(dataset, sel.ids.tolist(), out)
+    card = card_target(path)
     report = {
+        "subset_file": path.name,
         "data": str(dataset.path),
+        "data_sha256": sha256_of(dataset.path) if dataset.path.exists() else None,
         "scores": str(scores),
+        "scorer": scorer_of(scores),
+        "lpselect_version": __version__,
         "clusters": str(clusters) if clusters is not None else None,
         "metric": metric,
         "epoch": epoch,
@@ -122,16 +144,45 @@ def select_subset(
         **{f"n_{k}": v for k, v in dataset.kept_but_counted().items()},
         "max_value": max_value,
         "n_above_max_left_out": n_above_max,
-        "n_parts": sel.n_parts,
+        "n_parts": sel.n_parts if traj is None else None,
         "band_sizes": band_sizes,
-        "n_clusters": len(np.unique(labels)) if labels is not None else None,
+        "n_clusters": len(np.unique(labels)) if labels is not None else (len(traj.cluster_sizes) if traj else None),
         "per_cluster": {str(k): v for k, v in sel.per_cluster.items()},
+        **_trajectory_report(traj, trajectory_k),
         "metric_all": _describe(values),
         "metric_selected": _describe(values[sel.ids]),
+        "card": str(card.path),
+        "card_note": card.note,
     }
     report_path = Path(str(path) + ".report.json")
     write_json(report_path, report)
+    write_card(path, card)
     return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report)
+
+
+def _trajectory(table: dict[str, np.ndarray], scores: str | Path, percent: float, *, band: str,
+                max_value: float | None, k: int, order: str, seed: int) -> TrajectorySelection:
+    """S2L selection, refusing the options that only make sense for a metric ranking (they would be ignored)."""
+    if max_value is not None:
+        raise LPSelectError("--max-value filters by the metric, but strategy 'trajectory' does not rank by one")
+    if band != "low":
+        raise LPSelectError(f"strategy 'trajectory' has no bands (S2L samples every trajectory cluster at random); "
+                            f"got band '{band}': leave it at 'low'")
+    try:
+        return select_trajectory_from_table(table, percent, k=k, order=order, seed=seed)
+    except ValueError as e:
+        raise InputError(scores, str(e)) from None
+
+
+def _trajectory_report(traj: TrajectorySelection | None, k: int) -> dict[str, object]:
+    """The trajectory fields of a report (None for the other strategies, so every report has the same keys)."""
+    return {
+        "trajectory_k": k if traj else None,
+        "trajectory_k_used": traj.k_used if traj else None,
+        "trajectory_columns": traj.columns if traj else None,
+        "trajectory_budget": traj.budget if traj else None,
+        "trajectory_cluster_sizes": {str(c): n for c, n in traj.cluster_sizes.items()} if traj else None,
+    }
 
 
 def _describe(v: np.ndarray) -> dict[str, float | int | None]:

@@ -37,9 +37,9 @@ from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
 from lpselect.models import load_tokenizer, model_source
-from lpselect.runs import MANIFEST, RunFolder, describe_input, same_content, same_settings
+from lpselect.runs import LOCK_FILES, MANIFEST, RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.distributed import Workers, init_workers
-from lpselect.scoring.precision import pick_device, resolve_precision
+from lpselect.scoring.precision import announce, choose_precision, pick_device
 from lpselect.scoring.sharding import (
     full_model_state,
     gather_for_saving,
@@ -115,27 +115,27 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     # read and tokenise before claiming the folder: a typo in --data or --model must not lock it
     t0 = time.perf_counter()
     dataset = read_dataset(data)
-    try:
-        tokenizer = load_tokenizer(source)
-    except OSError as e:
-        raise LPSelectError(f"cannot load the tokenizer of '{source}': {e}") from None
+    tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for
     tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
                               truncation=cfg.truncation)
     del dataset
     if int(tokens.n_scored.sum()) == 0:
         raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
     t_read = time.perf_counter() - t0
+    run = RunFolder(out, writer=workers.is_main).lock()  # before _clear: a second job must not wipe a folder in use
     if (workers.is_main and force and old is not None
             and (not same_content(old.get("inputs"), inputs)
                  or not same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump()))):
         _clear(out)
     workers.barrier()
-    run = RunFolder(out, writer=workers.is_main)
     run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force,
                    defaults=TrainConfig().model_dump())
     _add_time(run, "read_tokenize", t_read)
 
-    precision = resolve_precision(cfg.precision, device)
+    choice = choose_precision(cfg.precision, device)
+    precision = choice.precision
+    announce(choice)
+    run.update_step(STEP, device=str(device), precision=precision, precision_reason=choice.reason)
     settings = _settings(cfg)
     per_epoch = steps_per_epoch(len(tokens), settings)
     total_steps = per_epoch * cfg.epochs
@@ -224,10 +224,12 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if workers.is_main:
         run.update_step(STEP, status="complete", steps_done=pos.global_step, processes=workers.world,
                         tokens_per_process=per_rank,
-                        files=sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST))
+                        files=sorted(p.name for p in out.iterdir()
+                                     if p.is_file() and p.name != MANIFEST and p.name not in LOCK_FILES))
         if not cfg.keep_checkpoint:
             shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     workers.barrier()
+    run.release()
     return TrainResult(model_dir=out, n_rows=len(tokens), steps=pos.global_step,
                        epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
                        n_truncated=int((tokens.truncated > 0).sum()),
@@ -342,7 +344,7 @@ def _check_out_dir(out: Path, force: bool) -> None:
             ours = STEP in json.loads(manifest.read_text()).get("steps", {})
         except (json.JSONDecodeError, AttributeError):
             ours = False
-    if not ours and any(out.iterdir()) and not force:
+    if not ours and any(p.name not in LOCK_FILES for p in out.iterdir()) and not force:
         raise LPSelectError(f"--out {out} is a non-empty folder that no `lpselect train` wrote; "
                             "choose an empty or new folder (or --force to overwrite it)")
     if not ours and force:
@@ -356,7 +358,10 @@ def _read_step(out: Path) -> dict[str, Any] | None:
 
 
 def _clear(out: Path) -> None:
+    """Empty ``out``, all but the run-folder lock (a lock file deleted while held would let a second job in)."""
     for p in out.iterdir():
+        if p.name in LOCK_FILES:
+            continue
         if p.is_dir():
             shutil.rmtree(p)
         else:

@@ -6,10 +6,13 @@ ordinary Hugging Face folder, so every ``from_pretrained`` path of lpselect runs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def build_tiny_llama(folder: str | Path) -> Path:
+def build_tiny_llama(folder: str | Path, *, extra_corpus: Sequence[str] = (), vocab_size: int = 400) -> Path:
+    """``extra_corpus``: more text for the BPE to learn (benchmarks/scale.py passes its word list, so each
+    synthetic word is one token and a row has about as many tokens as words, as with a real tokenizer)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -19,11 +22,11 @@ def build_tiny_llama(folder: str | Path) -> Path:
         "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
         "### Instruction: ### Input: ### Response: paired with an input that provides further context.",
         "The quick brown fox jumps over the lazy dog. 0123456789 + - * / = ( ) , . ? !",
-    ] * 20
+    ] * 20 + list(extra_corpus)
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<eos>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
     fast.chat_template = (

@@ -179,14 +179,19 @@ class Comparison:
     overlap: SelectionOverlap
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (NaN becomes null)."""
+        """JSON-ready (NaN becomes null). The flat headline keys (``spearman``, ``kendall``, ``n``,
+        ``overlap_fraction``, ``jaccard``) repeat values of the nested ``correlation`` and ``overlap_global``
+        blocks, so a script can read the usual numbers without knowing the nesting (the README documents both)."""
         ov = self.overlap
         mean_frac, mean_jac = ov.mean_per_cluster()
+        cor = self.correlation
         return _clean({
             "a": self.a, "b": self.b,
             "metric_a": self.metric_a, "epoch_a": self.epoch_a,
             "metric_b": self.metric_b, "epoch_b": self.epoch_b,
             "n_rows": self.n_rows,
+            "spearman": cor.spearman, "kendall": cor.kendall, "n": cor.n,
+            "overlap_fraction": ov.global_.fraction, "jaccard": ov.global_.jaccard,
             "correlation": vars(self.correlation),
             "percent": ov.percent, "band": ov.band,
             "overlap_global": _overlap_dict(ov.global_),

@@ -179,6 +179,13 @@ def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | 
                         report: Mapping[str, Any]) -> np.ndarray:
     """The ids a subset report describes, selected again from the run's score table (as select_subset
     does; subset files keep no ids)."""
+    if report.get("strategy") == "trajectory":  # S2L: k-means over the loss trajectories, not the metric
+        from lpselect.trajectory import DEFAULT_K, select_trajectory_from_table
+
+        return select_trajectory_from_table(table, float(report["percent"]),
+                                            k=int(report.get("trajectory_k") or DEFAULT_K),
+                                            order=str(report.get("order", "reference")),
+                                            seed=int(report.get("seed", 42))).ids
     values = compute_metric(str(report["metric"]), table, int(report["epoch"]))
     if report.get("max_value") is not None:  # select_subset leaves rows above it out, as NaN
         values = np.where(values > float(report["max_value"]), np.nan, values)

@@ -1,8 +1,8 @@
 """The embedded default job: the whole pipeline offline on the project's own small instruction set.
 
-``instructions.jsonl`` (318 samples of twelve kinds, written for this project) is scored by
-SmolLM2-135M-Instruct for one epoch (the LP_app(1) fast path, bf16 where the CPU has it), clustered with
-all-MiniLM-L6-v2, and the hardest 10 % of every cluster is kept.
+``instructions.jsonl`` (159 samples of twelve kinds, written for this project) is scored by
+SmolLM2-135M-Instruct for one epoch (the LP_app(1) fast path, at the precision ``auto`` picks for the
+hardware), clustered with all-MiniLM-L6-v2, and the hardest 10 % of every cluster is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def demo_config(out: str | Path) -> RunConfig:
     return RunConfig(
         data=str(DEMO_DATA),
         out=str(out),
-        score=ScoreConfig(epochs=1, precision="bf16"),
+        score=ScoreConfig(epochs=1),
         cluster=ClusterConfig(k=1000, min_cluster_size=20),
         select=[SelectSpec(metrics=["lp_app"], epochs=[1], percents=[10], bands=["low"])],
     )

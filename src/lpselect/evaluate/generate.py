@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -23,6 +23,9 @@ from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import longest_prefix
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import write_json
+
+if TYPE_CHECKING:
+    from lpselect.scoring.precision import PrecisionChoice
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +178,7 @@ def generate_answers(
     import torch
 
     from lpselect.models import load_tokenizer, model_source
-    from lpselect.scoring.precision import pick_device, resolve_precision
+    from lpselect.scoring.precision import announce, choose_precision, pick_device
 
     if max_new_tokens < 1:
         raise LPSelectError("max_new_tokens must be at least 1")
@@ -194,16 +197,15 @@ def generate_answers(
         return GenerateResult(out, 0, n_skipped, 0, 0.0)
 
     source = _source_of(model_dir, model_source)
-    try:
-        tokenizer = load_tokenizer(source)
-    except OSError as e:
-        raise LPSelectError(f"cannot load the tokenizer of '{source}': {e}") from None
+    tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for
     tokenizer.padding_side = "left"
     dev = pick_device(device)
-    prec = resolve_precision(precision, dev)
+    choice = choose_precision(precision, dev)
+    announce(choice)
+    prec = choice.precision
     model = _load_for_generation(source, torch.bfloat16 if prec == "bf16" else torch.float32).to(dev)
     model.eval()
-    _write_settings(out, settings, source)
+    _write_settings(out, settings, source, choice)
 
     eos_ids = _eos_ids(model, tokenizer)
     limit = _max_prompt_tokens(model, max_new_tokens)
@@ -266,7 +268,10 @@ def _load_for_generation(source: str, dtype):
     """A causal LM from a folder or hub id; a LoRA adapter folder is applied to its base and merged."""
     from transformers import AutoModelForCausalLM
 
+    from lpselect.models import check_model, model_not_found
+
     adapter = Path(source) / "adapter_config.json"
+    check_model(source)
     try:
         if adapter.is_file():
             try:
@@ -277,11 +282,14 @@ def _load_for_generation(source: str, dtype):
             base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
             if not base_name:
                 raise LPSelectError(f"{adapter}: no base_model_name_or_path; cannot load the adapter's base")
-            base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
+            try:
+                base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
+            except OSError as e:
+                raise model_not_found(base_name, e) from None
             return PeftModel.from_pretrained(base, source).merge_and_unload()
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as e:
-        raise LPSelectError(f"cannot load model '{source}': {e}") from None
+        raise model_not_found(source, e) from None
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -396,8 +404,9 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
                             "write to another file")
 
 
-def _write_settings(out: Path, settings: dict[str, Any], source: str) -> None:
+def _write_settings(out: Path, settings: dict[str, Any], source: str, precision: PrecisionChoice) -> None:
     from lpselect.runs import library_versions
 
     write_json(_settings_path(out),
-               {"settings": settings, "model_source": source, "versions": library_versions()})
+               {"settings": settings, "model_source": source, "precision": precision.precision,
+                "precision_reason": precision.reason, "versions": library_versions()})

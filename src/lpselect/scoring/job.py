@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
-from lpselect.scoring.precision import pick_device, resolve_precision
+from lpselect.scoring.precision import announce, choose_precision, pick_device
 from lpselect.scoring.sharding import gather_for_saving, save_model
 from lpselect.scoring.train import TrainSettings, steps_per_epoch, train_epoch
 from lpselect.scoring.trainable import prepare_trainable
@@ -60,23 +61,28 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     workers, device = init_workers(pick_device(cfg.device))
     workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
     progress = progress and workers.is_main
-    run = RunFolder(out, writer=workers.is_main)
+    run = RunFolder(out, writer=workers.is_main).lock()  # first: a second job on the folder is refused at once
     work = run.path / WORK
+    t0 = time.perf_counter()
+    source = model_source(cfg.model, cfg.gguf_file)  # before begin_step: a typo in --model must not claim the step
+    tokenizer = load_tokenizer(source)
+    t_tokenizer = time.perf_counter() - t0
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump())
+    run.record_time("score", "load_tokenizer", t_tokenizer)
     if workers.is_main:
         recover_dir(work / "checkpoint")
         for stale in work.glob(".checkpoint.*"):  # a checkpoint being written when the process was killed
             shutil.rmtree(stale, ignore_errors=True)
     workers.barrier()
     torch.manual_seed(cfg.seed)
-    with run.timed("score", "load_tokenizer"):
-        source = model_source(cfg.model, cfg.gguf_file)
-        tokenizer = load_tokenizer(source)
     tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
     release_free_memory()  # the samples and the tokenizer's batches are gone: hand their pages back
 
-    precision = resolve_precision(cfg.precision, device)
+    choice = choose_precision(cfg.precision, device)
+    precision = choice.precision
+    announce(choice)
+    run.update_step("score", device=str(device), precision=precision, precision_reason=choice.reason)
     # small batches keep a CPU's caches warm; a GPU wants large ones
     pass_budget = cfg.max_tokens_per_batch or (16384 if device.type == "cuda" else 2048)
     settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
@@ -164,6 +170,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     if not cfg.keep_checkpoint and workers.is_main:
         shutil.rmtree(work / "checkpoint", ignore_errors=True)
     workers.barrier()
+    run.release()
     return result
 
 
