@@ -177,7 +177,8 @@ def cluster_cmd(
 @_friendly
 def select_cmd(
     data: DataOpt,
-    scores: Annotated[Path, typer.Option("--scores", help="scores.parquet from `lpselect score`.")],
+    scores: Annotated[list[Path], typer.Option("--scores", help="scores.parquet from `lpselect score`; repeat it "
+                                                    "to rank by the mean rank across runs (e.g. scorer seeds).")],
     out_path: Annotated[Path, typer.Option("--out", help="Subset file, written in the input's format.")],
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (needed by "
                                                                      "strategies cluster, clust_rand).")] = None,

@@ -1,4 +1,5 @@
-"""``lpselect compare`` and ``lpselect report``: registered on the main typer app by :func:`register`."""
+"""``lpselect compare``, ``lpselect stability`` and ``lpselect report``: registered on the main typer app by
+:func:`register`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ out = Console()
 def register(app: typer.Typer) -> None:
     """Add the analysis commands to ``app`` (the ``lpselect`` command)."""
     app.command("compare")(_user_errors(compare_cmd))
+    app.command("stability")(_user_errors(stability_cmd))
     app.command("report")(_user_errors(report_cmd))
 
 
@@ -102,6 +104,48 @@ def compare_cmd(
     out.print(table)
     if json_path is not None:
         write_json(json_path, c.to_dict())
+
+
+def stability_cmd(
+    ctx: typer.Context,
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more run folders (or "
+                                                                       "scores.parquet files) of the same data.")],
+    metric: Annotated[str, typer.Option(help="Metric of every run (lp, lp_app, ...).")] = "lp_app",
+    epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
+    percent: Annotated[float, typer.Option(help="Size of the selections, in %.")] = 10,
+    band: Annotated[str, typer.Option(help="Band of the selections: low, mid, high.")] = "low",
+    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder) for "
+                                                                     "every run; default: each run's own "
+                                                                     "clusters.parquet, else global "
+                                                                     "ranking.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """How much a selection depends on the run: overlap of every pair of runs' subsets, and of the consensus
+    subset (mean rank across the runs) with each run."""
+    from lpselect.analysis.stability import mean_overlap, stability_runs
+    from lpselect.io import write_json
+
+    s = stability_runs(runs, metric, epoch, percent, band, clusters)
+    rule = "per cluster" if s.consensus_clusters else "global ranking"
+    table = Table(title=f"{band} {percent:g} % by {metric}({epoch}), {rule}: overlap of the selections "
+                        f"({s.n_rows:,} rows)")
+    for col, justify in (("A", "left"), ("B", "left"), ("|A|", "right"), ("|B|", "right"), ("|A∩B|", "right"),
+                         ("|A∩B|/|A|", "right"), ("Jaccard", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    ov = s.overlaps
+    rows = [(s.runs[i], s.runs[j], o) for (i, j), o in ov.pairs.items()]
+    rows += [("consensus", s.runs[i], o) for i, o in enumerate(ov.consensus)]
+    for k, (a, b, o) in enumerate(rows):
+        table.add_row(a, b, f"{o.n_a:,}", f"{o.n_b:,}", f"{o.n_common:,}", _num(o.fraction), _num(o.jaccard),
+                      end_section=k == len(ov.pairs) - 1)
+    out.print(table)
+    pair, cons = mean_overlap(list(ov.pairs.values())), mean_overlap(ov.consensus)
+    nan = ", ".join(f"{name} {n:,}" for name, n in zip(s.runs, ov.n_nan, strict=True))
+    out.print(f"mean over pairs: overlap {_num(pair['fraction'])}, Jaccard {_num(pair['jaccard'])}; consensus vs "
+              f"each run: overlap {_num(cons['fraction'])}, Jaccard {_num(cons['jaccard'])}\n"
+              f"rows without a value (never selected): {nan}; consensus {ov.consensus_n_nan:,}")
+    if json_path is not None:
+        write_json(json_path, s.to_dict())
 
 
 def report_cmd(

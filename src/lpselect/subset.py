@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 
 from lpselect import __version__
 from lpselect.card import card_target, scorer_of, write_card
+from lpselect.consensus import consensus_metric
 from lpselect.data.formats import Dataset, read_dataset, write_subset
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import sha256_of, write_json
@@ -76,7 +78,7 @@ def _first_mismatch(ids: np.ndarray, expected: np.ndarray) -> int:
 
 def select_subset(
     data: str | Path | Dataset,
-    scores: str | Path,
+    scores: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     clusters: str | Path | None = None,
@@ -95,18 +97,30 @@ def select_subset(
 
     Strategy ``trajectory`` (S2L) picks by k-means over the loss trajectories (``trajectory_k`` clusters), not
     by the metric or the clusters file; the metric then only describes the selection in the report.
+
+    Several ``scores`` files (runs of the same data, e.g. scorer seeds) rank by their consensus: each row's mean
+    rank of the metric across them (lpselect.consensus); ``metric_all`` / ``metric_selected`` then describe
+    those mean ranks. One file (or a list of one) is the plain metric ranking.
     """
     dataset = data if isinstance(data, Dataset) else read_dataset(data)
+    paths = [scores] if isinstance(scores, str | Path) else list(scores)
+    if not paths:
+        raise LPSelectError("give at least one scores file")
+    if len(paths) > 1 and strategy == "trajectory":
+        raise LPSelectError(f"a consensus of {len(paths)} scores files is for metric rankings; strategy "
+                            f"'trajectory' (S2L) clusters one run's loss trajectories: give one --scores")
+    scores = paths[0]
     table = read_score_table(scores, len(dataset))
-    try:
-        values = compute_metric(metric, table, epoch)
-    except ValueError as e:
-        raise InputError(scores, str(e)) from None
-    n_above_max = 0
-    if max_value is not None:  # e.g. Cherry LLM's policy for IFD: drop samples with IFD > 1
-        above = values > max_value
-        n_above_max = int(above.sum())
-        values = np.where(above, np.nan, values)
+    values, above = _metric_values(table, scores, metric, epoch, max_value)
+    consensus_of, n_nan_per_run = None, None
+    if len(paths) > 1:  # rows above max_value are NaN in their run, so NaN in the consensus
+        runs = [(values, above)] + [_metric_values(read_score_table(p, len(dataset)), p, metric, epoch, max_value)
+                                    for p in paths[1:]]
+        n_nan_per_run = [int((~np.isfinite(v)).sum()) for v, _ in runs]
+        above = np.logical_or.reduce([a for _, a in runs])
+        values = consensus_metric([v for v, _ in runs])
+        consensus_of = [str(p) for p in paths]
+    n_above_max = int(above.sum())
     traj: TrajectorySelection | None = None
     if strategy == "trajectory":
         traj = _trajectory(table, scores, percent, band=band, max_value=max_value, k=trajectory_k, order=order,
@@ -127,8 +141,10 @@ def select_subset(
         "subset_file": path.name,
         "data": str(dataset.path),
         "data_sha256": sha256_of(dataset.path) if dataset.path.exists() else None,
-        "scores": str(scores),
-        "scorer": scorer_of(scores),
+        "scores": str(scores) if consensus_of is None else consensus_of,
+        "scorer": scorer_of(scores) if consensus_of is None else _consensus_scorer(paths),
+        "consensus_of": consensus_of,
+        "consensus_n_nan_per_run": n_nan_per_run,
         "lpselect_version": __version__,
         "clusters": str(clusters) if clusters is not None else None,
         "metric": metric,
@@ -158,6 +174,26 @@ def select_subset(
     write_json(report_path, report)
     write_card(path, card)
     return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report)
+
+
+def _metric_values(table: dict[str, np.ndarray], scores: str | Path, metric: str, epoch: int,
+                   max_value: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """One run's metric, rows above ``max_value`` set to NaN, and the mask of those rows (counted apart)."""
+    try:
+        values = compute_metric(metric, table, epoch)
+    except ValueError as e:
+        raise InputError(scores, str(e)) from None
+    above = np.zeros(len(values), dtype=bool)
+    if max_value is not None:  # e.g. Cherry LLM's policy for IFD: drop samples with IFD > 1
+        above = values > max_value
+        values = np.where(above, np.nan, values)
+    return values, above
+
+
+def _consensus_scorer(paths: Sequence[str | Path]) -> str:
+    """The scorers of a consensus (each from its run's manifest), each named once, in the order given."""
+    names = list(dict.fromkeys(scorer_of(p) for p in paths))
+    return f"consensus of {len(paths)} score files: {', '.join(names)}"
 
 
 def _trajectory(table: dict[str, np.ndarray], scores: str | Path, percent: float, *, band: str,

@@ -179,6 +179,8 @@ def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | 
                         report: Mapping[str, Any]) -> np.ndarray:
     """The ids a subset report describes, selected again from the run's score table (as select_subset
     does; subset files keep no ids)."""
+    if report.get("consensus_of"):  # ranked by the mean rank over other runs' scores too, not this table alone
+        raise ValueError(f"a consensus of {len(report['consensus_of'])} score files (see its report)")
     if report.get("strategy") == "trajectory":  # S2L: k-means over the loss trajectories, not the metric
         from lpselect.trajectory import DEFAULT_K, select_trajectory_from_table
 
