@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic rows")
     ap.add_argument("--train-max-rows", type=int, default=0,
                     help="synthetic sizes above this run score --epochs 0 (tokenise + P0, select by ppl_0), for a "
-                         "2-core CPU where the tiny scorer's 1M-row epoch alone takes about an hour (0 = train all)")
+                         "2-core CPU where the tiny scorer's 1M-row epoch alone takes hours (0 = train all)")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp"), help="where the work folder goes (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (its path is printed)")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown to this file")
