@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -36,11 +35,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from lpselect.data.tokenize import TokenizedData
 from lpselect.errors import LPSelectError
 from lpselect.io import save_npy, write_parquet
-from lpselect.metrics import confidence, variability
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.distributed import Workers
-from lpselect.scoring.job import SCORES, WORK, _finished_passes
+from lpselect.scoring.job import SCORES, WORK, _finished_passes, score_table
 from lpselect.scoring.passes import finish, pass_sums
 
 log = logging.getLogger(__name__)
@@ -175,21 +173,6 @@ def _token_sha256(tokens: TokenizedData) -> str:
     for a in (tokens.offsets, tokens.tokens, tokens.scored):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
-
-
-def score_table(passes: Path, epochs: int, tokens: TokenizedData) -> pa.Table:
-    """scores.parquet as ``lpselect score`` writes it (without the IFD and online-loss columns, which need the
-    score job's own response table and training loop): id, ppl_i, prob_i, confidence, variability, counts."""
-    cols: dict[str, np.ndarray] = {"id": np.arange(len(tokens), dtype=np.int64)}
-    for prefix in ("ppl", "prob"):
-        cols.update({f"{prefix}_{e}": np.load(passes / f"{prefix}_{e}.npy") for e in range(epochs + 1)})
-    if epochs >= 1:
-        prob = np.column_stack([cols[f"prob_{e}"] for e in range(epochs + 1)])
-        cols["confidence"], cols["variability"] = confidence(prob), variability(prob)
-    cols["n_scored_tokens"] = tokens.n_scored.astype(np.int64)
-    cols["truncated"] = np.asarray(tokens.truncated, dtype=np.int32)
-    cols["prompt_shortened"] = np.asarray(tokens.prompt_shortened, dtype=bool)
-    return pa.table(cols)
 
 
 class LPCallback(TrainerCallback):

@@ -147,7 +147,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         del model
 
     scores_path = run.path / SCORES
-    table = _score_table(passes, cfg, tokens)
+    table = score_table(passes, cfg.epochs, tokens, ifd=cfg.ifd)
     if workers.is_main:
         with atomic_path(scores_path) as tmp:
             pq.write_table(table, tmp)
@@ -244,18 +244,20 @@ def _token_table(run: RunFolder, workers: Workers, folder: Path, progress: bool,
     return TokenizedData.load(folder)
 
 
-def _score_table(passes: Path, cfg: ScoreConfig, tokens: TokenizedData) -> pa.Table:
-    """scores.parquet: id, ppl_i, prob_i, [ppl_resp_i, ifd_i], ppl_online_i, confidence, variability, counts."""
-    n, epochs = len(tokens), range(cfg.epochs + 1)
+def score_table(passes: Path, epochs: int, tokens: TokenizedData, *, ifd: bool = False) -> pa.Table:
+    """scores.parquet: id, ppl_i, prob_i, [ppl_resp_i, ifd_i], ppl_online_i (where a training loop recorded
+    them), confidence, variability, counts. Also what ``LPCallback`` writes from a user's Trainer."""
+    n, epoch_range = len(tokens), range(epochs + 1)
     cols: dict[str, np.ndarray] = {"id": np.arange(n, dtype=np.int64)}
-    for prefix in ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else []):
-        cols.update({f"{prefix}_{e}": np.load(passes / f"{prefix}_{e}.npy") for e in epochs})
-    if cfg.ifd:
+    for prefix in ["ppl", "prob"] + (["ppl_resp"] if ifd else []):
+        cols.update({f"{prefix}_{e}": np.load(passes / f"{prefix}_{e}.npy") for e in epoch_range})
+    if ifd:
         cols.update({f"ifd_{e}": instruction_following_difficulty(cols[f"ppl_{e}"], cols[f"ppl_resp_{e}"])
-                     for e in epochs})
-    cols.update({f"ppl_online_{e}": np.load(passes / f"ppl_online_{e}.npy") for e in epochs if e >= 1})
-    if cfg.epochs >= 1:
-        prob = np.column_stack([cols[f"prob_{e}"] for e in epochs])
+                     for e in epoch_range})
+    cols.update({f"ppl_online_{e}": np.load(passes / f"ppl_online_{e}.npy") for e in epoch_range
+                 if e >= 1 and (passes / f"ppl_online_{e}.npy").exists()})
+    if epochs >= 1:
+        prob = np.column_stack([cols[f"prob_{e}"] for e in epoch_range])
         cols["confidence"], cols["variability"] = confidence(prob), variability(prob)
     cols["n_scored_tokens"] = tokens.n_scored.astype(np.int64)
     cols["truncated"] = np.asarray(tokens.truncated, dtype=np.int32)
