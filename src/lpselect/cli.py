@@ -91,6 +91,9 @@ def score_cmd(
         help="prompt: shorten the prompt, keep the response; right: cut from the right like the reference."
     )] = Truncation.prompt,
     seed: int = 42,
+    seeds: Annotated[str | None, typer.Option(help="Several scorer seeds, e.g. 42,43,44: one run folder each "
+                                                   "(OUT/seed-42, ...), P0 computed once; select then takes "
+                                                   "one --scores per seed for a consensus ranking.")] = None,
     lr: float = 2e-5,
     batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,
     grad_accum: int = 8,
@@ -133,10 +136,97 @@ def score_cmd(
                       ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows,
                       fsdp=fsdp, attn_implementation=attn_implementation, lora=lora, lora_r=lora_r,
                       lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules)
-    r = score(data, out_dir, cfg, force=force, progress=not quiet)
+    if seeds is None:
+        _print_score(score(data, out_dir, cfg, force=force, progress=not quiet))
+        return
+    from lpselect.scoring.seeds import parse_seeds, score_seeds
+
+    results = score_seeds(data, out_dir, cfg, parse_seeds(seeds), force=force, progress=not quiet)
+    for r in results:
+        _print_score(r)
+    out.print("consensus: lpselect select --data ... " + " ".join(f"--scores {r.scores_path}" for r in results)
+              + " --out ...")
+
+
+def _print_score(r: Any) -> None:
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_nan} without a score, "
               f"{r.n_truncated} truncated, {r.n_prompt_shortened} with a shortened prompt, "
               f"{r.n_empty_outputs} with an empty output, {r.n_duplicates} duplicates of an earlier row)")
+
+
+@app.command("plan")
+@_friendly
+def plan_cmd(
+    data: DataOpt,
+    model: Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
+                                                              "Default: SmolLM2-135M-Instruct (offline).")] = None,
+    gguf_file: Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs n of the planned score job.")] = 3,
+    max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,
+    grad_accum: int = 8,
+    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
+                                                           "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
+    max_tokens_per_micro_batch: MicroBudgetOpt = None,
+    lora: LoraOpt = False,
+    ifd: Annotated[bool, typer.Option("--ifd", help="Plan the response passes of IFD too.")] = False,
+    embed: Annotated[bool, typer.Option(help="Also estimate cluster's sentence embedding.")] = True,
+    embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")
+                        ] = None,
+    probe_seconds: Annotated[float, typer.Option(help="Time the probe may spend on timed units (after one "
+                                                      "warm-up unit per phase; at least two units each).")] = 20.0,
+    peak_tflops: Annotated[float | None, typer.Option(help="Also estimate for a GPU of this dense bf16 peak, "
+                                                           "e.g. 989 (H100/H200 SXM).")] = None,
+    gpu: Annotated[str | None, typer.Option(help="The name of that GPU, for the table.")] = None,
+    mfu: Annotated[float, typer.Option(help="Share of --peak-tflops the GPU estimate assumes (model FLOPs "
+                                            "utilisation).")] = 0.4,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON.")] = None,
+) -> None:
+    """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
+    any training."""
+    from lpselect.config import ClusterConfig, ScoreConfig
+    from lpselect.plan import plan
+
+    cfg = ScoreConfig(model=model, gguf_file=gguf_file, epochs=epochs, max_length=max_length, batch_size=batch_size,
+                      grad_accum=grad_accum, precision=precision.value, device=device,
+                      max_tokens_per_batch=max_tokens_per_batch, max_tokens_per_micro_batch=max_tokens_per_micro_batch,
+                      lora=lora, ifd=ifd)
+    p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=ClusterConfig(embedder=embedder),
+             peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
+    _print_plan(p)
+    if json_out is not None:
+        from lpselect.io import write_json
+
+        write_json(json_out, p.to_dict())
+        out.print(f"plan: {json_out}")
+
+
+def _print_plan(p: Any) -> None:
+    from lpselect.costs import format_seconds
+
+    out.print(f"{p.data}: {p.rows:,} rows, {p.tokens:,} tokens ({p.tokens / max(p.rows, 1):.0f} a row), "
+              f"{p.scored_tokens:,} scored\nscorer: {p.model} ({p.parameters / 1e6:,.1f}M parameters), "
+              f"{p.device}, {p.precision}; probe: {p.probe_seconds:.0f} s")
+    table = Table(title=f"score --epochs {p.epochs}" + (" + cluster's embedding" if any(
+        ph.kind == "embed" for ph in p.phases) else ""))
+    gpu = p.gpu and f"{p.gpu['name']} {p.gpu['utilisation']:.0%}"
+    for col in ["phase", "tokens", "FLOPs", "here", "timed"] + ([gpu] if gpu else []):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for ph in p.phases:
+        row = [ph.name, f"{ph.tokens:,}" if ph.tokens is not None else "",
+               f"{ph.flops:.2e}" if ph.flops is not None else "", format_seconds(ph.seconds),
+               "all" if ph.measured else f"{ph.units_timed}/{ph.units:,}"]
+        if gpu:
+            row.append(format_seconds(ph.gpu_seconds) if ph.gpu_seconds is not None else "")
+        table.add_row(*row)
+    gpu_total = [format_seconds(sum(ph.gpu_seconds or 0 for ph in p.phases))] if gpu else []
+    table.add_row("total", "", "", format_seconds(p.total_seconds), "", *gpu_total)
+    out.print(table)
+    out.print("here: estimated on this machine from the timed units (timed/all of them); "
+              + (f"{gpu}: at {p.gpu['utilisation']:.0%} of {p.gpu['peak_tflops']:g} TFLOP/s; " if gpu else "")
+              + "k-means and the report are not included.")
 
 
 def _field_help(step: str, field: str) -> str:

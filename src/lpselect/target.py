@@ -136,7 +136,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     precision = choice.precision
     announce(choice)
     run.update_step(STEP, device=str(device), precision=precision, precision_reason=choice.reason)
-    settings = _settings(cfg)
+    settings = TrainSettings.from_config(cfg)
     per_epoch = steps_per_epoch(len(tokens), settings)
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -151,8 +151,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
     t = prepare_trainable(source, cfg, ckpt if pos else None, device=device, precision=precision,
                           settings=settings, total_steps=total_steps, workers=workers)
-    model, optimizer, scheduler, settings, architecture = (t.model, t.optimizer, t.scheduler, t.settings,
-                                                           t.architecture)
+    model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler, t.settings,
+                                                                    t.architecture, t.workers)
     _add_time(run, "load_model", time.perf_counter() - t0)
     resumed_from = pos.global_step if pos else 0
     pos = pos or _Position()
@@ -234,13 +234,6 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                        epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
                        n_truncated=int((tokens.truncated > 0).sum()),
                        n_prompt_shortened=int(tokens.prompt_shortened.sum()))
-
-
-def _settings(cfg: TrainConfig) -> TrainSettings:
-    return TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                         batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                         max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                         max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
 
 
 # ---------------------------------------------------------------- model

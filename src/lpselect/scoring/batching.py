@@ -10,6 +10,12 @@ import torch
 from lpselect.data.tokenize import TokenizedData
 
 
+def pass_token_budget(requested: int, device: torch.device) -> int:
+    """A scoring pass's padded-token budget: ``requested``, or 0 = auto (small batches keep a CPU's caches warm;
+    a GPU wants large ones)."""
+    return requested or (16384 if device.type == "cuda" else 2048)
+
+
 def token_budget_batches(
     lengths: np.ndarray, rows: np.ndarray, max_tokens: int, max_rows: int = 256
 ) -> list[np.ndarray]:

@@ -2,14 +2,17 @@
 
 Passes: each rank scores a disjoint shard of the rows and the per-row sums are added across ranks, so every
 id is scored exactly once. Training: each rank takes a shard of every optimizer step's samples; the loss is
-normalised by the scored tokens of the whole step, and gradients are summed across ranks before the update,
-so every rank applies the single-process update and the weights stay identical. Only rank 0 writes files.
+normalised by the scored tokens of the whole step, and the gradients are summed across ranks by PyTorch's
+``DistributedDataParallel`` (bucketed, overlapped with the backward pass, ``no_sync`` inside accumulation;
+FSDP2 under ``--fsdp``), so every rank applies the single-process update and the weights stay identical.
+Only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ class Workers:
     rank: int = 0
     world: int = 1
     fsdp: bool = False  # weights sharded by FSDP: gradients arrive reduced, forward/backward calls are collective
+    ddp: Any = field(default=None, compare=False, repr=False)  # the DDP-wrapped training forward (ScoredLoss)
 
     @property
     def is_main(self) -> bool:
@@ -52,24 +56,38 @@ class Workers:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return int(t.item())
 
-    def sum_gradients(self, model: torch.nn.Module) -> None:
-        if self.world == 1 or self.fsdp:  # FSDP has already reduce-scattered (summed) them
-            return
-        params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
-            offset += n
-
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+
+class ScoredLoss(torch.nn.Module):
+    """The training forward (per-token NLL of the scored labels) as one module: what DDP wraps, so that its
+    forward, and with it the gradient hooks, covers exactly the computation the loop backpropagates."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from lpselect.scoring.forward import scored_token_nll
+
+        return scored_token_nll(self.model, batch)
+
+
+def data_parallel(model: torch.nn.Module, workers: Workers, device: torch.device) -> Workers:
+    """``workers`` with the model's training forward wrapped in DistributedDataParallel (several processes,
+    no FSDP); unchanged otherwise. Gradients are the buckets' views (``gradient_as_bucket_view``): no second
+    copy of them exists. Buffers are identical on every rank by construction, so they are not broadcast."""
+    if workers.world == 1 or workers.fsdp:
+        return workers
+    from dataclasses import replace
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel(ScoredLoss(model), device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False, gradient_as_bucket_view=True)
+    return replace(workers, ddp=ddp)
 
 
 def init_workers(device: torch.device) -> tuple[Workers, torch.device]:

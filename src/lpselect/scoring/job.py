@@ -30,7 +30,7 @@ from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
-from lpselect.scoring.batching import token_budget_batches
+from lpselect.scoring.batching import pass_token_budget, token_budget_batches
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import announce, choose_precision, pick_device
@@ -83,12 +83,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     precision = choice.precision
     announce(choice)
     run.update_step("score", device=str(device), precision=precision, precision_reason=choice.reason)
-    # small batches keep a CPU's caches warm; a GPU wants large ones
-    pass_budget = cfg.max_tokens_per_batch or (16384 if device.type == "cuda" else 2048)
-    settings = TrainSettings(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                             batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                             max_grad_norm=cfg.max_grad_norm, seed=cfg.seed,
-                             max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
+    pass_budget = pass_token_budget(cfg.max_tokens_per_batch, device)
+    settings = TrainSettings.from_config(cfg)
     total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
     pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
@@ -102,8 +98,8 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         with run.timed("score", "load_model"):
             t = prepare_trainable(source, cfg, ckpt_dir, device=device, precision=precision, settings=settings,
                                   total_steps=total_steps, workers=workers, with_optimizer=cfg.epochs > 0)
-        model, optimizer, scheduler, settings, architecture = (t.model, t.optimizer, t.scheduler, t.settings,
-                                                               t.architecture)
+        model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler,
+                                                                        t.settings, t.architecture, t.workers)
         run.update_step("score", micro_batch_budget=settings.max_tokens_per_micro_batch)
         pad_id = tokenizer.pad_token_id
         n_tokens = int(tokens.lengths.sum())

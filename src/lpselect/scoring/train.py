@@ -9,13 +9,16 @@ matrix units larger products, with the same update as fixed micro-batches of ``b
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from lpselect.config import FineTuneSettings
 from lpselect.data.tokenize import TokenizedData
 from lpselect.scoring.batching import collate, token_budget_batches
 from lpselect.scoring.distributed import Workers
@@ -33,6 +36,13 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     seed: int = 42
     max_tokens_per_micro_batch: int = 2048  # padded tokens per forward/backward; 0 = batch_size rows
+
+    @classmethod
+    def from_config(cls, cfg: FineTuneSettings) -> TrainSettings:
+        """The loop's settings from a step's config (an auto micro-batch budget is resolved later, as 0 here)."""
+        return cls(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+                   batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
+                   seed=cfg.seed, max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
 
 
 def steps_per_epoch(n_rows: int, s: TrainSettings) -> int:
@@ -107,49 +117,84 @@ def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, sche
     without any scored token is skipped).
     """
     workers = workers or Workers()
-    device = next(model.parameters()).device
     denom = int(data.n_scored[step].sum())
     if denom == 0:
         return 0.0, 0, False
+    loss_sum = accumulate_gradients(model, data, step, s, denom=denom, pad_id=pad_id, precision=precision,
+                                    workers=workers, row_nll=row_nll)
+    apply_update(model, optimizer, scheduler, s)
+    return loss_sum, denom, True
+
+
+def accumulate_gradients(model, data: TokenizedData, step: np.ndarray, s: TrainSettings, *, denom: int,
+                         pad_id: int, precision: str = "fp32", workers: Workers | None = None,
+                         row_nll: np.ndarray | None = None) -> float:
+    """Forward and backward over this rank's micro-batches of ``step``, each loss divided by ``denom`` (the
+    step's scored tokens); returns the NLL sum of this rank's rows.
+
+    Under DDP (``workers.ddp``) every micro-batch but the last runs in ``no_sync``, and the last one's backward
+    all-reduces the accumulated gradients, overlapped with it. DDP averages over ranks, so the loss is scaled
+    by the world size: the update is the single-process one (a sum over the step's rows). A rank with fewer
+    micro-batches than another still makes exactly one synchronising backward per step (zero-weight when it
+    has no scored token), so every rank's collectives match.
+    """
+    workers = workers or Workers()
+    device = next(model.parameters()).device
     loss_sum = 0.0
     mine = micro_batches(workers.shard(step, data.lengths), data.lengths, s)
     calls = len(mine)
     if workers.fsdp:  # every rank runs as many forward/backward calls as the busiest one
         calls = max(len(micro_batches(workers.shard(step, data.lengths, r), data.lengths, s))
                     for r in range(workers.world))
+    ddp = workers.ddp
+    scale = workers.world / denom if ddp is not None else 1.0 / denom
+    synced = False
     for i in range(calls):
         mb = mine[i] if i < len(mine) else None
-        nll = None
-        if mb is not None:
-            batch = collate(data, mb, pad_id, device)
-            with autocast(device, precision):
-                nll, rows = scored_token_nll(model, batch, whole_model=workers.fsdp)
-        if nll is None or nll.numel() == 0:
-            if workers.fsdp:
-                _idle_backward(model, data, step, pad_id, device, precision)
-            continue
-        if row_nll is not None:
-            sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
-            sums.index_add_(0, rows, nll.detach().double())
-            counts = batch["scored"].sum(dim=1)
-            mean = (sums / counts.clamp(min=1)).cpu().numpy()
-            row_nll[mb] = np.where(counts.cpu().numpy() > 0, mean, np.nan)
-        (nll.sum() / denom).backward()
-        loss_sum += float(nll.detach().sum())
-    workers.sum_gradients(model)
+        last = i == calls - 1
+        with ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext():
+            nll = None
+            if mb is not None:
+                batch = collate(data, mb, pad_id, device)
+                with autocast(device, precision):
+                    nll, rows = (ddp(batch) if ddp is not None
+                                 else scored_token_nll(model, batch, whole_model=workers.fsdp))
+            if nll is None or nll.numel() == 0:
+                if workers.fsdp:
+                    _idle_backward(model, data, step, pad_id, device, precision)
+                continue
+            if row_nll is not None:
+                sums = torch.zeros(len(mb), dtype=torch.float64, device=nll.device)
+                sums.index_add_(0, rows, nll.detach().double())
+                counts = batch["scored"].sum(dim=1)
+                mean = (sums / counts.clamp(min=1)).cpu().numpy()
+                row_nll[mb] = np.where(counts.cpu().numpy() > 0, mean, np.nan)
+            (nll.sum() * scale).backward()
+            synced = last
+            loss_sum += float(nll.detach().sum())
+    if ddp is not None and not synced:
+        _idle_backward(ddp, data, step, pad_id, device, precision)  # this rank's share of the all-reduce
+    return loss_sum
+
+
+def apply_update(model, optimizer, scheduler, s: TrainSettings) -> None:
+    """The update from the accumulated (already synchronised) gradients: clip, step, advance the schedule,
+    clear."""
     if s.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum, denom, True
 
 
 def _idle_backward(model, data: TokenizedData, step: np.ndarray, pad_id: int, device, precision: str) -> None:
-    """A zero-weight forward/backward on one scored row: takes part in FSDP's collectives, adds no gradient."""
-    row = step[int(np.argmax(data.n_scored[step] > 0))]
+    """A zero-weight forward/backward on one scored row: takes part in the collectives (FSDP's gathers, DDP's
+    all-reduce) and adds no gradient. ``model`` is the FSDP model or the DDP-wrapped ``ScoredLoss``."""
+    row = step[int(np.argmax(data.n_scored[step] > 0))] if len(step) else int(np.argmax(data.n_scored > 0))
+    batch = collate(data, np.array([row]), pad_id, device)
     with autocast(device, precision):
-        nll, _ = scored_token_nll(model, collate(data, np.array([row]), pad_id, device), whole_model=True)
+        nll, _ = model(batch) if isinstance(model, DistributedDataParallel) else scored_token_nll(
+            model, batch, whole_model=True)
     (nll.sum() * 0.0).backward()
 
 

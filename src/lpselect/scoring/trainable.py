@@ -1,7 +1,8 @@
 """The model, optimizer and schedule that a training run steps, as the scorer (``score``) and the target
 (``train``) both set them up: loaded (LoRA-wrapped when asked), on the device, checkpointed activations,
-FSDP-sharded under ``--fsdp``, the micro-batch budget fixed, and, when resuming, the saved optimizer and
-schedule states put back. A checkpoint folder holds ``model/``, ``optimizer.pt`` and ``scheduler.pt``.
+FSDP-sharded under ``--fsdp`` (else, with several processes, its training forward wrapped in DDP), the
+micro-batch budget fixed, and, when resuming, the saved optimizer and schedule states put back. A checkpoint
+folder holds ``model/``, ``optimizer.pt`` and ``scheduler.pt``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lpselect.config import FineTuneSettings
 from lpselect.lora import load_trainable
 from lpselect.models import enable_activation_checkpointing
 from lpselect.scoring.budget import with_micro_budget
-from lpselect.scoring.distributed import Workers
+from lpselect.scoring.distributed import Workers, data_parallel
 from lpselect.scoring.sharding import load_full_optimizer_state, shard_model
 from lpselect.scoring.train import TrainSettings, make_optimizer
 
@@ -28,6 +29,7 @@ class Trainable:
     scheduler: Any
     settings: TrainSettings  # with the micro-batch budget this run uses
     architecture: str  # the loaded model's class name, before FSDP renames it (saved with checkpoints)
+    workers: Workers  # with the DDP-wrapped training forward when several processes train without FSDP
 
 
 def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | None, *, device: torch.device,
@@ -45,7 +47,8 @@ def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | Non
     settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
                                  cfg.gradient_checkpointing, workers)
     if not with_optimizer:
-        return Trainable(model, None, None, settings, architecture)
+        return Trainable(model, None, None, settings, architecture, workers)
+    workers = data_parallel(model, workers, device)
     optimizer, scheduler = make_optimizer(model, settings, total_steps)
     if checkpoint is not None:
         optim_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
@@ -54,5 +57,5 @@ def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | Non
         else:
             optimizer.load_state_dict(optim_state)
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-    return Trainable(model, optimizer, scheduler, settings, architecture)
+    return Trainable(model, optimizer, scheduler, settings, architecture, workers)
 

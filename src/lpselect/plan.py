@@ -1,0 +1,236 @@
+"""``lpselect plan``: what a score job (and the embedding of ``cluster``) will cost, before any training.
+
+The data are read and tokenised in full (exact token counts), the scorer is loaded as the job loads it, and
+a probe times a spread of the job's own units with the job's own code: batches of a pass
+(:func:`lpselect.scoring.passes.pass_sums`), micro-batches of an epoch
+(:func:`lpselect.scoring.train.accumulate_gradients`) and optimizer updates
+(:func:`lpselect.scoring.train.apply_update`), sentence-embedding batches. Each phase's time is its number of
+units times their mean measured time (:mod:`lpselect.costs`). Nothing is written and no weights change that
+are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lpselect.config import ClusterConfig, ScoreConfig
+from lpselect.costs import extrapolate, gpu_seconds, job_phases, phase_flops, probe_order
+from lpselect.data.formats import read_dataset
+from lpselect.data.template import embedding_text
+from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
+from lpselect.models import load_embedder, load_tokenizer, model_source
+from lpselect.scoring.batching import pass_token_budget, token_budget_batches
+from lpselect.scoring.distributed import Workers
+from lpselect.scoring.passes import pass_sums
+from lpselect.scoring.precision import choose_precision, pick_device
+from lpselect.scoring.train import (
+    TrainSettings,
+    accumulate_gradients,
+    apply_update,
+    epoch_order,
+    micro_batches,
+    steps_per_epoch,
+)
+from lpselect.scoring.trainable import prepare_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhaseCost:
+    name: str
+    kind: str  # pass | pass_response | train | embed | read | tokenize
+    tokens: int | None
+    flops: float | None
+    seconds: float  # measured (read, tokenize) or estimated from the probe
+    units: int = 0  # batches, micro-batches or embedding batches in the whole phase
+    units_timed: int = 0
+    gpu_seconds: float | None = None
+    measured: bool = False  # True: the whole phase ran (read, tokenise); False: extrapolated
+
+
+@dataclass
+class CostPlan:
+    data: str
+    rows: int
+    tokens: int
+    scored_tokens: int
+    model: str
+    parameters: int
+    device: str
+    precision: str
+    epochs: int
+    phases: list[PhaseCost] = field(default_factory=list)
+    probe_seconds: float = 0.0
+    gpu: dict[str, Any] | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_seconds": self.total_seconds}
+
+
+def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: float = 20.0,
+         embed: bool = True, cluster: ClusterConfig | None = None, peak_tflops: float | None = None,
+         utilisation: float = 0.4, gpu_name: str | None = None) -> CostPlan:
+    """Estimate every phase of ``score`` (with ``config``) and, with ``embed``, of ``cluster``'s embedding."""
+    cfg = config or ScoreConfig()
+    ccfg = cluster or ClusterConfig()
+    if probe_seconds <= 0:
+        raise ValueError(f"probe_seconds must be > 0, got {probe_seconds}")
+    if peak_tflops is not None:
+        gpu_seconds(1.0, peak_tflops, utilisation)  # validates both before any work
+    device = pick_device(cfg.device)
+    precision = choose_precision(cfg.precision, device).precision
+    source = model_source(cfg.model, cfg.gguf_file)
+    tokenizer = load_tokenizer(source)
+
+    t0 = time.perf_counter()
+    dataset = read_dataset(data)
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation)
+    responses = tokenize_responses(dataset.samples, tokenizer, max_length=cfg.max_length) if cfg.ifd else None
+    tokenize_s = time.perf_counter() - t0
+
+    settings = TrainSettings.from_config(cfg)
+    total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
+    trainable = prepare_trainable(source, cfg, None, device=device, precision=precision, settings=settings,
+                                  total_steps=total_steps, workers=Workers(), with_optimizer=cfg.epochs > 0)
+    model, settings = trainable.model, trainable.settings
+    n_params = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
+    pad_id = tokenizer.pad_token_id
+    probed = 1 + (cfg.epochs > 0) + (responses is not None) + embed
+    budget = probe_seconds / probed
+    sync = torch.cuda.synchronize if device.type == "cuda" else _no_sync
+
+    probe_start = time.perf_counter()
+    pass_budget = pass_token_budget(cfg.max_tokens_per_batch, device)
+    per_pass = {"pass": _probe_pass(model, tokens, pad_id, precision, pass_budget, budget, sync)}
+    if responses is not None:
+        per_pass["pass_response"] = _probe_pass(model, responses, pad_id, precision, pass_budget, budget, sync)
+    train = _probe_epoch(model, trainable.optimizer, trainable.scheduler, tokens, settings, pad_id, precision,
+                         budget, sync) if cfg.epochs > 0 else None
+    embed_cost = _probe_embed(dataset.samples, ccfg, budget) if embed else None
+    probe_s = time.perf_counter() - probe_start
+    del model, trainable
+
+    n_tokens, n_resp = int(tokens.lengths.sum()), int(responses.lengths.sum()) if responses is not None else 0
+    phases = [PhaseCost("read the data", "read", None, None, read_s, measured=True),
+              PhaseCost("tokenise", "tokenize", n_tokens + n_resp, None, tokenize_s, measured=True)]
+    for ph in job_phases(cfg.epochs, ifd=cfg.ifd):
+        est = train if ph.kind == "train" else per_pass[ph.kind]
+        assert est is not None
+        n = n_resp if ph.kind == "pass_response" else n_tokens
+        flops = phase_flops(ph.kind, n_params, n, lora=cfg.lora)
+        phases.append(PhaseCost(ph.name, ph.kind, n, flops, est.seconds, est.units, est.units_timed,
+                                gpu_seconds(flops, peak_tflops, utilisation) if peak_tflops else None))
+    if embed_cost is not None:
+        phases.append(PhaseCost("embed (cluster)", "embed", None, None, embed_cost.seconds, embed_cost.units,
+                                embed_cost.units_timed))
+    return CostPlan(data=str(data), rows=len(tokens), tokens=n_tokens, scored_tokens=int(tokens.n_scored.sum()),
+                    model=source, parameters=n_params, device=str(device), precision=precision, epochs=cfg.epochs,
+                    phases=phases, probe_seconds=probe_s,
+                    gpu=None if peak_tflops is None else {"name": gpu_name or "GPU", "peak_tflops": peak_tflops,
+                                                          "utilisation": utilisation})
+
+
+@dataclass
+class _Estimate:
+    seconds: float
+    units: int
+    units_timed: int
+
+
+def _no_sync() -> None:
+    """CPU work is done when the call returns."""
+
+
+def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync: Callable[[], None],
+                 min_timed: int = 2) -> list[float]:
+    """Seconds of each unit the probe timed: a spread of the units (:func:`lpselect.costs.probe_order`) after
+    one untimed warm-up unit, at least ``min_timed`` of them, until ``budget_s`` is spent."""
+    order = probe_order(n_units)
+    run(order[0])  # first calls allocate (kernels, caches, the optimizer's state): not representative
+    sync()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    for i in order[1:] or order[:1]:
+        t0 = time.perf_counter()
+        run(i)
+        sync()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= min_timed and time.perf_counter() > deadline:
+            break
+    return times
+
+
+def _probe_pass(model, data: TokenizedData, pad_id: int, precision: str, max_tokens: int, budget_s: float,
+                sync: Callable[[], None]) -> _Estimate:
+    """A pass is its batches (the job's own plan of them) run one after another."""
+    batches = token_budget_batches(data.lengths, np.arange(len(data)), max_tokens)
+    times = _timed_units(len(batches), lambda i: pass_sums(model, data, batches[i], pad_id=pad_id,
+                                                           precision=precision, max_tokens=max_tokens),
+                         budget_s, sync)
+    return _Estimate(extrapolate(times, len(batches)), len(batches), len(times))
+
+
+def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: TrainSettings, pad_id: int, precision: str,
+                 budget_s: float, sync: Callable[[], None]) -> _Estimate:
+    """An epoch is its micro-batches' forward and backward plus one update per optimizer step."""
+    order = epoch_order(len(data), s.seed, 1)
+    step_rows = s.batch_size * s.grad_accum
+    steps = [order[i : i + step_rows] for i in range(0, len(order), step_rows)]
+    micro = [mb for step in steps for mb in micro_batches(step, data.lengths, s)]
+
+    def forward_backward(i: int) -> None:
+        mb = micro[i]
+        accumulate_gradients(model, data, mb, s, denom=max(1, int(data.n_scored[mb].sum())), pad_id=pad_id,
+                             precision=precision)
+        optimizer.zero_grad(set_to_none=True)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def update(_: int) -> None:
+        apply_update(model, optimizer, scheduler, s)
+
+    def with_gradients(run: Callable[[int], None]) -> Callable[[int], None]:
+        def wrapped(i: int) -> None:
+            for p in params:  # an update needs gradients; their values do not change its cost
+                p.grad = torch.zeros_like(p)
+            run(i)
+        return wrapped
+
+    fb_times = _timed_units(len(micro), forward_backward, budget_s * 0.8, sync)
+    update_times = _timed_units(len(steps), with_gradients(update), budget_s * 0.2, sync)
+    seconds = extrapolate(fb_times, len(micro)) + extrapolate(update_times, len(steps))
+    return _Estimate(seconds, len(micro) + len(steps), len(fb_times) + len(update_times))
+
+
+def _probe_embed(samples: Sequence[Any], cfg: ClusterConfig, budget_s: float) -> _Estimate:
+    """``cluster`` encodes chunks of ``embed_chunk_rows`` texts, and sentence-transformers sorts a chunk by
+    length before cutting it into batches: the probe's units are the batches of one such chunk of rows drawn
+    at random, sorted the same way."""
+    model = load_embedder(cfg.embedder)
+    model.max_seq_length = cfg.max_seq_length
+    chunk = np.random.default_rng(0).permutation(len(samples))[: cfg.embed_chunk_rows]
+    texts = sorted((embedding_text(samples[int(r)]) for r in chunk), key=len, reverse=True)
+    n_units = math.ceil(len(samples) / cfg.batch_size)
+
+    def encode(i: int) -> None:
+        model.encode(texts[i * cfg.batch_size : (i + 1) * cfg.batch_size], batch_size=cfg.batch_size,
+                     show_progress_bar=False, convert_to_numpy=True)
+
+    times = _timed_units(math.ceil(len(texts) / cfg.batch_size), encode, budget_s, _no_sync)
+    return _Estimate(extrapolate(times, n_units), n_units, len(times))

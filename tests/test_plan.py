@@ -1,0 +1,71 @@
+"""lpselect plan: exact token counts, the job's phases with nominal FLOPs, and a probe that writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lpselect.cli import app
+from lpselect.config import ScoreConfig
+from lpselect.plan import plan
+from lpselect.scoring.job import score
+
+
+def _cfg(model: Path, **kw) -> ScoreConfig:
+    return ScoreConfig(model=str(model), epochs=2, batch_size=2, grad_accum=2, precision="fp32", device="cpu", **kw)
+
+
+def test_plan_counts_what_the_job_does(tiny_model_dir: Path, alpaca_file: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tiny_model_dir.iterdir())
+    p = plan(alpaca_file, _cfg(tiny_model_dir), probe_seconds=0.5, embed=False, peak_tflops=100, utilisation=0.5)
+    assert sorted((f.name, f.stat().st_mtime_ns) for f in tiny_model_dir.iterdir()) == before
+    assert sorted(f.name for f in alpaca_file.parent.iterdir()) == [alpaca_file.name]  # nothing written
+
+    counts = json.loads((Path(score(alpaca_file, tmp_path / "run", _cfg(tiny_model_dir), progress=False)
+                              .scores_path).parent / "manifest.json").read_text())["steps"]["score"]["counts"]
+    assert (p.rows, p.tokens, p.scored_tokens) == (counts["rows"], counts["tokens"], counts["scored_tokens"])
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    unique = {id(t): t.numel() for t in model.parameters()}
+    assert p.parameters == sum(unique.values())
+    names = [ph.name for ph in p.phases]
+    assert names == ["read the data", "tokenise", "pass P0", "train epoch 1", "pass P1", "train epoch 2", "pass P2"]
+    by_name = {ph.name: ph for ph in p.phases}
+    assert by_name["pass P1"].flops == 2 * p.parameters * p.tokens
+    assert by_name["train epoch 2"].flops == 6 * p.parameters * p.tokens
+    assert by_name["train epoch 1"].gpu_seconds == pytest.approx(6 * p.parameters * p.tokens / (100e12 * 0.5))
+    for ph in p.phases[2:]:
+        assert ph.seconds > 0 and 1 <= ph.units_timed <= ph.units and not ph.measured
+    assert p.total_seconds == pytest.approx(sum(ph.seconds for ph in p.phases))
+
+
+def test_plan_ifd_adds_response_passes(tiny_model_dir: Path, alpaca_file: Path) -> None:
+    p = plan(alpaca_file, _cfg(tiny_model_dir, ifd=True).model_copy(update={"epochs": 0}), probe_seconds=0.2,
+             embed=False)
+    assert [ph.kind for ph in p.phases] == ["read", "tokenize", "pass", "pass_response"]
+    assert p.phases[3].tokens < p.tokens  # the responses alone
+
+
+def test_cli_plan_json(tiny_model_dir: Path, alpaca_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(app, ["plan", "--data", str(alpaca_file), "--model", str(tiny_model_dir), "--epochs",
+                                   "1", "--no-embed", "--probe-seconds", "0.3", "--device", "cpu", "--precision",
+                                   "fp32", "--peak-tflops", "989", "--gpu", "H200", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "train epoch 1" in res.output and "H200 40%" in res.output
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == 12 and saved["gpu"] == {"name": "H200", "peak_tflops": 989.0, "utilisation": 0.4}
+    assert saved["total_seconds"] == pytest.approx(sum(ph["seconds"] for ph in saved["phases"]))
+
+
+@pytest.mark.parametrize("args, message", [(["--mfu", "0", "--peak-tflops", "100"], "utilisation"),
+                                           (["--probe-seconds", "0"], "probe_seconds")])
+def test_cli_plan_bad_options_are_one_line(tiny_model_dir: Path, alpaca_file: Path, args: list[str],
+                                           message: str) -> None:
+    res = CliRunner().invoke(app, ["plan", "--data", str(alpaca_file), "--model", str(tiny_model_dir), *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
