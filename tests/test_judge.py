@@ -503,12 +503,12 @@ def test_load_slow_server_failing_30_percent(server, tmp_path: Path):
     chat = client(url, timeout=timeout, max_retries=max_retries)
     post, lock, open_now, most_open = chat._post, threading.Lock(), [0], [0]
 
-    def counted_post(body: bytes) -> str:  # the client's open connections (the server still holds timed-out ones)
-        with lock:
+    def counted_post(body: bytes, timeout: float | None = None) -> str:  # the client's open connections (the
+        with lock:                                                      # server still holds timed-out ones)
             open_now[0] += 1
             most_open[0] = max(most_open[0], open_now[0])
         try:
-            return post(body)
+            return post(body, timeout)
         finally:
             with lock:
                 open_now[0] -= 1
@@ -546,3 +546,63 @@ def test_load_slow_server_failing_30_percent(server, tmp_path: Path):
     again = judge_files(a, b, out, chat, concurrency=concurrency)
     assert len(fake.requests) - sent_before == n_failed_orders
     assert again.n_failed == 0 and again.stats.requests_sent == n_failed_orders
+
+
+# ------------------------------------------------------------------------------------- a server too slow
+
+
+def test_in_flight_limit_halves_on_timeouts_and_recovers():
+    from lpselect.evaluate.client import InFlightLimit
+
+    lim = InFlightLimit()
+    for _ in range(4):
+        lim.__enter__()
+    assert lim.peak == 4 and lim.limit is None           # unlimited until a timeout
+    assert lim.timed_out() == 2 and lim.timed_out() == 1 and lim.timed_out() == 1
+    for _ in range(4):
+        lim.__exit__()
+    lim.answered()                                        # one reply at limit 1 -> 2
+    assert lim.limit == 2
+    lim.answered()
+    assert lim.limit == 2                                 # two replies needed at limit 2 -> 3
+    lim.answered()
+    assert lim.limit == 3
+    for _ in range(3):
+        lim.answered()
+    assert lim.limit is None                              # reached the peak: unlimited again
+
+
+def _judge_slow_server(server, answers, out: Path) -> tuple[Any, int]:
+    """One server worker, 0.3 s a reply, abandoned requests still generated (as a real server does), a 0.5 s
+    timeout and 4 in flight: the queue outgrows the timeout at once."""
+    fake, url = server
+    fake.requests.clear()
+    worker = threading.Lock()
+
+    def respond(body: dict[str, Any], n: int) -> Reply:
+        with worker:  # one request generated at a time, whether or not its client still waits
+            time.sleep(0.3)
+        return (*grade_by_quality(body, n)[:3], 0.0)
+
+    fake.respond = respond
+    chat = client(url, timeout=0.5, max_retries=6, backoff_base=0.05, backoff_max=0.2)
+    return judge_files(*answers, out, chat, concurrency=4, cache_dir=out.with_suffix(".cache")), len(fake.requests)
+
+
+def test_a_server_slower_than_the_timeout_is_slowed_down_not_overloaded(server, answers, tmp_path: Path, caplog,
+                                                                         monkeypatch):
+    """The client lowers its requests in flight and waits longer on retries: every order is answered, with
+    few retries, and it says once what to change. The same client without that (plain retries) multiplies
+    the server's load and fails every question: the scenario is a real test of it."""
+    import lpselect.evaluate.client as client_module
+
+    with caplog.at_level("WARNING", logger="lpselect.evaluate.client"):
+        result, sent = _judge_slow_server(server, answers, tmp_path / "adaptive.jsonl")
+    assert result.n_failed == 0 and all(r.status == "parsed" for r in result.reviews)
+    assert sent <= 12  # 6 orders; a few retried, not each one 7 times
+    assert len([r for r in caplog.records if "--concurrency 1" in r.getMessage()]) == 1
+
+    monkeypatch.setattr(client_module, "MAX_TIMEOUT_GROWTH", 1.0)
+    monkeypatch.setattr(client_module.InFlightLimit, "timed_out", lambda self: self.peak)
+    naive, naive_sent = _judge_slow_server(server, answers, tmp_path / "naive.jsonl")
+    assert naive_sent > 2 * sent and naive.n_failed > 0
