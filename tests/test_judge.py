@@ -20,7 +20,7 @@ import typer
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from lpselect.cli_eval import register
+from lpselect.cli.evaluate import register
 from lpselect.errors import InputError
 from lpselect.evaluate.answers import AnswerPair, pair_answers
 from lpselect.evaluate.cache import ReplyCache

@@ -278,7 +278,7 @@ def test_report_command(tmp_path: Path):
     import typer
     from typer.testing import CliRunner
 
-    from lpselect.cli_analysis import register
+    from lpselect.cli.analysis import register
 
     app = typer.Typer()
 

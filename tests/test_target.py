@@ -12,7 +12,7 @@ import typer
 from conftest import require_package_dir, shared_data
 from typer.testing import CliRunner
 
-from lpselect.cli_target import register
+from lpselect.cli.target import register
 from lpselect.evaluate.generate import TESTSETS, generate_answers, load_testsets
 from lpselect.target import TrainConfig, train_target
 

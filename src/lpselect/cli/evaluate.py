@@ -46,11 +46,11 @@ def _make_backend(backend: Backend, judge_model: str, *, base_url: str, api_key_
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``judge`` and ``winrate`` to ``app`` (call it once ``lpselect.cli`` has defined ``_friendly``)."""
-    from lpselect.cli import _friendly, console, out
+    """Add ``judge`` and ``winrate`` to ``app``."""
+    from lpselect.cli.app import console, friendly, out
 
     @app.command("judge")
-    @_friendly
+    @friendly
     def judge_cmd(
         a: Annotated[Path, typer.Option("--a", help="Answers of model A (JSONL: testset, id, question, "
                                                     "answer, model).")],
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         out.print(report_table(tally(tally_rows(r.reviews)), label_a, label_b))
 
     @app.command("eval")
-    @_friendly
+    @friendly
     def eval_cmd(
         model_a: Annotated[str, typer.Option("--a", help="Model A folder (e.g. trained on the subset).")],
         model_b: Annotated[str, typer.Option("--b", help="Model B folder (e.g. trained on all data).")],
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
                   f"tally:   {out_dir / 'winrate.json'}, {out_dir / 'winrate.png'}")
 
     @app.command("winrate")
-    @_friendly
+    @friendly
     def winrate_cmd(
         reviews: Annotated[list[Path], typer.Argument(help="Review files (one per test set, or any mix).")],
         fmt: Annotated[ReviewFormat, typer.Option("--format", help="own: `lpselect judge` JSONL; cherry: the "

@@ -1,20 +1,16 @@
-"""The ``lpselect`` command: a thin layer that parses options, calls the Python API and prints results."""
+"""The pipeline commands (score, plan, cluster, select, run, demo, the reference's pickles, env): each a thin
+layer that parses options, calls the Python API and prints results."""
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from lpselect.cli_options import (
+from lpselect.cli.app import DataOpt, ForceOpt, OutRun, app, friendly, out
+from lpselect.cli.options import (
     ATTN_HELP,
     PRECISION_HELP,
     Band,
@@ -29,56 +25,11 @@ from lpselect.cli_options import (
     Precision,
     Strategy,
     Truncation,
-    results_console,
 )
-from lpselect.errors import LPSelectError
-
-app = typer.Typer(
-    help="Let a small language model pick the instruction-tuning data for a larger one (learning percentage).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-console = Console(stderr=True)
-out = results_console()
-_state = {"debug": False}
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors a user can fix are one red line (exit 2); ``--debug`` shows the traceback instead."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (LPSelectError, ValidationError, ValueError, FileNotFoundError) as e:
-            if _state["debug"]:
-                raise
-            typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-@app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
-    _state["debug"] = debug
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "sentence_transformers", "datasets", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
-    logging.getLogger("lpselect").setLevel(logging.DEBUG if debug else logging.INFO)  # e.g. the precision chosen
-
-
-DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a "
-                                                         "dataset folder.")]
-OutRun = Annotated[Path, typer.Option("--out", help="Run folder (created; re-running resumes).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Discard earlier results in the run folder made "
-                                                         "from other inputs or settings.")]
 
 
 @app.command("score")
-@_friendly
+@friendly
 def score_cmd(
     data: DataOpt,
     out_dir: OutRun,
@@ -155,7 +106,7 @@ def _print_score(r: Any) -> None:
 
 
 @app.command("plan")
-@_friendly
+@friendly
 def plan_cmd(
     data: DataOpt,
     model: Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
@@ -239,7 +190,7 @@ def _field_help(step: str, field: str) -> str:
 
 
 @app.command("cluster")
-@_friendly
+@friendly
 def cluster_cmd(
     data: DataOpt,
     out_dir: OutRun,
@@ -264,7 +215,7 @@ def cluster_cmd(
 
 
 @app.command("select")
-@_friendly
+@friendly
 def select_cmd(
     data: DataOpt,
     scores: Annotated[list[Path], typer.Option("--scores", help="scores.parquet from `lpselect score`; repeat it "
@@ -298,7 +249,7 @@ def select_cmd(
 
 
 @app.command("run")
-@_friendly
+@friendly
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML run config (see docs: data, out, score, cluster, select).")],
     force: ForceOpt = False,
@@ -312,7 +263,7 @@ def run_cmd(
 
 
 @app.command("demo")
-@_friendly
+@friendly
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -331,7 +282,7 @@ def demo_cmd(
 
 
 @app.command("import-reference")
-@_friendly
+@friendly
 def import_reference_cmd(
     pplx: Annotated[list[Path], typer.Option("--pplx", help="epoch-pre.pkl epoch-1.pkl ... in epoch order "
                                                              "(repeat the option).")],
@@ -350,7 +301,7 @@ def import_reference_cmd(
 
 
 @app.command("export-reference")
-@_friendly
+@friendly
 def export_reference_cmd(
     scores: Annotated[Path, typer.Option("--scores", help="scores.parquet")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for epoch-pre.pkl, epoch-1.pkl, ...")],
@@ -391,25 +342,3 @@ def _print_run(r: Any) -> None:
         out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows)")
     if r.report_path:
         out.print(f"report:     {r.report_path}")
-
-
-def _register_command_groups() -> None:
-    """Commands that live in their own modules (evaluation, target training, analysis)."""
-    from lpselect.cli_analysis import register as register_analysis
-    from lpselect.cli_eval import register as register_eval
-    from lpselect.cli_target import register as register_target
-
-    register_target(app)
-    register_eval(app)
-    register_analysis(app)
-
-
-_register_command_groups()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

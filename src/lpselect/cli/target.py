@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from lpselect.cli_options import (
+from lpselect.cli.app import friendly
+from lpselect.cli.options import (
     ATTN_HELP,
     PRECISION_HELP,
     LoraAlphaOpt,
@@ -31,19 +30,6 @@ class _SaveDtype(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The main CLI's error handling (one red line, exit 2; --debug for the traceback), looked up at call time
-    so that this module and ``lpselect.cli`` can import each other in either order."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lpselect.cli import _friendly as main_friendly
-
-        return main_friendly(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def train_cmd(
@@ -148,5 +134,5 @@ def generate_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``generate`` to ``app``."""
-    app.command("train")(_friendly(train_cmd))
-    app.command("generate")(_friendly(generate_cmd))
+    app.command("train")(friendly(train_cmd))
+    app.command("generate")(friendly(generate_cmd))

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from lpselect.cli.app import friendly
 from lpselect.errors import LPSelectError
 
 out = Console()
@@ -20,27 +19,9 @@ out = Console()
 
 def register(app: typer.Typer) -> None:
     """Add the analysis commands to ``app`` (the ``lpselect`` command)."""
-    app.command("compare")(_user_errors(compare_cmd))
-    app.command("stability")(_user_errors(stability_cmd))
-    app.command("report")(_user_errors(report_cmd))
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors a user can fix are one red line (exit 2), as in lpselect.cli; ``--debug`` (an option of the
-    root command, read from the command's context) shows the traceback instead."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (LPSelectError, ValueError, FileNotFoundError) as e:
-            ctx = kwargs.get("ctx")  # typer passes its own (vendored) click context, so no isinstance check
-            if ctx is not None and ctx.find_root().params.get("debug"):
-                raise
-            typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+    app.command("compare")(friendly(compare_cmd))
+    app.command("stability")(friendly(stability_cmd))
+    app.command("report")(friendly(report_cmd))
 
 
 def compare_cmd(
