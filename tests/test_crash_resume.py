@@ -19,7 +19,7 @@ CRASH_POINTS = [
     "pass:ppl:0:2",
     "passed:0",  # P0 written, before training
     "train:1:step:1",  # inside epoch 1
-    "checkpoint:1",  # while writing the epoch-1 checkpoint
+    "checkpoint:1:8",  # while writing the epoch-1 checkpoint (30 rows, 4 a step: 8 steps)
     "trained:1",  # checkpoint written, before P1
     "pass:ppl:1:1",
     "train:2:step:0",
@@ -33,10 +33,11 @@ def _rows(n: int) -> list[dict[str, str]]:
              "output": f"The answer is {2 * i + 3}." + " The lazy dog." * (i % 5)} for i in range(n)]
 
 
-def _score(data: Path, out: Path, model: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
+def _score(data: Path, out: Path, model: Path, crash_at: str | None = None, extra: tuple[str, ...] = ()
+           ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "lpselect.cli", "score", "--data", str(data), "--out", str(out), "--model",
            str(model), "--epochs", "2", "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-3",
-           "--precision", "fp32", "--quiet", "--pass-chunk-rows", "8"]
+           "--precision", "fp32", "--quiet", "--pass-chunk-rows", "8", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("LPSELECT_CRASH_AT", None)
     if crash_at:
@@ -75,3 +76,38 @@ def test_sigkill_at_ten_points_then_resume(tiny_model_dir: Path, tmp_path: Path)
         assert not repeated, f"{point}: done twice: {repeated}"
         assert sorted(units) == sorted(expected_units), point
         assert not list(out.glob(".*.tmp")), point
+
+
+MID_EPOCH_POINTS = [
+    "train:1:step:5",  # epoch 1, after step slot 5 and its checkpoint
+    "checkpoint:2:3",  # while writing the checkpoint after 3 steps of epoch 2
+    "train:2:step:6",  # epoch 2, one step before its end
+]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_the_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """With --save-steps 1 a killed score job resumes inside the epoch: no finished (checkpointed) optimizer step
+    is trained again, and the scores equal an uninterrupted run's (which checkpoints only at epoch ends)."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(30)))  # 4 rows a step: 8 step slots an epoch
+    clean = _score(data, tmp_path / "clean", tiny_model_dir)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    expected = _table(tmp_path / "clean")
+    every_step = [f"step {e}:{k} rank 0" for e in (1, 2) for k in range(7)]  # the last slot is the epoch end
+
+    for point in MID_EPOCH_POINTS:
+        out = tmp_path / point.replace(":", "_")
+        crashed = _score(data, out, tiny_model_dir, crash_at=point, extra=("--save-steps", "1"))
+        assert crashed.returncode == -9, (point, crashed.stderr[-1000:])
+        before = [u for u in (out / "score" / "events.log").read_text().splitlines() if u.startswith("step ")]
+        resumed = _score(data, out, tiny_model_dir, extra=("--save-steps", "1"))
+        assert resumed.returncode == 0, (point, resumed.stderr[-2000:])
+        units = (out / "score" / "events.log").read_text().splitlines()
+        steps = [u for u in units if u.startswith("step ")]
+        assert sorted(steps) == sorted(every_step), point  # each step slot logged (= trained and saved) once
+        assert steps[: len(before)] == before and before, point  # the resumed run went on after them
+        assert units.count("trained epoch 1 rank 0") == units.count("trained epoch 2 rank 0") == 1, point
+        got = _table(out)
+        for col, values in expected.items():
+            np.testing.assert_allclose(got[col], values, rtol=1e-6, atol=0, err_msg=f"{point}: {col}")

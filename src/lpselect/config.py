@@ -69,6 +69,8 @@ class ScoreConfig(FineTuneSettings):
         0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
     pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
     ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")
+    save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps inside an epoch (0 = at "
+                                                 "epoch ends only); a re-run resumes from the last one")
 
 
 class ClusterConfig(_Strict):

@@ -35,14 +35,14 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.io import recover_dir, replace_dir
+from lpselect.io import recover_dir
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import LOCK_FILES, MANIFEST, RunFolder, describe_input, same_content, same_settings
+from lpselect.scoring.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import announce, choose_precision, pick_device
 from lpselect.scoring.sharding import (
     full_model_state,
-    gather_for_saving,
     save_model,
 )
 from lpselect.scoring.train import TrainSettings, epoch_order, optimizer_step, steps_per_epoch
@@ -73,17 +73,6 @@ class TrainResult:
     resumed_from_step: int
     n_truncated: int
     n_prompt_shortened: int
-
-
-@dataclass
-class _Position:
-    """Where training stands: ``done_in_epoch`` optimizer-step slots of ``epoch`` are finished."""
-
-    epoch: int = 1
-    done_in_epoch: int = 0
-    global_step: int = 0
-    loss_sum: float = 0.0  # of the current epoch so far
-    token_sum: int = 0
 
 
 def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
@@ -147,7 +136,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if workers.is_main:
         recover_dir(ckpt)  # a crash between the two renames of replace_dir
     workers.barrier()
-    pos, rng = _read_position(ckpt)
+    pos, rng = read_checkpoint(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
     t = prepare_trainable(source, cfg, ckpt if pos else None, device=device, precision=precision,
                           settings=settings, total_steps=total_steps, workers=workers)
@@ -155,7 +144,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                                                                     t.architecture, t.workers)
     _add_time(run, "load_model", time.perf_counter() - t0)
     resumed_from = pos.global_step if pos else 0
-    pos = pos or _Position()
+    pos = pos or Position()
     if resumed_from:
         log.info("%s: resuming at epoch %d, step %d", out, pos.epoch, pos.global_step)
     run.update_step(STEP, status="training", model_source=source, device=str(device), precision=precision,
@@ -167,9 +156,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                             "prompt_shortened_rows": int(tokens.prompt_shortened.sum())})
 
     if rng is not None:  # after loading: building LoRA layers draws random numbers
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(rng)
     pad_id = tokenizer.pad_token_id
     step_rows = settings.batch_size * settings.grad_accum
     bar = tqdm(total=total_steps, initial=min(pos.global_step, total_steps), desc="train target", unit="step",
@@ -202,7 +189,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                 if epoch_end:
                     _finish_epoch(run, pos)
                 if epoch_end or (stepped and cfg.save_steps and pos.global_step % cfg.save_steps == 0):
-                    _save_checkpoint(out, model, optimizer, scheduler, pos, cfg.lora, workers, architecture)
+                    save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, pos, workers, architecture,
+                                    extra={"lora": cfg.lora})
                     workers.barrier()
                     _add_time(run, "train", time.perf_counter() - t_train)
                     t_train = time.perf_counter()
@@ -211,7 +199,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                 if stepped and on_step is not None:
                     on_step(pos.global_step)
             if pos.done_in_epoch == per_epoch:
-                pos = _Position(epoch=epoch + 1, global_step=pos.global_step)
+                pos = Position(epoch=epoch + 1, global_step=pos.global_step)
     finally:
         bar.close()
         _add_time(run, "train", time.perf_counter() - t_train)
@@ -268,50 +256,10 @@ def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers
 # ---------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(out: Path, model, optimizer, scheduler, pos: _Position, lora: bool, workers: Workers,
-                     architecture: str) -> None:
-    """Model (or LoRA adapter), optimizer, scheduler, RNG and position, swapped in by one rename (rank 0; the
-    weights and optimizer state are the same on every rank, or, under FSDP, gathered from all of them)."""
-    model_state, optim_state = gather_for_saving(model, optimizer, workers.fsdp)
-    if not workers.is_main:
-        return
-    final = out / CHECKPOINT
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=out))
-    try:
-        save_model(model, tmp / "model", model_state, architecture)
-        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / "rng.pt")
-        state = {"epoch": pos.epoch, "done_in_epoch": pos.done_in_epoch, "global_step": pos.global_step,
-                 "loss_sum": pos.loss_sum, "token_sum": pos.token_sum, "lora": lora}
-        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")  # written last: marks it complete
-        replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _read_position(ckpt: Path) -> tuple[_Position | None, dict[str, Any] | None]:
-    """The checkpoint's position and RNG state, or (None, None) when there is no complete checkpoint."""
-    state_file = ckpt / "state.json"
-    if not state_file.exists():
-        recover_dir(ckpt)  # a crash between the two renames of replace_dir
-        if not state_file.exists():
-            return None, None
-    state = json.loads(state_file.read_text())
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    pos = _Position(epoch=state["epoch"], done_in_epoch=state["done_in_epoch"],
-                    global_step=state["global_step"], loss_sum=state["loss_sum"],
-                    token_sum=state["token_sum"])
-    return pos, rng
-
-
 # ---------------------------------------------------------------- manifest helpers
 
 
-def _finish_epoch(run: RunFolder, pos: _Position) -> None:
+def _finish_epoch(run: RunFolder, pos: Position) -> None:
     losses = dict((run.step(STEP) or {}).get("train_loss", {}))
     losses[str(pos.epoch)] = round(pos.loss_sum / max(pos.token_sum, 1), 6)
     run.update_step(STEP, train_loss=losses, steps_done=pos.global_step)

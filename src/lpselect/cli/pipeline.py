@@ -57,6 +57,8 @@ def score_cmd(
                                                            "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
     max_tokens_per_micro_batch: MicroBudgetOpt = None,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
+    save_steps: Annotated[int, typer.Option(help="Also checkpoint every N optimizer steps inside an epoch (0 = at "
+                                                 "epoch ends only); a re-run resumes mid-epoch.")] = 0,
     pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
                                                       "pass recomputes only unfinished chunks).")] = 4096,
     attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
@@ -84,7 +86,8 @@ def score_cmd(
                       warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
                       precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
                       max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
-                      ifd=ifd, gradient_checkpointing=gradient_checkpointing, pass_chunk_rows=pass_chunk_rows,
+                      save_steps=save_steps, ifd=ifd, gradient_checkpointing=gradient_checkpointing,
+                      pass_chunk_rows=pass_chunk_rows,
                       fsdp=fsdp, attn_implementation=attn_implementation, lora=lora, lora_r=lora_r,
                       lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules)
     if seeds is None:

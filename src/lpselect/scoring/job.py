@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,17 +24,24 @@ from lpselect.config import ScoreConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.faults import crash_point
-from lpselect.io import atomic_path, recover_dir, replace_dir, save_npy
+from lpselect.io import atomic_path, save_npy
 from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import pass_token_budget, token_budget_batches
+from lpselect.scoring.checkpoint import (
+    Position,
+    checkpoint_array,
+    clear_stale,
+    read_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import announce, choose_precision, pick_device
-from lpselect.scoring.sharding import gather_for_saving, save_model
-from lpselect.scoring.train import TrainSettings, steps_per_epoch, train_epoch
+from lpselect.scoring.train import EpochState, TrainSettings, merge_row_nll, steps_per_epoch, train_epoch
 from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
@@ -70,10 +76,9 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump())
     run.record_time("score", "load_tokenizer", t_tokenizer)
+    ckpt = work / "checkpoint"
     if workers.is_main:
-        recover_dir(work / "checkpoint")
-        for stale in work.glob(".checkpoint.*"):  # a checkpoint being written when the process was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        clear_stale(work, ckpt)  # a checkpoint being written when the process was killed
     workers.barrier()
     torch.manual_seed(cfg.seed)
     tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
@@ -89,15 +94,18 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     passes = work / "passes"
     pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
     done = _finished_passes(passes, cfg.epochs, pass_files)
-    ckpt_epoch, ckpt_dir = _latest_checkpoint(work)
-    if done < cfg.epochs and ckpt_epoch < done:
-        ckpt_epoch, ckpt_dir = 0, None  # no usable checkpoint: retrain from the start, earlier passes kept
+    per_epoch = steps_per_epoch(len(tokens), settings)
+    pos, rng = read_checkpoint(ckpt)
+    trained = 0 if pos is None else pos.epoch - (pos.done_in_epoch < per_epoch)  # epochs finished
+    if done < cfg.epochs and trained < done:
+        pos, rng, trained = None, None, 0  # no usable checkpoint: retrain from the start, earlier passes kept
         done = min(done, 0)
 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
-            t = prepare_trainable(source, cfg, ckpt_dir, device=device, precision=precision, settings=settings,
-                                  total_steps=total_steps, workers=workers, with_optimizer=cfg.epochs > 0)
+            t = prepare_trainable(source, cfg, ckpt if pos is not None else None, device=device,
+                                  precision=precision, settings=settings, total_steps=total_steps,
+                                  workers=workers, with_optimizer=cfg.epochs > 0)
         model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler,
                                                                         t.settings, t.architecture, t.workers)
         run.update_step("score", micro_batch_budget=settings.max_tokens_per_micro_batch)
@@ -106,17 +114,38 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         save = save_npy if workers.is_main else _skip
         log = _event_log(work / "events.log", workers)
         for epoch in range(0, cfg.epochs + 1):
-            if epoch > ckpt_epoch:
+            if epoch > trained:
                 online = np.full(len(tokens), np.nan)
+                state = EpochState()
+                if pos is not None and pos.epoch == epoch:  # resume inside this epoch
+                    state = EpochState(pos.done_in_epoch, pos.loss_sum, pos.token_sum)
+                    if (saved := checkpoint_array(ckpt, "online_nll")) is not None:
+                        online[:] = saved
+                    restore_rng(rng)
+
+                def at_checkpoint(e: int, st: EpochState, rows: np.ndarray | None) -> None:
+                    arrays = None
+                    if rows is not None:
+                        merge_row_nll(rows, workers)
+                        arrays = {"online_nll": rows}
+                    save_checkpoint(ckpt, model, optimizer, scheduler,
+                                    Position(epoch=e, done_in_epoch=st.done, global_step=(e - 1) * per_epoch
+                                             + st.done, loss_sum=st.loss_sum, token_sum=st.token_sum),
+                                    workers, architecture, arrays=arrays)
+
+                def on_step(k: int, e: int = epoch, st: EpochState = state, rows: np.ndarray = online) -> None:
+                    if cfg.save_steps and st.done % cfg.save_steps == 0 and st.done < per_epoch:
+                        at_checkpoint(e, st, rows)  # before the log line: a logged step is on disk
+                        log(f"step {e}:{k} rank {workers.rank}")
+                    crash_point(f"train:{e}:step:{k}")
+
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:
                     loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
                                        precision=precision, progress=bar.update, row_nll=online, workers=workers,
-                                       on_step=lambda k, e=epoch: crash_point(f"train:{e}:step:{k}"))
+                                       on_step=on_step, state=state)
                 save(passes / f"ppl_online_{epoch}.npy", np.exp(online))
-                model_state, optim_state = gather_for_saving(model, optimizer, workers.fsdp)
-                if workers.is_main:
-                    _save_checkpoint(work, epoch, model, optimizer, scheduler, model_state, optim_state, architecture)
+                at_checkpoint(epoch, state, None)  # the epoch's end (its online losses are saved beside)
                 log(f"trained epoch {epoch} rank {workers.rank}")
                 losses = (run.step("score") or {}).get("train_loss", {})
                 run.update_step("score", train_loss={**losses, str(epoch): round(loss, 6)})
@@ -273,25 +302,3 @@ def _finished_passes(passes: Path, epochs: int, prefixes: list[str]) -> int:
     return e
 
 
-def _latest_checkpoint(work: Path) -> tuple[int, Path | None]:
-    folder = work / "checkpoint"
-    if not (folder / "epoch.txt").exists():
-        return 0, None
-    return int((folder / "epoch.txt").read_text()), folder
-
-
-def _save_checkpoint(work: Path, epoch: int, model, optimizer, scheduler, model_state, optim_state,
-                     architecture: str) -> None:
-    """Model, optimizer and scheduler after ``epoch`` (the gathered states under FSDP); written aside and
-    swapped in by one rename."""
-    final = work / "checkpoint"
-    tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=work))
-    try:
-        save_model(model, tmp / "model", model_state, architecture)
-        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "epoch.txt").write_text(str(epoch))
-        crash_point(f"checkpoint:{epoch}")
-        replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

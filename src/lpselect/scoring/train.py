@@ -63,6 +63,16 @@ def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
+@dataclass
+class EpochState:
+    """How far an epoch has come: its finished optimizer-step slots and their loss sums over every rank (what a
+    mid-epoch checkpoint records, and where a resumed epoch starts)."""
+
+    done: int = 0
+    loss_sum: float = 0.0
+    token_sum: int = 0
+
+
 def train_epoch(
     model,
     data: TokenizedData,
@@ -77,35 +87,49 @@ def train_epoch(
     row_nll: np.ndarray | None = None,
     workers: Workers | None = None,
     on_step: Callable[[int], None] | None = None,
+    state: EpochState | None = None,
 ) -> float:
-    """One pass of training over all rows; returns the mean training loss of the epoch (token-weighted).
+    """Train over all rows (from ``state.done`` on, when resuming); returns the epoch's mean training loss
+    (token-weighted).
 
     ``row_nll`` (optional, one float per row) receives each row's mean token NLL as seen by the forward pass
     that trained on it: the input of ``lp_online``, which needs no extra scoring pass. With several
-    ``workers`` each takes a shard of every step and gradients are summed before the update.
+    ``workers`` each takes a shard of every step and gradients are summed before the update. ``on_step(k)``
+    runs after step slot k, once ``state`` counts it.
     """
     workers = workers or Workers()
+    state = state if state is not None else EpochState()
     model.train()
-    torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch): resumable
+    if state.done == 0:
+        torch.manual_seed(s.seed + epoch)  # dropout noise is a function of (seed, epoch); a resume restores it
     order = epoch_order(len(data), s.seed, epoch)
     step_rows = s.batch_size * s.grad_accum
-    loss_sum, token_sum = 0.0, 0
-    for start in range(0, len(order), step_rows):
-        step = order[start : start + step_rows]
+    if progress and state.done:
+        progress(int(data.lengths[order[: state.done * step_rows]].sum()))
+    for k in range(state.done, steps_per_epoch(len(data), s)):
+        step = order[k * step_rows : (k + 1) * step_rows]
         loss, denom, _ = optimizer_step(model, data, step, optimizer, scheduler, s, pad_id=pad_id,
                                         precision=precision, workers=workers, row_nll=row_nll)
-        loss_sum += loss
-        token_sum += denom
+        state.loss_sum += float(workers.sum(np.array([loss]))[0])  # every rank's share of the step
+        state.token_sum += denom
+        state.done = k + 1
         if progress:
             progress(int(data.lengths[step].sum()))
         if on_step:
-            on_step(start // step_rows)
-    if row_nll is not None and workers.world > 1:
-        seen = ~np.isnan(row_nll)
-        merged = workers.sum(np.stack([np.where(seen, row_nll, 0.0), seen.astype(np.float64)]))
-        row_nll[:] = np.where(merged[1] > 0, merged[0] / np.maximum(merged[1], 1), np.nan)
-    loss_sum = float(workers.sum(np.array([loss_sum]))[0])
-    return loss_sum / max(token_sum, 1)
+            on_step(k)
+    if row_nll is not None:
+        merge_row_nll(row_nll, workers)
+    return state.loss_sum / max(state.token_sum, 1)
+
+
+def merge_row_nll(row_nll: np.ndarray, workers: Workers) -> None:
+    """Every rank's recorded online losses in every rank's array (collective; rows seen by several ranks, as
+    after a resume, are averaged: the same value)."""
+    if workers.world == 1:
+        return
+    seen = ~np.isnan(row_nll)
+    merged = workers.sum(np.stack([np.where(seen, row_nll, 0.0), seen.astype(np.float64)]))
+    row_nll[:] = np.where(merged[1] > 0, merged[0] / np.maximum(merged[1], 1), np.nan)
 
 
 def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, scheduler, s: TrainSettings, *,
