@@ -57,3 +57,45 @@ def test_eval_end_to_end(server, tiny_model_dir: Path, tmp_path: Path, monkeypat
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert len(fake.requests) == 10
+
+
+class _PrefersB:
+    """A judge backend in-process: grades the answer that came from model B (negated head) 9, the other 3."""
+
+    deterministic = True
+
+    def __init__(self, b_answers: set[str]) -> None:
+        self.b_answers = b_answers
+        self.calls = 0
+
+    def identity(self) -> dict[str, str]:
+        return {"kind": "test", "model": "prefers-b"}
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        self.calls += 1
+        user = messages[-1]["content"]
+        first = user.split("Candidate answer 1:")[1].split("Candidate answer 2:")[0]
+        return "9 3" if any(ans and ans in first for ans in self.b_answers) else "3 9"
+
+
+def test_evaluate_models_python_api(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from lpselect.evaluate.pipeline import evaluate_models
+    from lpselect.io import jsonl_objects
+
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    shutil.copytree(tiny_model_dir, a)
+    shutil.copytree(tiny_model_dir, b)
+    _negate_lm_head(b)
+    ts = _testsets(tmp_path / "ts")
+    out = tmp_path / "eval"
+    from lpselect.evaluate.generate import generate_answers, load_testsets
+
+    b_answers = {row["answer"] for _, row in jsonl_objects(generate_answers(
+        b, load_testsets("vicuna", ts), tmp_path / "probe.jsonl", max_new_tokens=3, progress=False).out_path)}
+    judge = _PrefersB(b_answers)
+    r = evaluate_models(a, b, judge, out, testsets="vicuna", testset_dir=ts, max_new_tokens=3, progress=False)
+    assert r.answers_a == out / "answers_a.jsonl" and r.answers_b.exists()
+    assert judge.calls == 6  # 3 questions x 2 orders
+    overall = json.loads(r.winrate_json.read_text())["overall"]
+    assert (overall["wins"], overall["ties"], overall["losses"], overall["n"]) == (0, 0, 3, 3)  # B wins each
+    assert overall["wr"] == 0.0 and r.winrate_png.stat().st_size > 1000

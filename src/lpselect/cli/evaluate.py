@@ -20,15 +20,6 @@ class ReviewFormat(str, Enum):
     cherry = "cherry"
 
 
-def _labels(reviews: list, label_a: str | None, label_b: str | None) -> tuple[str, str]:
-    """The models' names given on the command line, else the ones every review agrees on, else A / B."""
-    def agreed(values: set) -> str | None:
-        return next(iter(values)) if len(values) == 1 and None not in values else None
-
-    return (label_a or agreed({r.model_a for r in reviews}) or "A",
-            label_b or agreed({r.model_b for r in reviews}) or "B")
-
-
 def _make_backend(backend: Backend, judge_model: str, *, base_url: str, api_key_env: str, temperature: float,
                   max_tokens: int, timeout: float, max_retries: int, device: str, console):
     """The judge: an OpenAI-compatible endpoint (key from the environment only) or a local transformers model."""
@@ -48,6 +39,7 @@ def _make_backend(backend: Backend, judge_model: str, *, base_url: str, api_key_
 def register(app: typer.Typer) -> None:
     """Add ``judge`` and ``winrate`` to ``app``."""
     from lpselect.cli.app import console, friendly, out
+    from lpselect.evaluate.reviews import model_labels
 
     @app.command("judge")
     @friendly
@@ -92,7 +84,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"reviews: {r.path}  ({len(r.reviews)} questions, {r.n_unparsed} unparsed, "
                   f"{r.n_failed} failed (rerun to ask them again); "
                   f"{r.stats.requests_sent} requests sent, {r.stats.cache_hits} replies from the cache)")
-        label_a, label_b = _labels(r.reviews, None, None)
+        label_a, label_b = model_labels(r.reviews, None, None)
         out.print(report_table(tally(tally_rows(r.reviews)), label_a, label_b))
 
     @app.command("eval")
@@ -118,35 +110,18 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
     ) -> None:
         """Generate both models' answers, judge them pairwise in both orders, and print the win rate."""
-        from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
-        from lpselect.evaluate.judge import judge_files
-        from lpselect.evaluate.plot import plot_tally
-        from lpselect.evaluate.report import report_json, report_table
-        from lpselect.evaluate.reviews import tally_rows
-        from lpselect.evaluate.tally import tally
-        from lpselect.io import write_json
+        from lpselect.evaluate.pipeline import evaluate_models
+        from lpselect.evaluate.report import report_table
 
-        folder = testset_dir or default_testset_dir()
-        if folder is None:
-            raise typer.BadParameter("no test-set folder found: pass --testset-dir")
-        questions = load_testsets(testsets, folder, limit=limit)
-        answers = {}
-        for side, model in (("a", model_a), ("b", model_b)):
-            answers[side] = generate_answers(model, questions, out_dir / f"answers_{side}.jsonl",
-                                             max_new_tokens=max_new_tokens, device=device,
-                                             progress=not quiet).out_path
         chat = _make_backend(backend, judge_model, base_url=base_url, api_key_env=api_key_env, temperature=0.0,
                              max_tokens=512, timeout=120.0, max_retries=6, device=device, console=console)
-        r = judge_files(answers["a"], answers["b"], out_dir / "reviews.jsonl", chat, concurrency=concurrency,
-                        progress=not quiet)
-        report = tally(tally_rows(r.reviews))
-        label_a, label_b = _labels(r.reviews, None, None)
-        write_json(out_dir / "winrate.json", report_json(report, label_a, label_b))
-        plot_tally(report, out_dir / "winrate.png", label_a, label_b)
-        out.print(report_table(report, label_a, label_b))
-        out.print(f"answers: {answers['a']}, {answers['b']}\nreviews: {r.path}  ({r.n_unparsed} unparsed, "
-                  f"{r.n_failed} failed: rerun to ask them again)\n"
-                  f"tally:   {out_dir / 'winrate.json'}, {out_dir / 'winrate.png'}")
+        r = evaluate_models(model_a, model_b, chat, out_dir, testsets=testsets, testset_dir=testset_dir, limit=limit,
+                            max_new_tokens=max_new_tokens, device=device, concurrency=concurrency,
+                            progress=not quiet)
+        out.print(report_table(r.tally, r.label_a, r.label_b))
+        out.print(f"answers: {r.answers_a}, {r.answers_b}\nreviews: {r.judged.path}  ({r.judged.n_unparsed} "
+                  f"unparsed, {r.judged.n_failed} failed: rerun to ask them again)\n"
+                  f"tally:   {r.winrate_json}, {r.winrate_png}")
 
     @app.command("winrate")
     @friendly
@@ -167,7 +142,7 @@ def register(app: typer.Typer) -> None:
         from lpselect.io import write_json
 
         rows = read_reviews(reviews, fmt.value)
-        name_a, name_b = _labels(rows, label_a, label_b)
+        name_a, name_b = model_labels(rows, label_a, label_b)
         report = tally(tally_rows(rows))
         out.print(report_table(report, name_a, name_b))
         if json_path is not None:

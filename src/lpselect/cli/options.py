@@ -41,6 +41,15 @@ ATTN_HELP = ("Attention kernel passed to transformers: sdpa, flash_attention_2 (
              "on padded batches; needs the flash-attn package and a GPU), eager. Default: transformers' choice.")
 
 
+ScorerOpt = Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
+                                                             "Default: SmolLM2-135M-Instruct (offline).")]
+GgufOpt = Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")]
+MaxLengthOpt = Annotated[int, typer.Option(help="Tokens per sample after truncation.")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Per-device micro-batch.")]
+PrecisionOpt = Annotated[Precision, typer.Option(help=PRECISION_HELP)]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
+PassBudgetOpt = Annotated[int, typer.Option(help="Padded-token budget of a scoring batch (0 = auto: CPU 2048, "
+                                                 "CUDA 16384).")]
 MicroBudgetOpt = Annotated[int | None, typer.Option(
     help="Padded-token budget of a training micro-batch (the update is the same for any budget; 0 = --batch-size "
          "rows). Default: CPU 2048; CUDA as large as the free memory allows, at most 16384.")]

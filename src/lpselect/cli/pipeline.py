@@ -12,17 +12,23 @@ from rich.table import Table
 from lpselect.cli.app import DataOpt, ForceOpt, OutRun, app, friendly, out
 from lpselect.cli.options import (
     ATTN_HELP,
-    PRECISION_HELP,
     Band,
+    BatchSizeOpt,
+    DeviceOpt,
+    GgufOpt,
     LoraAlphaOpt,
     LoraDropoutOpt,
     LoraOpt,
     LoraROpt,
     LoraTargetsOpt,
+    MaxLengthOpt,
     Metric,
     MicroBudgetOpt,
     Order,
+    PassBudgetOpt,
     Precision,
+    PrecisionOpt,
+    ScorerOpt,
     Strategy,
     Truncation,
 )
@@ -33,11 +39,10 @@ from lpselect.cli.options import (
 def score_cmd(
     data: DataOpt,
     out_dir: OutRun,
-    model: Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
-                                                              "Default: SmolLM2-135M-Instruct (offline).")] = None,
-    gguf_file: Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")] = None,
+    model: ScorerOpt = None,
+    gguf_file: GgufOpt = None,
     epochs: Annotated[int, typer.Option(help="Training epochs n (0 = P0 only, 1 = LP_app(1) fast path).")] = 3,
-    max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
+    max_length: MaxLengthOpt = 512,
     truncation: Annotated[Truncation, typer.Option(
         help="prompt: shorten the prompt, keep the response; right: cut from the right like the reference."
     )] = Truncation.prompt,
@@ -46,15 +51,14 @@ def score_cmd(
                                                    "(OUT/seed-42, ...), P0 computed once; select then takes "
                                                    "one --scores per seed for a consensus ranking.")] = None,
     lr: float = 2e-5,
-    batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,
+    batch_size: BatchSizeOpt = 4,
     grad_accum: int = 8,
     warmup_ratio: float = 0.03,
     weight_decay: float = 0.0,
     schedule_epochs: Annotated[int, typer.Option(help="LR schedule length in epochs (max with --epochs).")] = 3,
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
-                                                           "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
+    precision: PrecisionOpt = Precision.auto,
+    device: DeviceOpt = "auto",
+    max_tokens_per_batch: PassBudgetOpt = 0,
     max_tokens_per_micro_batch: MicroBudgetOpt = None,
     keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
     save_steps: Annotated[int, typer.Option(help="Also checkpoint every N optimizer steps inside an epoch (0 = at "
@@ -112,17 +116,15 @@ def _print_score(r: Any) -> None:
 @friendly
 def plan_cmd(
     data: DataOpt,
-    model: Annotated[str | None, typer.Option("--model", help="Scorer: hub id or local path. "
-                                                              "Default: SmolLM2-135M-Instruct (offline).")] = None,
-    gguf_file: Annotated[str | None, typer.Option("--gguf-file", help="GGUF file inside --model.")] = None,
+    model: ScorerOpt = None,
+    gguf_file: GgufOpt = None,
     epochs: Annotated[int, typer.Option(help="Training epochs n of the planned score job.")] = 3,
-    max_length: Annotated[int, typer.Option(help="Tokens per sample after truncation.")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Per-device micro-batch.")] = 4,
+    max_length: MaxLengthOpt = 512,
+    batch_size: BatchSizeOpt = 4,
     grad_accum: int = 8,
-    precision: Annotated[Precision, typer.Option(help=PRECISION_HELP)] = Precision.auto,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    max_tokens_per_batch: Annotated[int, typer.Option(help="Padded-token budget of a scoring batch "
-                                                           "(0 = auto: CPU 2048, CUDA 16384).")] = 0,
+    precision: PrecisionOpt = Precision.auto,
+    device: DeviceOpt = "auto",
+    max_tokens_per_batch: PassBudgetOpt = 0,
     max_tokens_per_micro_batch: MicroBudgetOpt = None,
     lora: LoraOpt = False,
     ifd: Annotated[bool, typer.Option("--ifd", help="Plan the response passes of IFD too.")] = False,

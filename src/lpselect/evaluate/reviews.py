@@ -191,3 +191,15 @@ def read_reviews(paths: Iterable[str | Path], fmt: str = "own") -> list[Review]:
             raise InputError(p, "review file not found")
         out.extend(reader(p))
     return out
+
+
+def model_labels(reviews: Iterable[Review], label_a: str | None = None, label_b: str | None = None
+                 ) -> tuple[str, str]:
+    """The models' names given, else the ones every review agrees on, else A / B."""
+    reviews = list(reviews)
+
+    def agreed(values: set) -> str | None:
+        return next(iter(values)) if len(values) == 1 and None not in values else None
+
+    return (label_a or agreed({r.model_a for r in reviews}) or "A",
+            label_b or agreed({r.model_b for r in reviews}) or "B")

@@ -1,0 +1,55 @@
+"""``lpselect eval`` as a function: both models answer the test sets, the judge grades every pair in both
+orders, and the SPEC §10 tally is written (JSON and PNG). Each step resumes (answered questions and cached
+replies are kept), so calling it again after a crash only does what is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpselect.errors import LPSelectError
+from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
+from lpselect.evaluate.judge import ChatBackend, JudgeResult, judge_files
+from lpselect.evaluate.plot import plot_tally
+from lpselect.evaluate.report import report_json
+from lpselect.evaluate.reviews import model_labels, tally_rows
+from lpselect.evaluate.tally import TallyReport, tally
+from lpselect.io import write_json
+
+TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
+
+
+@dataclass
+class EvalResult:
+    answers_a: Path
+    answers_b: Path
+    judged: JudgeResult
+    tally: TallyReport
+    label_a: str
+    label_b: str
+    winrate_json: Path
+    winrate_png: Path
+
+
+def evaluate_models(model_a: str | Path, model_b: str | Path, judge: ChatBackend, out_dir: str | Path, *,
+                    testsets: Sequence[str] | str = TESTSETS, testset_dir: str | Path | None = None,
+                    limit: int | None = None, max_new_tokens: int = 512, device: str = "auto",
+                    concurrency: int = 4, progress: bool = True) -> EvalResult:
+    """Answer, judge and tally into ``out_dir`` (answers_a/b.jsonl, reviews.jsonl, winrate.json/png)."""
+    out = Path(out_dir)
+    folder = testset_dir or default_testset_dir()
+    if folder is None:
+        raise LPSelectError("no test-set folder found: pass --testset-dir (or set LPSELECT_TESTSET_DIR)")
+    questions = load_testsets(testsets, folder, limit=limit)
+    answers = [generate_answers(model, questions, out / f"answers_{side}.jsonl", max_new_tokens=max_new_tokens,
+                                device=device, progress=progress).out_path
+               for side, model in (("a", model_a), ("b", model_b))]
+    judged = judge_files(answers[0], answers[1], out / "reviews.jsonl", judge, concurrency=concurrency,
+                         progress=progress)
+    report = tally(tally_rows(judged.reviews))
+    label_a, label_b = model_labels(judged.reviews)
+    winrate_json, winrate_png = out / "winrate.json", out / "winrate.png"
+    write_json(winrate_json, report_json(report, label_a, label_b))
+    plot_tally(report, winrate_png, label_a, label_b)
+    return EvalResult(answers[0], answers[1], judged, report, label_a, label_b, winrate_json, winrate_png)
