@@ -267,11 +267,12 @@ def test_compare_many_matches_pairwise(tmp_path: Path):
     assert m.values[0, 2] == pytest.approx(compare_runs(runs[0], runs[2], "lp_app", 2).correlation.spearman)
 
 
-def test_scores_file_name_matches_the_score_job():
-    pytest.importorskip("torch")
-    from lpselect.scoring.job import SCORES
+def test_run_folder_names_are_defined_once():
+    """The score job, the run-folder reader and the reference importer all use lpselect.layout's name."""
+    from lpselect import layout, reference
+    from lpselect.scoring import job
 
-    assert runio.SCORES_FILE == SCORES
+    assert job.SCORES is runio.SCORES is reference.SCORES is layout.SCORES == "scores.parquet"
 
 
 def test_compare_command(tmp_path: Path):

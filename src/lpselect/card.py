@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from lpselect.io import atomic_path
+from lpselect.layout import CARD, REPORT_SUFFIX
 
 MARKER = "<!-- lpselect dataset card: written by `lpselect select` from the *.report.json files in this folder -->"
-README = "README.md"
-REPORT_SUFFIX = ".report.json"
+README = CARD
 _FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv")
 # report fields copied into the card's provenance, in this order
 PROVENANCE = ("subset_file", "scorer", "metric", "epoch", "percent", "band", "strategy", "trajectory_k", "order",

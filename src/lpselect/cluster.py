@@ -18,17 +18,14 @@ from lpselect.data.template import embedding_text
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import write_json, write_parquet
+from lpselect.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
 from lpselect.models import check_model, load_embedder, resolve_embedder
 from lpselect.runs import RunFolder, describe_input
 
 if TYPE_CHECKING:
     from lpselect.data.formats import Sample
 
-CLUSTERS = "clusters.parquet"
-EMBEDDINGS = "embeddings.npy"
 # Kept across a crash (so not named .*.tmp, which RunFolder.begin_step deletes): the rows embedded so far.
-EMBEDDINGS_PARTIAL = "embeddings.npy.partial"
-EMBEDDINGS_PROGRESS = "embeddings.npy.progress.json"
 KMEANS_BACKENDS = ("sklearn", "faiss", "minibatch")
 MINIBATCH_SIZE = 4096  # MiniBatchKMeans rows per step: large enough for k=1000 centroids to see data each step
 FAISS_SEARCH_ROWS = 65536  # rows assigned per faiss search call, so a memmap is never read whole at once

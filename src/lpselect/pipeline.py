@@ -14,6 +14,7 @@ from lpselect.cluster import cluster
 from lpselect.config import RunConfig, SelectSpec
 from lpselect.data.formats import read_dataset, subset_suffix
 from lpselect.errors import InputError
+from lpselect.layout import SUBSETS
 from lpselect.models import DEFAULT_SCORER
 from lpselect.runs import RunFolder
 from lpselect.scoring.job import score
@@ -85,7 +86,7 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
                 name = subset_name(percent, band, metric, epoch, tag)
                 if spec.strategy != "cluster":
                     name += f"-{spec.strategy}"
-                target = out / "subsets" / (name + subset_suffix(dataset))
+                target = out / SUBSETS / (name + subset_suffix(dataset))
                 result.subsets.append(select_subset(
                     dataset, scored.scores_path, target,
                     clusters=clustered.clusters_path if clustered else None,

@@ -22,8 +22,8 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.errors import InputError
 from lpselect.io import atomic_path, write_parquet
+from lpselect.layout import SCORES
 from lpselect.runs import RunFolder, describe_input
-from lpselect.scoring.job import SCORES
 from lpselect.subset import read_cluster_labels, read_ppl_table
 
 NO_TOKEN_FLAG = "reference_no_tokens"

@@ -22,11 +22,7 @@ from typing import Any
 
 from lpselect.errors import RunFolderError
 from lpselect.io import sha256_of, write_json
-
-MANIFEST = "manifest.json"
-LOCK = ".lpselect.lock"  # flock'ed by the job writing the folder; the kernel drops it when that process dies
-LOCK_OWNER = ".lpselect.lock.json"  # who holds the lock (pid, host, command), for the refusal message
-LOCK_FILES = (LOCK, LOCK_OWNER)
+from lpselect.layout import LOCK, LOCK_OWNER, MANIFEST
 
 
 def library_versions() -> dict[str, str]:

@@ -17,6 +17,7 @@ from lpselect.consensus import consensus_metric
 from lpselect.data.formats import Dataset, read_dataset, write_subset
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import sha256_of, write_json
+from lpselect.layout import REPORT_SUFFIX
 from lpselect.metrics import compute_metric, stacked
 from lpselect.selection import Selection, select
 from lpselect.trajectory import DEFAULT_K, TrajectorySelection, select_trajectory_from_table
@@ -170,7 +171,7 @@ def select_subset(
         "card": str(card.path),
         "card_note": card.note,
     }
-    report_path = Path(str(path) + ".report.json")
+    report_path = Path(str(path) + REPORT_SUFFIX)
     write_json(report_path, report)
     write_card(path, card)
     return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report)

@@ -36,6 +36,7 @@ from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir
+from lpselect.layout import CHECKPOINT
 from lpselect.models import load_tokenizer, model_source
 from lpselect.runs import LOCK_FILES, MANIFEST, RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
@@ -50,7 +51,6 @@ from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
 STEP = "train"
-CHECKPOINT = "checkpoint"
 
 
 class TrainConfig(FineTuneSettings):

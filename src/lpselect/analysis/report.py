@@ -22,9 +22,9 @@ from lpselect.cluster import CLUSTERS
 from lpselect.data.formats import Dataset
 from lpselect.errors import LPSelectError
 from lpselect.io import atomic_path
+from lpselect.layout import REPORT
 from lpselect.metrics import learning_percentage, learning_percentage_approx
 
-REPORT = "report.html"
 SECTIONS = (
     ("summary", "Run summary"),
     ("perplexity", "Perplexity per epoch"),

@@ -12,14 +12,10 @@ import numpy as np
 from lpselect.cluster import CLUSTERS
 from lpselect.data.formats import Dataset, read_dataset
 from lpselect.errors import InputError, LPSelectError
+from lpselect.layout import MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
 from lpselect.metrics import compute_metric, stacked
-from lpselect.runs import MANIFEST
 from lpselect.subset import read_cluster_labels, read_score_table
 
-# the name lpselect.scoring.job.SCORES gives it; not imported from there because that module imports torch
-SCORES_FILE = "scores.parquet"
-SUBSETS_DIR = "subsets"
-REPORT_SUFFIX = ".report.json"
 # per-row columns besides id and ppl_* that score / import-reference write
 ROW_COLUMNS = ("n_scored_tokens", "truncated", "prompt_shortened", "reference_no_tokens")
 
@@ -48,9 +44,9 @@ def resolve_scores(path: str | Path) -> Path:
     """A run folder means its scores.parquet; a file is taken as a scores file."""
     p = Path(path)
     if p.is_dir():
-        p = p / SCORES_FILE
+        p = p / SCORES
         if not p.exists():
-            raise InputError(path, f"no {SCORES_FILE} in this folder (is it a run folder?)")
+            raise InputError(path, f"no {SCORES} in this folder (is it a run folder?)")
     elif not p.exists():
         raise InputError(path, "not found (give a run folder or a scores.parquet)")
     return p
@@ -121,7 +117,7 @@ def data_path_of(manifest: dict[str, Any]) -> Path | None:
 
 def subset_reports(run_dir: str | Path) -> list[tuple[str, dict[str, Any]]]:
     """(subset name, report) of every ``subsets/*.report.json``, sorted by name; unreadable ones skipped."""
-    folder = Path(run_dir) / SUBSETS_DIR
+    folder = Path(run_dir) / SUBSETS
     out = []
     for path in sorted(folder.glob("*" + REPORT_SUFFIX)) if folder.is_dir() else []:
         try:

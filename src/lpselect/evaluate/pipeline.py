@@ -16,6 +16,7 @@ from lpselect.evaluate.report import report_json
 from lpselect.evaluate.reviews import model_labels, tally_rows
 from lpselect.evaluate.tally import TallyReport, tally
 from lpselect.io import write_json
+from lpselect.layout import ANSWERS, REVIEWS, WINRATE_JSON, WINRATE_PNG
 
 TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
 
@@ -42,14 +43,14 @@ def evaluate_models(model_a: str | Path, model_b: str | Path, judge: ChatBackend
     if folder is None:
         raise LPSelectError("no test-set folder found: pass --testset-dir (or set LPSELECT_TESTSET_DIR)")
     questions = load_testsets(testsets, folder, limit=limit)
-    answers = [generate_answers(model, questions, out / f"answers_{side}.jsonl", max_new_tokens=max_new_tokens,
+    answers = [generate_answers(model, questions, out / ANSWERS.format(side=side), max_new_tokens=max_new_tokens,
                                 device=device, progress=progress).out_path
                for side, model in (("a", model_a), ("b", model_b))]
-    judged = judge_files(answers[0], answers[1], out / "reviews.jsonl", judge, concurrency=concurrency,
+    judged = judge_files(answers[0], answers[1], out / REVIEWS, judge, concurrency=concurrency,
                          progress=progress)
     report = tally(tally_rows(judged.reviews))
     label_a, label_b = model_labels(judged.reviews)
-    winrate_json, winrate_png = out / "winrate.json", out / "winrate.png"
+    winrate_json, winrate_png = out / WINRATE_JSON, out / WINRATE_PNG
     write_json(winrate_json, report_json(report, label_a, label_b))
     plot_tally(report, winrate_png, label_a, label_b)
     return EvalResult(answers[0], answers[1], judged, report, label_a, label_b, winrate_json, winrate_png)

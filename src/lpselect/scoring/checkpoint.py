@@ -21,10 +21,11 @@ import torch
 
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir, replace_dir
+from lpselect.layout import CHECKPOINT_STATE
 from lpselect.scoring.distributed import Workers
 from lpselect.scoring.sharding import gather_for_saving, save_model
 
-STATE = "state.json"
+STATE = CHECKPOINT_STATE
 
 
 @dataclass

@@ -25,6 +25,7 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.faults import crash_point
 from lpselect.io import atomic_path, save_npy
+from lpselect.layout import CHECKPOINT, SCORE_WORK, SCORES
 from lpselect.memory import release_free_memory
 from lpselect.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.models import load_tokenizer, model_source
@@ -45,8 +46,7 @@ from lpselect.scoring.train import EpochState, TrainSettings, merge_row_nll, ste
 from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
-SCORES = "scores.parquet"
-WORK = "score"  # sub-folder of the run folder with the job's intermediate state
+WORK = SCORE_WORK
 
 
 @dataclass
@@ -76,7 +76,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump())
     run.record_time("score", "load_tokenizer", t_tokenizer)
-    ckpt = work / "checkpoint"
+    ckpt = work / CHECKPOINT
     if workers.is_main:
         clear_stale(work, ckpt)  # a checkpoint being written when the process was killed
     workers.barrier()
@@ -193,7 +193,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                             **data_counts,
                             "tokens": int(tokens.lengths.sum()), "scored_tokens": int(tokens.n_scored.sum())})
     if not cfg.keep_checkpoint and workers.is_main:
-        shutil.rmtree(work / "checkpoint", ignore_errors=True)
+        shutil.rmtree(work / CHECKPOINT, ignore_errors=True)
     workers.barrier()
     run.release()
     return result

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from lpselect.config import ScoreConfig
 from lpselect.io import atomic_path
+from lpselect.layout import SEED_FOLDER
 from lpselect.runs import MANIFEST, RunFolder
 from lpselect.scoring.job import WORK, ScoreResult, score
 
-SEED_FOLDER = "seed-{seed}"
 _SHARED_TABLES = ("tokens", "tokens_response")  # the token tables: the same text, the same tokenizer
 _P0_FILES = ("prob_0.npy", "ppl_resp_0.npy", "ppl_0.npy")  # ppl_0 last: it marks the pass as done
 
