@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 
 import lpselect.cluster as cluster_mod
 from lpselect.cli import app
-from lpselect.cluster import EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS, cluster, embed_to_file, kmeans_labels
+from lpselect.cluster import cluster, embed_to_file, kmeans_labels
 from lpselect.config import ClusterConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.errors import LPSelectError, RunFolderError
+from lpselect.layout import EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
 
 BACKENDS = ["sklearn", "faiss", "minibatch"]
 

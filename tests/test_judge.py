@@ -70,10 +70,14 @@ class _Handler(BaseHTTPRequestHandler):
             n = len(fake.requests)
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        left = False
         try:
             status, headers, payload, delay = fake.respond(body, n)
             time.sleep(delay)
             data = (json.dumps(payload) if isinstance(payload, dict) else payload).encode()
+            with fake.lock:  # answered: the client may send its next request the moment it reads this reply
+                fake.in_flight -= 1
+                left = True
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -84,8 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left
         finally:
-            with fake.lock:
-                fake.in_flight -= 1
+            if not left:
+                with fake.lock:
+                    fake.in_flight -= 1
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from lpselect.cli import app
 from lpselect.errors import RunFolderError
-from lpselect.runs import LOCK, LOCK_OWNER, RunFolder, folder_lock_held
+from lpselect.layout import LOCK, LOCK_OWNER
+from lpselect.runs import RunFolder, folder_lock_held
 
 HOLD = """
 import sys, time

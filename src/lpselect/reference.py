@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from lpselect.cluster import CLUSTERS
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.errors import InputError
 from lpselect.io import atomic_path, write_parquet
-from lpselect.layout import SCORES
+from lpselect.layout import CLUSTERS, SCORES
 from lpselect.runs import RunFolder, describe_input
 from lpselect.subset import read_cluster_labels, read_ppl_table
 

@@ -36,9 +36,9 @@ from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.io import recover_dir
-from lpselect.layout import CHECKPOINT
+from lpselect.layout import CHECKPOINT, LOCK_FILES, MANIFEST
 from lpselect.models import load_tokenizer, model_source
-from lpselect.runs import LOCK_FILES, MANIFEST, RunFolder, describe_input, same_content, same_settings
+from lpselect.runs import RunFolder, describe_input, same_content, same_settings
 from lpselect.scoring.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.precision import announce, choose_precision, pick_device

@@ -18,11 +18,10 @@ import numpy as np
 from lpselect.analysis import figures, runio, summary
 from lpselect.analysis import html as h
 from lpselect.analysis.compare import rank_correlation
-from lpselect.cluster import CLUSTERS
 from lpselect.data.formats import Dataset
 from lpselect.errors import LPSelectError
 from lpselect.io import atomic_path
-from lpselect.layout import REPORT
+from lpselect.layout import CLUSTERS, REPORT
 from lpselect.metrics import learning_percentage, learning_percentage_approx
 
 SECTIONS = (

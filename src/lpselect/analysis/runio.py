@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from lpselect.cluster import CLUSTERS
 from lpselect.data.formats import Dataset, read_dataset
 from lpselect.errors import InputError, LPSelectError
-from lpselect.layout import MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
+from lpselect.layout import CLUSTERS, MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
 from lpselect.metrics import compute_metric, stacked
 from lpselect.subset import read_cluster_labels, read_score_table
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from lpselect.analysis import runio
 from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, set_overlap
-from lpselect.cluster import CLUSTERS
 from lpselect.consensus import consensus_metric
 from lpselect.errors import InputError, LPSelectError
+from lpselect.layout import CLUSTERS
 from lpselect.selection import select
 
 

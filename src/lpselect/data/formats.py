@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import atomic_path
+from lpselect.io import atomic_path, jsonl_objects
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -204,21 +204,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    # split on "\n" only: str.splitlines would also split inside strings at U+2028, U+0085, \x0c ...
-    for lineno, line in enumerate(_decode(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise InputError(
-                path, f"line {lineno} is not valid JSON (column {e.colno}: {e.msg})", row=len(records)
-            ) from None
-        except RecursionError:
-            raise InputError(path, f"line {lineno}: JSON nested too deeply", row=len(records)) from None
-    return records
+def _read_jsonl(path: Path) -> list[Any]:
+    return [obj for _, obj in jsonl_objects(path, objects_only=False)]  # a non-object is refused by its row
 
 
 def _read_parquet(path: Path) -> pa.Table:

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import longest_prefix
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import write_json
+from lpselect.io import jsonl_objects, write_json
 
 if TYPE_CHECKING:
     from lpselect.scoring.precision import PrecisionChoice
@@ -93,27 +93,11 @@ def load_testsets(names: Sequence[str] | str, testset_dir: str | Path, *,
         path = testset_file(name, testset_dir)
         if not path.is_file():
             raise InputError(path, f"test set '{name}' not found (expected {path.name} in {testset_dir})")
-        rows = _read_jsonl(path)
+        rows = [obj for _, obj in jsonl_objects(path)]
         if limit is not None:
             rows = rows[:limit]
         questions.extend(_normalise(name, path, i, row) for i, row in enumerate(rows))
     return questions
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {lineno} is not valid JSON ({e.msg})", row=len(rows)) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, "expected a JSON object per line", row=len(rows))
-            rows.append(obj)
-    return rows
 
 
 def _field(path: Path, row: int, obj: dict[str, Any], name: str) -> str:

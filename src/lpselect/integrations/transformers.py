@@ -35,10 +35,11 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from lpselect.data.tokenize import TokenizedData
 from lpselect.errors import LPSelectError
 from lpselect.io import save_npy, write_parquet
+from lpselect.layout import SCORES
 from lpselect.runs import RunFolder, describe_input
 from lpselect.scoring.batching import token_budget_batches
 from lpselect.scoring.distributed import Workers
-from lpselect.scoring.job import SCORES, WORK, _finished_passes, score_table
+from lpselect.scoring.job import WORK, _finished_passes, score_table
 from lpselect.scoring.passes import finish, pass_sums
 
 log = logging.getLogger(__name__)

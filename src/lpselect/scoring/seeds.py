@@ -16,8 +16,8 @@ from pathlib import Path
 
 from lpselect.config import ScoreConfig
 from lpselect.io import atomic_path
-from lpselect.layout import SEED_FOLDER
-from lpselect.runs import MANIFEST, RunFolder
+from lpselect.layout import MANIFEST, SEED_FOLDER
+from lpselect.runs import RunFolder
 from lpselect.scoring.job import WORK, ScoreResult, score
 
 _SHARED_TABLES = ("tokens", "tokens_response")  # the token tables: the same text, the same tokenizer
