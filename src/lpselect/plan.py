@@ -56,6 +56,7 @@ class PhaseCost:
     units_timed: int = 0
     gpu_seconds: float | None = None
     measured: bool = False  # True: the whole phase ran (read, tokenise); False: extrapolated
+    epoch: int | None = None  # of a pass or a training epoch
 
 
 @dataclass
@@ -135,7 +136,8 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
         n = n_resp if ph.kind == "pass_response" else n_tokens
         flops = phase_flops(ph.kind, n_params, n, lora=cfg.lora)
         phases.append(PhaseCost(ph.name, ph.kind, n, flops, est.seconds, est.units, est.units_timed,
-                                gpu_seconds(flops, peak_tflops, utilisation) if peak_tflops else None))
+                                gpu_seconds(flops, peak_tflops, utilisation) if peak_tflops else None,
+                                epoch=ph.epoch))
     if embed_cost is not None:
         phases.append(PhaseCost("embed (cluster)", "embed", None, None, embed_cost.seconds, embed_cost.units,
                                 embed_cost.units_timed))
