@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -229,7 +230,9 @@ def load_tokenizer(source: str):
 
 
 def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: str | None = None):
-    """A trainable causal LM from a hub id or folder (call :func:`model_source` first for GGUF/defaults).
+    """A causal LM from a hub id or folder (call :func:`model_source` first for GGUF/defaults): the one model
+    loader of lpselect (scoring, training, generation). A LoRA adapter folder (``adapter_config.json``, as
+    ``train --lora --save-adapter`` writes) is put on its base model and merged.
 
     ``attn_implementation``: transformers' attention kernel ("sdpa", "flash_attention_2", "eager", ...);
     None = its default. With flash_attention_2, padded batches run as variable-length (unpadded) attention.
@@ -239,7 +242,10 @@ def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: 
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     check_model(source)
+    adapter = Path(source) / "adapter_config.json"
     try:
+        if adapter.is_file():
+            return _merged_adapter(source, adapter, getattr(torch, dtype), extra)
         return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
     except OSError as e:
         raise model_not_found(source, e) from None
@@ -247,6 +253,24 @@ def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: 
         if not attn_implementation:
             raise
         raise LPSelectError(f"attention implementation '{attn_implementation}' for '{source}': {e}") from None
+
+
+def _merged_adapter(source: str, adapter: Path, dtype, extra: dict[str, str]):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise LPSelectError(f"{source} is a LoRA adapter: loading it needs peft (pip install 'lpselect[lora]')"
+                            ) from None
+    base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise LPSelectError(f"{adapter}: no base_model_name_or_path; cannot load the adapter's base")
+    try:
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, **extra)
+    except OSError as e:
+        raise model_not_found(base_name, e) from None
+    return PeftModel.from_pretrained(base, source).merge_and_unload()
 
 
 def enable_activation_checkpointing(model, *, lora: bool = False) -> None:

@@ -23,6 +23,7 @@ from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import longest_prefix
 from lpselect.errors import InputError, LPSelectError
 from lpselect.io import jsonl_objects, write_json
+from lpselect.models import load_causal_lm
 
 if TYPE_CHECKING:
     from lpselect.scoring.precision import PrecisionChoice
@@ -187,7 +188,7 @@ def generate_answers(
     choice = choose_precision(precision, dev)
     announce(choice)
     prec = choice.precision
-    model = _load_for_generation(source, torch.bfloat16 if prec == "bf16" else torch.float32).to(dev)
+    model = load_causal_lm(source, dtype="bfloat16" if prec == "bf16" else "float32").to(dev)
     model.eval()
     _write_settings(out, settings, source, choice)
 
@@ -246,34 +247,6 @@ def _source_of(model_dir: str | Path | None, model_source) -> str:
     if model_dir is not None and Path(model_dir).is_dir():
         return str(model_dir)
     return model_source(None if model_dir is None else str(model_dir))
-
-
-def _load_for_generation(source: str, dtype):
-    """A causal LM from a folder or hub id; a LoRA adapter folder is applied to its base and merged."""
-    from transformers import AutoModelForCausalLM
-
-    from lpselect.models import check_model, model_not_found
-
-    adapter = Path(source) / "adapter_config.json"
-    check_model(source)
-    try:
-        if adapter.is_file():
-            try:
-                from peft import PeftModel
-            except ImportError:
-                raise LPSelectError(f"{source} is a LoRA adapter: loading it needs peft "
-                                    "(pip install 'lpselect[lora]')") from None
-            base_name = json.loads(adapter.read_text()).get("base_model_name_or_path")
-            if not base_name:
-                raise LPSelectError(f"{adapter}: no base_model_name_or_path; cannot load the adapter's base")
-            try:
-                base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)
-            except OSError as e:
-                raise model_not_found(base_name, e) from None
-            return PeftModel.from_pretrained(base, source).merge_and_unload()
-        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as e:
-        raise model_not_found(source, e) from None
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
