@@ -22,7 +22,7 @@ from seed_stability import sample_file
 def manifest_key(kind: str, epoch: int | None) -> str:
     """The score (or cluster) manifest's wall_time_s key of a plan phase."""
     return {"pass": f"pass_ppl_{epoch}", "train": f"train_{epoch}", "pass_response": f"pass_ppl_resp_{epoch}",
-            "embed": "embed", "read": "read", "tokenize": "tokenize_tokens"}[kind]
+            "embed": "embed", "read": "read", "tokenize": "tokenize_tokens", "load": "load_model"}[kind]
 
 
 def main(argv: list[str] | None = None) -> None:

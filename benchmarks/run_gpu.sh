@@ -13,7 +13,7 @@ status=0
 bench() {  # name, script, args...: stdout (markdown) to OUTDIR/name.md, progress to OUTDIR/name.log
   local name=$1; shift
   echo "== $name: python3 $*" >&2
-  python3 "$@" --model "$model" --data "$data" >"$out/$name.md" 2>"$out/$name.log" || { status=1; tail -20 "$out/$name.log" >&2; }
+  python3 "$@" --model "$model" --data "$data" --device "${DEVICE:-auto}" >"$out/$name.md" 2>"$out/$name.log" || { status=1; tail -20 "$out/$name.log" >&2; }
   cat "$out/$name.md"
 }
 bench scoring bench_scoring.py --n "${N_SCORE:-2000}" --repeats 3

@@ -34,12 +34,14 @@ def test_plan_counts_what_the_job_does(tiny_model_dir: Path, alpaca_file: Path, 
     unique = {id(t): t.numel() for t in model.parameters()}
     assert p.parameters == sum(unique.values())
     names = [ph.name for ph in p.phases]
-    assert names == ["read the data", "tokenise", "pass P0", "train epoch 1", "pass P1", "train epoch 2", "pass P2"]
+    assert names == ["read the data", "tokenise", "load the scorer", "pass P0", "train epoch 1", "pass P1",
+                     "train epoch 2", "pass P2"]
     by_name = {ph.name: ph for ph in p.phases}
     assert by_name["pass P1"].flops == 2 * p.parameters * p.tokens
     assert by_name["train epoch 2"].flops == 6 * p.parameters * p.tokens
     assert by_name["train epoch 1"].gpu_seconds == pytest.approx(6 * p.parameters * p.tokens / (100e12 * 0.5))
-    for ph in p.phases[2:]:
+    assert [ph.measured for ph in p.phases[:3]] == [True] * 3
+    for ph in p.phases[3:]:
         assert ph.seconds > 0 and 1 <= ph.units_timed <= ph.units and not ph.measured
     assert p.total_seconds == pytest.approx(sum(ph.seconds for ph in p.phases))
 
@@ -47,8 +49,8 @@ def test_plan_counts_what_the_job_does(tiny_model_dir: Path, alpaca_file: Path, 
 def test_plan_ifd_adds_response_passes(tiny_model_dir: Path, alpaca_file: Path) -> None:
     p = plan(alpaca_file, _cfg(tiny_model_dir, ifd=True).model_copy(update={"epochs": 0}), probe_seconds=0.2,
              embed=False)
-    assert [ph.kind for ph in p.phases] == ["read", "tokenize", "pass", "pass_response"]
-    assert p.phases[3].tokens < p.tokens  # the responses alone
+    assert [ph.kind for ph in p.phases] == ["read", "tokenize", "load", "pass", "pass_response"]
+    assert p.phases[4].tokens < p.tokens  # the responses alone
 
 
 def test_cli_plan_json(tiny_model_dir: Path, alpaca_file: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,9 @@ def embed_texts(texts: list[str], embedder: str | None = None, *, batch_size: in
 
 
 def embed_to_file(samples: Sequence[Sample], path: str | Path, *, embedder: str | None = None, batch_size: int = 64,
-                  max_seq_length: int = 256, chunk_rows: int = 8192, progress: bool = True) -> None:
-    """Write the float32 embeddings of ``samples`` to ``path`` (.npy) chunk by chunk, resumably.
+                  max_seq_length: int = 256, chunk_rows: int = 8192, progress: bool = True) -> float:
+    """Write the float32 embeddings of ``samples`` to ``path`` (.npy) chunk by chunk, resumably; returns the
+    seconds spent loading the embedder (0 when a resumed run had nothing left to encode).
 
     Never holds all texts or all vectors: the texts of one chunk are built, encoded and written into a memmap
     (``<path>.partial``); after each chunk a small progress file is replaced atomically, so a re-run after a
@@ -81,13 +83,15 @@ def embed_to_file(samples: Sequence[Sample], path: str | Path, *, embedder: str 
 
     from tqdm.auto import tqdm
 
-    model = None
+    model, load_s = None, 0.0
     bar = tqdm(total=n, initial=done, unit="rows", desc="embedding", disable=not progress)
     try:
         for start in range(done, n, chunk_rows):
             stop = min(start + chunk_rows, n)
             if model is None:
+                t0 = time.perf_counter()
                 model = _load_embedder(embedder, max_seq_length)
+                load_s = time.perf_counter() - t0
             for b in range(start, stop, batch_size):
                 rows = order[b:min(b + batch_size, stop)]
                 vecs = model.encode([embedding_text(samples[int(i)]) for i in rows], batch_size=batch_size,
@@ -111,6 +115,7 @@ def embed_to_file(samples: Sequence[Sample], path: str | Path, *, embedder: str 
     del out
     os.replace(partial, path)
     progress_path.unlink(missing_ok=True)
+    return load_s
 
 
 def _resume_partial(partial: Path, progress_path: Path, state: dict[str, Any]) -> tuple[int, np.memmap | None]:
@@ -198,9 +203,11 @@ def cluster(data: str | Path, out: str | Path, config: ClusterConfig | None = No
     dataset = read_dataset(data)
     emb_path = run.path / EMBEDDINGS
     if not emb_path.exists():
-        with run.timed("cluster", "embed"):
-            embed_to_file(dataset.samples, emb_path, embedder=cfg.embedder, batch_size=cfg.batch_size,
-                          max_seq_length=cfg.max_seq_length, chunk_rows=cfg.embed_chunk_rows, progress=progress)
+        t0 = time.perf_counter()
+        load_s = embed_to_file(dataset.samples, emb_path, embedder=cfg.embedder, batch_size=cfg.batch_size,
+                               max_seq_length=cfg.max_seq_length, chunk_rows=cfg.embed_chunk_rows, progress=progress)
+        run.record_time("cluster", "load_embedder", load_s)  # as score records load_model apart from its passes
+        run.record_time("cluster", "embed", time.perf_counter() - t0 - load_s)
     crash_point("embedded")
     embeddings = np.load(emb_path, mmap_mode="r")
     k = capped_k(len(dataset), cfg.k, cfg.min_cluster_size)

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PhaseCost:
     name: str
-    kind: str  # pass | pass_response | train | embed | read | tokenize
+    kind: str  # pass | pass_response | train | embed | read | tokenize | load
     tokens: int | None
     flops: float | None
     seconds: float  # measured (read, tokenize) or estimated from the probe
@@ -107,8 +107,10 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
 
     settings = TrainSettings.from_config(cfg)
     total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
+    t0 = time.perf_counter()
     trainable = prepare_trainable(source, cfg, None, device=device, precision=precision, settings=settings,
                                   total_steps=total_steps, workers=Workers(), with_optimizer=cfg.epochs > 0)
+    load_s = time.perf_counter() - t0
     model, settings = trainable.model, trainable.settings
     n_params = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
     pad_id = tokenizer.pad_token_id
@@ -129,7 +131,8 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
 
     n_tokens, n_resp = int(tokens.lengths.sum()), int(responses.lengths.sum()) if responses is not None else 0
     phases = [PhaseCost("read the data", "read", None, None, read_s, measured=True),
-              PhaseCost("tokenise", "tokenize", n_tokens + n_resp, None, tokenize_s, measured=True)]
+              PhaseCost("tokenise", "tokenize", n_tokens + n_resp, None, tokenize_s, measured=True),
+              PhaseCost("load the scorer", "load", None, None, load_s, measured=True)]
     for ph in job_phases(cfg.epochs, ifd=cfg.ifd):
         est = train if ph.kind == "train" else per_pass[ph.kind]
         assert est is not None
@@ -160,15 +163,21 @@ def _no_sync() -> None:
 
 
 def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync: Callable[[], None],
-                 min_timed: int = 2) -> list[float]:
+                 min_timed: int = 2, prepare: Callable[[], None] | None = None) -> list[float]:
     """Seconds of each unit the probe timed: a spread of the units (:func:`lpselect.costs.probe_order`) after
-    one untimed warm-up unit, at least ``min_timed`` of them, until ``budget_s`` is spent."""
+    one untimed warm-up unit, at least ``min_timed`` of them, until ``budget_s`` is spent. ``prepare`` runs
+    untimed before each unit."""
     order = probe_order(n_units)
+    if prepare:
+        prepare()
     run(order[0])  # first calls allocate (kernels, caches, the optimizer's state): not representative
     sync()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     for i in order[1:] or order[:1]:
+        if prepare:
+            prepare()
+            sync()
         t0 = time.perf_counter()
         run(i)
         sync()
@@ -207,15 +216,12 @@ def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: TrainSetti
     def update(_: int) -> None:
         apply_update(model, optimizer, scheduler, s)
 
-    def with_gradients(run: Callable[[int], None]) -> Callable[[int], None]:
-        def wrapped(i: int) -> None:
-            for p in params:  # an update needs gradients; their values do not change its cost
-                p.grad = torch.zeros_like(p)
-            run(i)
-        return wrapped
+    def gradients() -> None:
+        for p in params:  # an update needs gradients; their values do not change its cost
+            p.grad = torch.zeros_like(p)
 
     fb_times = _timed_units(len(micro), forward_backward, budget_s * 0.8, sync)
-    update_times = _timed_units(len(steps), with_gradients(update), budget_s * 0.2, sync)
+    update_times = _timed_units(len(steps), update, budget_s * 0.2, sync, prepare=gradients)
     seconds = extrapolate(fb_times, len(micro)) + extrapolate(update_times, len(steps))
     return _Estimate(seconds, len(micro) + len(steps), len(fb_times) + len(update_times))
 
@@ -223,7 +229,8 @@ def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: TrainSetti
 def _probe_embed(samples: Sequence[Any], cfg: ClusterConfig, budget_s: float) -> _Estimate:
     """``cluster`` encodes chunks of ``embed_chunk_rows`` texts, and sentence-transformers sorts a chunk by
     length before cutting it into batches: the probe's units are the batches of one such chunk of rows drawn
-    at random, sorted the same way."""
+    at random, sorted the same way. Loading the embedder is not part of it (cluster records it apart, as score
+    does the scorer's)."""
     model = load_embedder(cfg.embedder)
     model.max_seq_length = cfg.max_seq_length
     chunk = np.random.default_rng(0).permutation(len(samples))[: cfg.embed_chunk_rows]
