@@ -58,7 +58,7 @@ def test_fsdp_scoring_equals_one_process_and_resumes(tiny_model_dir: Path, tmp_p
     args = ["--fsdp", "--pass-chunk-rows", "6", "--max-tokens-per-batch", "64"]
     with pytest.raises(AssertionError):
         _score(data, tmp_path / "fsdp", tiny_model_dir, 2, args, crash_at="train:2:step:2")
-    assert (tmp_path / "fsdp" / "score" / "checkpoint" / "epoch.txt").read_text() == "1"
+    assert json.loads((tmp_path / "fsdp" / "score" / "checkpoint" / "state.json").read_text())["epoch"] == 1
     two = _score(data, tmp_path / "fsdp", tiny_model_dir, 2, args)
     assert two["id"].tolist() == list(range(37))
     for col in ("ppl_0", "ppl_1", "ppl_2", "prob_1", "ppl_online_1", "ppl_online_2"):

@@ -364,7 +364,7 @@ def test_resume_after_a_crash_in_epoch_2_training(baseline, data_file, tmp_path,
     passes = folder / "score" / "passes"
     assert (passes / "ppl_0.npy").exists() and (passes / "ppl_1.npy").exists()
     assert not (passes / "ppl_2.npy").exists()
-    assert (folder / "score" / "checkpoint" / "epoch.txt").read_text().strip() == "1"
+    assert _checkpoint_epoch(folder) == 1
     assert not (folder / "scores.parquet").exists()
 
     calls.clear()
@@ -384,17 +384,17 @@ def test_resume_after_a_crash_between_checkpoint_and_pass(baseline, data_file, t
     """Training of epoch 2 finished and was checkpointed, its pass was not run: only the pass is redone."""
     _, cfg, expected = baseline
     folder = tmp_path / "run"
-    real_save, real_train = job._save_checkpoint, job.train_epoch
+    real_save, real_train = job.save_checkpoint, job.train_epoch
 
-    def save_then_crash(work, epoch, *args, **kw):
-        real_save(work, epoch, *args, **kw)
-        if epoch == 2:
+    def save_then_crash(folder_, model, optimizer, scheduler, pos, *args, **kw):
+        real_save(folder_, model, optimizer, scheduler, pos, *args, **kw)
+        if pos.epoch == 2:
             raise Crash("simulated crash")
 
-    monkeypatch.setattr(job, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(job, "save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         score(data_file, folder, cfg, progress=False)
-    assert (folder / "score" / "checkpoint" / "epoch.txt").read_text().strip() == "2"
+    assert _checkpoint_epoch(folder) == 2
     assert not (folder / "score" / "passes" / "ppl_2.npy").exists()
 
     calls: list[int] = []
@@ -403,7 +403,7 @@ def test_resume_after_a_crash_between_checkpoint_and_pass(baseline, data_file, t
         calls.append(epoch)
         return real_train(*args, epoch=epoch, **kw)
 
-    monkeypatch.setattr(job, "_save_checkpoint", real_save)
+    monkeypatch.setattr(job, "save_checkpoint", real_save)
     monkeypatch.setattr(job, "train_epoch", counting)
     score(data_file, folder, cfg, progress=False)
     assert calls == []
@@ -511,10 +511,15 @@ def test_lora_scorer_trains_adapters_only_and_resumes(baseline, tiny_model_dir, 
     assert (saved / "adapter_config.json").exists() and not (saved / "config.json").exists()
 
     assert _cli_score(data_file, tmp_path / "resumed", tiny_model_dir, lora, crash_at="trained:1") != 0
-    assert (tmp_path / "resumed" / "score" / "checkpoint" / "epoch.txt").read_text() == "1"
+    assert _checkpoint_epoch(tmp_path / "resumed") == 1
     assert _cli_score(data_file, tmp_path / "resumed", tiny_model_dir, lora) == 0
     events = (tmp_path / "resumed" / "score" / "events.log").read_text().splitlines()
     assert events.count("trained epoch 1 rank 0") == 1
     resumed = read_scores(tmp_path / "resumed")
     for col in ("ppl_0", "ppl_1", "ppl_2"):
         np.testing.assert_allclose(resumed[col], scores[col], rtol=1e-6, err_msg=col)
+
+
+def _checkpoint_epoch(run: Path) -> int:
+    """The epoch of the score job's checkpoint (its position; written last, so only a complete one counts)."""
+    return json.loads((run / "score" / "checkpoint" / "state.json").read_text())["epoch"]
