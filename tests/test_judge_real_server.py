@@ -1,7 +1,9 @@
 """The judge client against a real OpenAI-compatible server on this machine: ``transformers serve`` with
-SmolLM2-135M-Instruct on the CPU, judged with the client's defaults (timeout, retries, 4 in flight, 512 tokens).
-A slow server must slow the client down, not multiply its load: every order ends answered (parsed, or counted
-as unparsed: a 135M judge cannot be expected to grade well), none failed."""
+SmolLM2-135M-Instruct on the CPU, judged with the client's defaults (120 s timeout, 6 retries, 4 requests in
+flight) but replies of at most 64 tokens. A slow server must slow the client down, not multiply its load:
+every order ends answered (parsed, or counted as unparsed: a 135M judge cannot be expected to grade well), none
+failed. With the default 512-token replies, the same run had 10 of its 18 replies after 18 minutes on a 2-core
+CPU (still progressing, none failed): too long for CI. Here: 18 requests in about 7 minutes."""
 
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def test_judge_against_transformers_serve_with_the_defaults(tmp_path: Path, monk
             time.sleep(1)
         a = _answers(tmp_path / "a.jsonl", "a", ["Paris.", "13.", "Eight."])
         b = _answers(tmp_path / "b.jsonl", "b", ["Lyon.", "9.", "Six."])
-        judge = OpenAIChatClient(model, base_url=f"http://127.0.0.1:{port}/v1")  # the defaults
+        judge = OpenAIChatClient(model, base_url=f"http://127.0.0.1:{port}/v1", max_tokens=64)
         t0 = time.time()
         result = judge_files(a, b, tmp_path / "reviews.jsonl", judge)
         print(f"judged 3 questions in {time.time() - t0:.0f} s with {result.stats.requests_sent} requests; "
