@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from conftest import require_package_dir
 
 from lpselect.evaluate.client import OpenAIChatClient
 from lpselect.evaluate.judge import judge_files
+
+DEADLINE_S = 1200
 
 
 def _free_port() -> int:
@@ -69,7 +72,15 @@ def test_judge_against_transformers_serve_with_the_defaults(tmp_path: Path, monk
         b = _answers(tmp_path / "b.jsonl", "b", ["Lyon.", "9.", "Six."])
         judge = OpenAIChatClient(model, base_url=f"http://127.0.0.1:{port}/v1", max_tokens=64)
         t0 = time.time()
-        result = judge_files(a, b, tmp_path / "reviews.jsonl", judge)
+        # a bound on this test's time, so a server far slower than here cannot eat CI's budget (about 7 min on
+        # an idle 2-core AVX2 CPU; a judge thread still waiting at the deadline fails the test)
+        box: dict[str, object] = {}
+        worker = threading.Thread(target=lambda: box.update(r=judge_files(a, b, tmp_path / "reviews.jsonl", judge)),
+                                  daemon=True)
+        worker.start()
+        worker.join(timeout=DEADLINE_S)
+        assert "r" in box, f"the judge did not finish within {DEADLINE_S} s"
+        result = box["r"]
         print(f"judged 3 questions in {time.time() - t0:.0f} s with {result.stats.requests_sent} requests; "
               f"{result.n_unparsed} unparsed")
     finally:
