@@ -441,17 +441,16 @@ def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, sched
     """One epoch of ``lpselect.scoring.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
     score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``).
     ``micro_budget`` None is the score job's automatic budget for this device."""
-    import dataclasses
-
     import numpy as np
 
+    from lpselect.config import FineTuneSettings
     from lpselect.scoring import train as tr
     from lpselect.scoring.budget import auto_micro_budget
 
     device = next(model.parameters()).device
     if micro_budget is None:
         micro_budget = auto_micro_budget(model, device, precision=precision, checkpointing=False)
-    s = dataclasses.replace(tr.TrainSettings(), max_tokens_per_micro_batch=micro_budget)
+    s = FineTuneSettings(max_tokens_per_micro_batch=micro_budget)
     optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
     row_nll = np.full(len(data), np.nan)
     sync()

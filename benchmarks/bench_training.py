@@ -10,7 +10,7 @@ Arms, each on a model loaded afresh from disk (so all start from the same weight
   grouping (random sampler), a collator padding to the longest row with prompt labels -100, ``report_to=[]``,
   ``save_strategy="no"``, fp32 (or ``--bf16``: the Trainer's bf16 autocast). Only ``trainer.train()`` is
   timed.
-* ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.train.train_epoch`` with ``TrainSettings`` defaults
+* ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.train.train_epoch`` with ``FineTuneSettings`` defaults
   (the same optimizer step of 32 samples, cut into length-sorted micro-batches by a token budget: the score
   job's automatic one unless ``--micro-budget`` names others).
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         ("optimizer steps", f"{-(-len(data) // 32)} of 32 samples; LR schedule over {args.schedule_epochs} "
                             "epoch(s), stopped after epoch 1"),
         ("Trainer", f"batch 4 x accumulation 8, padded to the longest, {trainer_note}"),
-        ("ours", f"train_epoch, TrainSettings, {results['ours bf16'][0][1].note} (unless the arm names "
+        ("ours", f"train_epoch, FineTuneSettings, {results['ours bf16'][0][1].note} (unless the arm names "
                  "another), torch.optim.AdamW"),
         ("final loss", "token-mean NLL of all rows' scored tokens under the trained model (one fp32 pass, not "
                        "timed): comparable across arms that saw the rows in different orders"),

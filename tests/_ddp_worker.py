@@ -12,10 +12,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lpselect.config import FineTuneSettings
 from lpselect.data.formats import Sample
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.scoring.distributed import data_parallel, init_workers
-from lpselect.scoring.train import TrainSettings, accumulate_gradients
+from lpselect.scoring.train import accumulate_gradients
 
 
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -27,7 +28,7 @@ def main(model_dir: str, out: str) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     samples = [Sample(i, f"Say {i} things" + " more" * i, "", f"Fine, {i}." + " yes" * (3 * i)) for i in range(6)]
     data = tokenize_samples(samples, tok, max_length=64)
-    s = TrainSettings(batch_size=1, grad_accum=3, max_tokens_per_micro_batch=0)  # micro-batches of one row
+    s = FineTuneSettings(batch_size=1, grad_accum=3, max_tokens_per_micro_batch=0)  # micro-batches of one row
     result: dict[str, object] = {}
     # a step of 3 rows: rank 0 gets 2 micro-batches, rank 1 one; a step of 1 row: rank 1 gets none
     for name, step in (("uneven", np.array([0, 3, 5])), ("empty_rank", np.array([4]))):

@@ -126,10 +126,11 @@ def test_train_refuses_foreign_folder_and_changed_settings(app, tiny_model_dir, 
 
 def test_one_epoch_equals_scorer_train_epoch(tiny_model_dir, alpaca_file, tmp_path):
     """Target training takes exactly the optimizer steps of scoring.train.train_epoch (one implementation)."""
+    from lpselect.config import FineTuneSettings
     from lpselect.data.formats import read_dataset
     from lpselect.data.tokenize import tokenize_samples
     from lpselect.models import load_causal_lm, load_tokenizer
-    from lpselect.scoring.train import TrainSettings, make_optimizer, train_epoch
+    from lpselect.scoring.train import make_optimizer, train_epoch
 
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=2, grad_accum=2, lr=1e-3, save_steps=0,
                       max_tokens_per_micro_batch=64)
@@ -138,7 +139,7 @@ def test_one_epoch_equals_scorer_train_epoch(tiny_model_dir, alpaca_file, tmp_pa
     tok = load_tokenizer(str(tiny_model_dir))
     data = tokenize_samples(read_dataset(alpaca_file).samples, tok, max_length=512)
     model = load_causal_lm(str(tiny_model_dir))
-    s = TrainSettings(lr=1e-3, batch_size=2, grad_accum=2, max_tokens_per_micro_batch=64)
+    s = FineTuneSettings(lr=1e-3, batch_size=2, grad_accum=2, max_tokens_per_micro_batch=64)
     opt, sched = make_optimizer(model, s, 3)
     train_epoch(model, data, opt, sched, s, epoch=1, pad_id=tok.pad_token_id)
     ref = {k: v.detach() for k, v in model.state_dict().items()}
@@ -166,7 +167,7 @@ def test_bad_input_does_not_lock_the_folder(app, tiny_model_dir, alpaca_file, tm
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_resume_equals_uninterrupted(tiny_model_dir, alpaca_file, tmp_path, monkeypatch, lora):
-    import lpselect.target as target
+    import lpselect.scoring.train as engine
 
     # 12 rows, 2 x 2 per step: 3 steps per epoch, 6 in all; checkpoints at 2, 3 (epoch end), 4, 6
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=2, grad_accum=2, lr=1e-3, save_steps=2,
@@ -174,7 +175,7 @@ def test_resume_equals_uninterrupted(tiny_model_dir, alpaca_file, tmp_path, monk
     full = train_target(alpaca_file, tmp_path / "full", cfg, progress=False)
     assert full.steps == 6 and full.resumed_from_step == 0
 
-    real_step = target.optimizer_step
+    real_step = engine.optimizer_step  # the one training loop's step, as train_epoch calls it
     calls: list[int] = []
 
     def crashing_step(*args, **kwargs):
@@ -183,7 +184,7 @@ def test_resume_equals_uninterrupted(tiny_model_dir, alpaca_file, tmp_path, monk
             raise KeyboardInterrupt("simulated crash")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(target, "optimizer_step", crashing_step)
+    monkeypatch.setattr(engine, "optimizer_step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         train_target(alpaca_file, tmp_path / "resumed", cfg, progress=False)
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())

@@ -26,6 +26,9 @@ _API = {
     "ScoreConfig": "lpselect.config",
     "ClusterConfig": "lpselect.config",
     "SelectSpec": "lpselect.config",
+    "SubsetSpec": "lpselect.config",
+    "TrainConfig": "lpselect.config",
+    "train_target": "lpselect.target",
     "RunConfig": "lpselect.config",
 }
 __all__ = sorted(_API)

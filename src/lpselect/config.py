@@ -1,56 +1,66 @@
 """Settings of each step, validated once (pydantic) and shared by the Python API, the CLI and run configs.
 
-Unknown keys are refused with their name, so a typo in a YAML config never passes silently.
+Each field's type, default and description are the only statement of a setting: the CLI generates its flags
+from them (``lpselect.cli.config_options``), so a flag cannot drift from its setting. Unknown keys are refused
+with their name, so a typo in a YAML config never passes silently.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LoraSettings(_Strict):
-    """LoRA adapters (peft) instead of full fine-tuning: the scorer's and the target's shared options."""
-
-    lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
-
-
-class FineTuneSettings(LoraSettings):
+class FineTuneSettings(_Strict):
     """What the scorer's training (``score``) and the target's (``train``) share: the model, its inputs, the
     optimizer step and how it runs. Defaults are the reference's."""
 
-    model: str | None = Field(None, description="hub id or local path; None = SmolLM2-135M-Instruct (offline)")
-    gguf_file: str | None = None
-    max_length: int = Field(512, ge=2)
-    truncation: Literal["prompt", "right"] = "prompt"
-    seed: int = 42
-    lr: float = Field(2e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(8, ge=1)
-    max_grad_norm: float = Field(1.0, ge=0)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    device: str = "auto"
+    model: str | None = Field(None, description="hub id or local path (default: SmolLM2-135M-Instruct, offline)")
+    gguf_file: str | None = Field(None, description="GGUF file inside --model (dequantised once, then cached)")
+    max_length: int = Field(512, ge=2, description="tokens per sample after truncation")
+    truncation: Literal["prompt", "right"] = Field(
+        "prompt", description="prompt: shorten the prompt, keep the response; right: cut from the right like the "
+                              "reference")
+    seed: int = Field(42, description="seed of the row order, dropout and LoRA's initial weights")
+    lr: float = Field(2e-5, gt=0, description="peak learning rate (AdamW, cosine schedule with warm-up)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="share of the schedule's steps spent warming up")
+    batch_size: int = Field(4, ge=1, description="per-device micro-batch in rows (an optimizer step takes "
+                                                 "batch_size x grad_accum rows)")
+    grad_accum: int = Field(8, ge=1, description="gradient accumulation steps per optimizer step")
+    max_grad_norm: float = Field(1.0, ge=0, description="clip the gradient's norm to this (0 = no clipping)")
+    precision: Precision = Field(
+        "auto", description="auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with "
+                            "AMX-BF16 or AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     max_tokens_per_micro_batch: int | None = Field(
-        None, ge=0, description="padded-token budget of a training micro-batch (same update; 0 = batch_size rows; "
-                                "None = auto: CPU 2048, CUDA what the free memory allows, at most 16384)")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory")
-    attn_implementation: str | None = Field(None, description="transformers attention kernel: sdpa, "
-                                                              "flash_attention_2 (varlen on GPUs), eager; "
-                                                              "None = transformers' default")
+        None, ge=0, description="padded-token budget of a training micro-batch (the update is the same for any "
+                                "budget; 0 = batch_size rows); default: CPU 2048, CUDA as large as the free memory "
+                                "allows, at most 16384")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (large "
+                                                            "models: less memory, ~30% slower)")
+    attn_implementation: str | None = Field(
+        None, description="attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length "
+                          "attention on padded batches; needs the flash-attn package and a GPU), eager; default: "
+                          "transformers' choice")
     fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the weights, gradients and "
                                           "optimizer state over the processes (FSDP)")
-    keep_checkpoint: bool = Field(False, description="keep the last checkpoint after the run finishes")
+    keep_checkpoint: bool = Field(False, description="keep the last checkpoint (weights, optimizer, position) "
+                                                     "after the run finishes")
+    # LoRA adapters (peft) instead of full fine-tuning
+    lora: bool = Field(False, description="train LoRA adapters (peft) instead of every weight")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
+    lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
 
     @model_validator(mode="after")
     def _fsdp_or_lora(self) -> FineTuneSettings:
@@ -63,6 +73,8 @@ class FineTuneSettings(LoraSettings):
 class ScoreConfig(FineTuneSettings):
     """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
 
+    model: str | None = Field(None, description="scorer model: hub id or local path (default: SmolLM2-135M-Instruct, "
+                                                "offline)")
     epochs: int = Field(3, ge=0, description="0 = P0 only; 1 = the LP_app(1) fast path")
     schedule_epochs: int = Field(3, ge=1, description="the LR schedule spans max(epochs, this) epochs")
     max_tokens_per_batch: int = Field(
@@ -73,15 +85,31 @@ class ScoreConfig(FineTuneSettings):
                                                  "epoch ends only); a re-run resumes from the last one")
 
 
+class TrainConfig(FineTuneSettings):
+    """Target instruction tuning (SPEC §9); defaults are the reference's."""
+
+    model: str | None = Field(None, description="target model: hub id or local path (default: SmolLM2-135M-Instruct, "
+                                                "offline)")
+    epochs: int = Field(3, ge=1, description="training epochs")
+    max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0 = all epochs); "
+                                                "the LR schedule then spans max_steps, as in HF Trainer")
+    save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
+    save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the saved "
+                                                                                         "weights")
+    save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps, and at each epoch end "
+                                                   "(0 = epoch ends only); a re-run resumes from the last one")
+
+
 class ClusterConfig(_Strict):
     """Embedding + k-means (SPEC §7)."""
 
-    k: int = Field(1000, ge=1)
+    k: int = Field(1000, ge=1, description="number of k-means clusters (capped for small data)")
     min_cluster_size: int = Field(20, ge=1, description="k is capped at N // this for small data")
-    embedder: str | None = None
-    seed: int = 42
-    batch_size: int = Field(64, ge=1)
-    max_seq_length: int = Field(256, ge=8)
+    embedder: str | None = Field(None, description="sentence-transformers model: hub id or local path (default: "
+                                                   "all-MiniLM-L6-v2)")
+    seed: int = Field(42, description="seed of k-means")
+    batch_size: int = Field(64, ge=1, description="texts per embedding batch")
+    max_seq_length: int = Field(256, ge=8, description="tokens per text the embedder reads")
     kmeans: Literal["sklearn", "faiss", "minibatch"] = Field(
         "sklearn", description="k-means backend: sklearn (scikit-learn KMeans, the reference's; default), faiss "
                                "(fast for 100k+ rows, its GPU build when present; pip install faiss-cpu), "
@@ -90,19 +118,44 @@ class ClusterConfig(_Strict):
                                                           "a multiple of batch_size keeps a one-shot encode's batches")
 
 
-class SelectSpec(_Strict):
-    """One or more subsets: every combination of metrics x epochs x percents x bands."""
+Metric = Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]
+Band = Literal["low", "mid", "high"]
 
-    metrics: list[Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]] = ["lp_app"]
-    epochs: list[int] = [1]
-    percents: list[float] = [10]
-    bands: list[Literal["low", "mid", "high"]] = ["low"]
-    strategy: Literal["cluster", "global", "clust_rand", "random", "trajectory"] = "cluster"
-    order: Literal["reference", "original"] = "reference"
-    seed: int = 42
-    max_value: float | None = Field(None, description="leave out rows whose metric is above (IFD: 1.0)")
+
+class _SubsetRule(_Strict):
+    """How rows are picked, once the metric, epoch, percent and band are fixed (one subset or a grid)."""
+
+    strategy: Literal["cluster", "global", "clust_rand", "random", "trajectory"] = Field(
+        "cluster", description="cluster: the band of every cluster (the method); global: of the whole ranking; "
+                               "clust_rand / random: at random within clusters / overall; trajectory: S2L over "
+                               "the loss trajectories")
+    order: Literal["reference", "original"] = Field(
+        "reference", description="reference: cluster by cluster, ascending metric; original: input order")
+    seed: int = Field(42, description="seed of the random strategies")
+    max_value: float | None = Field(None, description="leave out rows whose metric is above this (Cherry LLM's "
+                                                      "IFD policy: 1.0); counted")
     trajectory_k: int = Field(100, ge=1, description="strategy trajectory (S2L): k-means clusters of the loss "
                                                      "trajectories, capped at the rows with a finite trajectory")
+
+
+class SubsetSpec(_SubsetRule):
+    """One subset: ``lpselect select``."""
+
+    metric: Metric = Field("lp_app", description="lp, lp_app (SPEC §6) or a rival signal (docs/metrics.md); "
+                                                 "rows are ranked ascending")
+    epoch: int = Field(1, ge=0, description="epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
+    percent: float = Field(10, gt=0, le=100, description="percentage p: each cluster is cut into round(100/p) "
+                                                         "parts")
+    band: Band = Field("low", description="low = hardest (the method), mid, high")
+
+
+class SelectSpec(_SubsetRule):
+    """One or more subsets: every combination of metrics x epochs x percents x bands."""
+
+    metrics: list[Metric] = ["lp_app"]
+    epochs: list[int] = [1]
+    percents: list[float] = [10]
+    bands: list[Band] = ["low"]
 
     @field_validator("percents")
     @classmethod
@@ -111,6 +164,12 @@ class SelectSpec(_Strict):
             if not 0 < p <= 100:
                 raise ValueError(f"percent {p} is not in (0, 100]")
         return v
+
+    def subsets(self) -> list[SubsetSpec]:
+        """Every subset of the grid, metrics varying slowest."""
+        rule = _SubsetRule.model_fields
+        return [SubsetSpec(metric=m, epoch=e, percent=p, band=b, **{k: getattr(self, k) for k in rule})
+                for m, e, p, b in itertools.product(self.metrics, self.epochs, self.percents, self.bands)]
 
 
 class RunConfig(_Strict):

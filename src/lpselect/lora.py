@@ -1,6 +1,6 @@
 """LoRA (peft) for the scorer and the target: train small adapters instead of every weight.
 
-Both steps share the settings (:class:`lpselect.config.LoraSettings`) and these helpers. A checkpoint of a
+Both steps share the settings (:class:`lpselect.config.FineTuneSettings`) and these helpers. A checkpoint of a
 LoRA model holds the adapter only; resuming loads the base model and puts the saved adapter back on it.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lpselect.config import LoraSettings
+from lpselect.config import FineTuneSettings
 from lpselect.errors import LPSelectError
 
 
-def lora_config(s: LoraSettings):
+def lora_config(s: FineTuneSettings):
     try:
         from peft import LoraConfig, TaskType
     except ImportError:
@@ -24,7 +24,7 @@ def lora_config(s: LoraSettings):
                       lora_dropout=s.lora_dropout, target_modules=targets)
 
 
-def with_lora(base, s: LoraSettings, adapter: Path | None = None):
+def with_lora(base, s: FineTuneSettings, adapter: Path | None = None):
     """``base`` with fresh adapters, or (resuming) with the adapter saved in ``adapter``."""
     config = lora_config(s)  # checks that peft is installed
     from peft import PeftModel, get_peft_model
@@ -34,7 +34,7 @@ def with_lora(base, s: LoraSettings, adapter: Path | None = None):
     return get_peft_model(base, config)
 
 
-def load_trainable(source: str, s: LoraSettings, saved: Path | None = None, *,
+def load_trainable(source: str, s: FineTuneSettings, saved: Path | None = None, *,
                    attn_implementation: str | None = None):
     """The model to train: ``source`` (or, resuming, the checkpoint's model folder ``saved``), LoRA-wrapped
     when asked (a LoRA checkpoint holds the adapter: it goes back on the base model from ``source``)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from lpselect.cluster import cluster
-from lpselect.config import RunConfig, SelectSpec
+from lpselect.config import RunConfig
 from lpselect.data.formats import read_dataset, subset_suffix
 from lpselect.errors import InputError
 from lpselect.layout import SUBSETS
@@ -62,17 +61,14 @@ def subset_name(percent: float, band: str, metric: str, epoch: int, scorer: str)
     return f"{p}_{band}_{metric}{epoch}-{scorer}"
 
 
-def expand(spec: SelectSpec) -> list[tuple[str, int, float, str]]:
-    return list(itertools.product(spec.metrics, spec.epochs, spec.percents, spec.bands))
-
-
 def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> RunResult:
     out = Path(cfg.out)
     for spec in cfg.select:  # a grid the score step cannot serve fails now, not after hours of scoring
-        for metric, epoch, _, _ in expand(spec):
-            if epoch > cfg.score.epochs or (metric == "ifd" and not cfg.score.ifd):
-                raise InputError(cfg.out, f"select asks for {metric} at epoch {epoch}, but the score step records "
-                                          f"epochs 0..{cfg.score.epochs}" + ("" if cfg.score.ifd else " without ifd"))
+        for sub in spec.subsets():
+            if sub.epoch > cfg.score.epochs or (sub.metric == "ifd" and not cfg.score.ifd):
+                raise InputError(cfg.out, f"select asks for {sub.metric} at epoch {sub.epoch}, but the score step "
+                                          f"records epochs 0..{cfg.score.epochs}"
+                                          + ("" if cfg.score.ifd else " without ifd"))
     # one job: the folder stays locked from score to the report (the steps' own locks are re-entrant), so no
     # other job gets in between them; under torchrun only rank 0 holds it, as in score
     with RunFolder(out, writer=os.environ.get("RANK", "0") == "0"):
@@ -82,19 +78,16 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
         result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
         tag = scorer_tag(cfg.score.model)
         for spec in cfg.select:
-            for metric, epoch, percent, band in expand(spec):
-                name = subset_name(percent, band, metric, epoch, tag)
-                if spec.strategy != "cluster":
-                    name += f"-{spec.strategy}"
+            for sub in spec.subsets():
+                name = subset_name(sub.percent, sub.band, sub.metric, sub.epoch, tag)
+                if sub.strategy != "cluster":
+                    name += f"-{sub.strategy}"
                 target = out / SUBSETS / (name + subset_suffix(dataset))
+                if not clustered and sub.strategy not in ("global", "random", "trajectory"):
+                    sub = sub.model_copy(update={"strategy": "global"})
                 result.subsets.append(select_subset(
                     dataset, scored.scores_path, target,
-                    clusters=clustered.clusters_path if clustered else None,
-                    metric=metric, epoch=epoch, percent=percent, band=band,
-                    strategy=spec.strategy if clustered or spec.strategy in ("global", "random", "trajectory")
-                    else "global",
-                    order=spec.order, seed=spec.seed, max_value=spec.max_value, trajectory_k=spec.trajectory_k,
-                ))
+                    clusters=clustered.clusters_path if clustered else None, **sub.model_dump()))
         from lpselect.analysis.report import write_report
 
         result.report_path = write_report(out)

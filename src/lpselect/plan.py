@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lpselect.config import ClusterConfig, ScoreConfig
+from lpselect.config import ClusterConfig, FineTuneSettings, ScoreConfig
 from lpselect.costs import extrapolate, gpu_seconds, job_phases, phase_flops, probe_order
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
@@ -33,7 +33,6 @@ from lpselect.scoring.distributed import Workers
 from lpselect.scoring.passes import pass_sums
 from lpselect.scoring.precision import choose_precision, pick_device
 from lpselect.scoring.train import (
-    TrainSettings,
     accumulate_gradients,
     apply_update,
     epoch_order,
@@ -105,10 +104,9 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
     responses = tokenize_responses(dataset.samples, tokenizer, max_length=cfg.max_length) if cfg.ifd else None
     tokenize_s = time.perf_counter() - t0
 
-    settings = TrainSettings.from_config(cfg)
-    total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
+    total_steps = steps_per_epoch(len(tokens), cfg) * max(cfg.epochs, cfg.schedule_epochs)
     t0 = time.perf_counter()
-    trainable = prepare_trainable(source, cfg, None, device=device, precision=precision, settings=settings,
+    trainable = prepare_trainable(source, cfg, None, device=device, precision=precision,
                                   total_steps=total_steps, workers=Workers(), with_optimizer=cfg.epochs > 0)
     load_s = time.perf_counter() - t0
     model, settings = trainable.model, trainable.settings
@@ -197,7 +195,7 @@ def _probe_pass(model, data: TokenizedData, pad_id: int, precision: str, max_tok
     return _Estimate(extrapolate(times, len(batches)), len(batches), len(times))
 
 
-def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: TrainSettings, pad_id: int, precision: str,
+def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: FineTuneSettings, pad_id: int, precision: str,
                  budget_s: float, sync: Callable[[], None]) -> _Estimate:
     """An epoch is its micro-batches' forward and backward plus one update per optimizer step."""
     order = epoch_order(len(data), s.seed, 1)

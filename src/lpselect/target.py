@@ -23,14 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from tqdm.auto import tqdm
 
-from lpselect.config import FineTuneSettings
+from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.errors import LPSelectError
@@ -46,22 +45,11 @@ from lpselect.scoring.sharding import (
     full_model_state,
     save_model,
 )
-from lpselect.scoring.train import TrainSettings, epoch_order, optimizer_step, steps_per_epoch
+from lpselect.scoring.train import EpochState, StepResult, steps_per_epoch, train_epoch
 from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
 STEP = "train"
-
-
-class TrainConfig(FineTuneSettings):
-    """Target instruction tuning (SPEC §9); defaults are the reference's."""
-
-    epochs: int = Field(3, ge=1)
-    max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0 = all epochs); "
-                                                "the LR schedule then spans max_steps, as in HF Trainer")
-    save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
-    save_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps (0 = epoch ends only)")
 
 
 @dataclass
@@ -125,8 +113,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     precision = choice.precision
     announce(choice)
     run.update_step(STEP, device=str(device), precision=precision, precision_reason=choice.reason)
-    settings = TrainSettings.from_config(cfg)
-    per_epoch = steps_per_epoch(len(tokens), settings)
+    per_epoch = steps_per_epoch(len(tokens), cfg)
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -139,7 +126,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     pos, rng = read_checkpoint(ckpt)
     torch.manual_seed(cfg.seed)  # LoRA's initial weights
     t = prepare_trainable(source, cfg, ckpt if pos else None, device=device, precision=precision,
-                          settings=settings, total_steps=total_steps, workers=workers)
+                          total_steps=total_steps, workers=workers)
     model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler, t.settings,
                                                                     t.architecture, t.workers)
     _add_time(run, "load_model", time.perf_counter() - t0)
@@ -158,46 +145,44 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if rng is not None:  # after loading: building LoRA layers draws random numbers
         restore_rng(rng)
     pad_id = tokenizer.pad_token_id
-    step_rows = settings.batch_size * settings.grad_accum
     bar = tqdm(total=total_steps, initial=min(pos.global_step, total_steps), desc="train target", unit="step",
                disable=not progress, dynamic_ncols=True)
     t_train = time.perf_counter()
     my_tokens = 0  # this rank's share of the tokens trained on in this run (the manifest shows the balance)
     try:
         while pos.epoch <= cfg.epochs and pos.global_step < total_steps:
-            epoch = pos.epoch
-            order = epoch_order(len(tokens), settings.seed, epoch)
-            if pos.done_in_epoch == 0:
-                torch.manual_seed(settings.seed + epoch)  # as train_epoch: dropout per (seed, epoch)
-            model.train()
-            for k in range(pos.done_in_epoch, per_epoch):
-                if pos.global_step >= total_steps:
-                    break
-                rows = order[k * step_rows : (k + 1) * step_rows]
-                loss, n_tok, stepped = optimizer_step(model, tokens, rows, optimizer, scheduler, settings,
-                                                      pad_id=pad_id, precision=precision, workers=workers)
-                loss = float(workers.sum(np.array([loss]))[0])  # every rank's share of the step
-                my_tokens += int(tokens.lengths[workers.shard(rows, tokens.lengths)].sum())
-                pos.loss_sum += loss
-                pos.token_sum += n_tok
-                pos.done_in_epoch = k + 1
-                if stepped:
-                    pos.global_step += 1
+            epoch, first_step = pos.epoch, pos.global_step
+            state = EpochState(pos.done_in_epoch, pos.loss_sum, pos.token_sum)
+            updates = 0
+
+            def at_step(r: StepResult, epoch: int = epoch, first_step: int = first_step,
+                        state: EpochState = state) -> None:
+                """Progress, the epoch's loss in the manifest, checkpoints and the caller's hook, per step."""
+                nonlocal my_tokens, updates, t_train
+                my_tokens += int(tokens.lengths[workers.shard(r.rows, tokens.lengths)].sum())
+                updates += r.stepped
+                now = Position(epoch, state.done, first_step + updates, state.loss_sum, state.token_sum)
+                if r.stepped:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss / max(n_tok, 1):.4f}", epoch=epoch)
-                epoch_end = pos.done_in_epoch == per_epoch or pos.global_step >= total_steps
+                    bar.set_postfix(loss=f"{r.loss_sum / max(r.tokens, 1):.4f}", epoch=epoch)
+                epoch_end = now.done_in_epoch == per_epoch or now.global_step >= total_steps
                 if epoch_end:
-                    _finish_epoch(run, pos)
-                if epoch_end or (stepped and cfg.save_steps and pos.global_step % cfg.save_steps == 0):
-                    save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, pos, workers, architecture,
+                    _finish_epoch(run, now)
+                if epoch_end or (r.stepped and cfg.save_steps and now.global_step % cfg.save_steps == 0):
+                    save_checkpoint(ckpt, model, optimizer, scheduler, now, workers, architecture,
                                     extra={"lora": cfg.lora})
                     workers.barrier()
                     _add_time(run, "train", time.perf_counter() - t_train)
                     t_train = time.perf_counter()
-                if stepped:
-                    crash_point(f"train:step:{pos.global_step}")
-                if stepped and on_step is not None:
-                    on_step(pos.global_step)
+                if r.stepped:
+                    crash_point(f"train:step:{now.global_step}")
+                    if on_step is not None:
+                        on_step(now.global_step)
+
+            train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
+                        precision=precision, workers=workers, on_step=at_step, state=state,
+                        max_updates=total_steps - first_step)
+            pos = Position(epoch, state.done, first_step + updates, state.loss_sum, state.token_sum)
             if pos.done_in_epoch == per_epoch:
                 pos = Position(epoch=epoch + 1, global_step=pos.global_step)
     finally:

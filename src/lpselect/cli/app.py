@@ -63,5 +63,6 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.
 OutRun = Annotated[Path, typer.Option("--out", help="Run folder (created; re-running resumes).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Discard earlier results in the run folder made "
                                                          "from other inputs or settings.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 

@@ -4,102 +4,38 @@ layer that parses options, calls the Python API and prints results."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from lpselect.cli.app import DataOpt, ForceOpt, OutRun, app, friendly, out
-from lpselect.cli.options import (
-    ATTN_HELP,
-    Band,
-    BatchSizeOpt,
-    DeviceOpt,
-    GgufOpt,
-    LoraAlphaOpt,
-    LoraDropoutOpt,
-    LoraOpt,
-    LoraROpt,
-    LoraTargetsOpt,
-    MaxLengthOpt,
-    Metric,
-    MicroBudgetOpt,
-    Order,
-    PassBudgetOpt,
-    Precision,
-    PrecisionOpt,
-    ScorerOpt,
-    Strategy,
-    Truncation,
-)
+from lpselect.cli.app import DataOpt, ForceOpt, OutRun, QuietOpt, app, friendly, out
+from lpselect.cli.config_options import config_options
+from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec
 
 
 @app.command("score")
 @friendly
+@config_options(ScoreConfig)
 def score_cmd(
     data: DataOpt,
     out_dir: OutRun,
-    model: ScorerOpt = None,
-    gguf_file: GgufOpt = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs n (0 = P0 only, 1 = LP_app(1) fast path).")] = 3,
-    max_length: MaxLengthOpt = 512,
-    truncation: Annotated[Truncation, typer.Option(
-        help="prompt: shorten the prompt, keep the response; right: cut from the right like the reference."
-    )] = Truncation.prompt,
-    seed: int = 42,
+    config: ScoreConfig,
     seeds: Annotated[str | None, typer.Option(help="Several scorer seeds, e.g. 42,43,44: one run folder each "
                                                    "(OUT/seed-42, ...), P0 computed once; select then takes "
                                                    "one --scores per seed for a consensus ranking.")] = None,
-    lr: float = 2e-5,
-    batch_size: BatchSizeOpt = 4,
-    grad_accum: int = 8,
-    warmup_ratio: float = 0.03,
-    weight_decay: float = 0.0,
-    schedule_epochs: Annotated[int, typer.Option(help="LR schedule length in epochs (max with --epochs).")] = 3,
-    precision: PrecisionOpt = Precision.auto,
-    device: DeviceOpt = "auto",
-    max_tokens_per_batch: PassBudgetOpt = 0,
-    max_tokens_per_micro_batch: MicroBudgetOpt = None,
-    keep_checkpoint: Annotated[bool, typer.Option(help="Keep the last epoch's weights in the run folder.")] = False,
-    save_steps: Annotated[int, typer.Option(help="Also checkpoint every N optimizer steps inside an epoch (0 = at "
-                                                 "epoch ends only); a re-run resumes mid-epoch.")] = 0,
-    pass_chunk_rows: Annotated[int, typer.Option(help="Rows per saved chunk of a scoring pass (a resumed "
-                                                      "pass recomputes only unfinished chunks).")] = 4096,
-    attn_implementation: Annotated[str | None, typer.Option(help=ATTN_HELP)] = None,
-    lora: LoraOpt = False,
-    lora_r: LoraROpt = 16,
-    lora_alpha: LoraAlphaOpt = 32,
-    lora_dropout: LoraDropoutOpt = 0.05,
-    lora_target_modules: LoraTargetsOpt = "all-linear",
-    fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun/accelerate launch: shard the scorer "
-                                                      "over the processes (FSDP), for scorers that do not fit "
-                                                      "one GPU.")] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass "
-                                                              "(large scorers: less memory, ~30% slower).")] = False,
-    ifd: Annotated[bool, typer.Option("--ifd", help="Also score each response alone (IFD; one extra pass "
-                                                    "per recorded epoch).")] = False,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune the scorer on all samples; write each sample's perplexity before and after every epoch."""
-    from lpselect.config import ScoreConfig
     from lpselect.scoring.job import score
 
-    cfg = ScoreConfig(model=model, gguf_file=gguf_file, epochs=epochs, max_length=max_length,
-                      truncation=truncation.value, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                      warmup_ratio=warmup_ratio, weight_decay=weight_decay, schedule_epochs=schedule_epochs,
-                      precision=precision.value, device=device, max_tokens_per_batch=max_tokens_per_batch,
-                      max_tokens_per_micro_batch=max_tokens_per_micro_batch, keep_checkpoint=keep_checkpoint,
-                      save_steps=save_steps, ifd=ifd, gradient_checkpointing=gradient_checkpointing,
-                      pass_chunk_rows=pass_chunk_rows,
-                      fsdp=fsdp, attn_implementation=attn_implementation, lora=lora, lora_r=lora_r,
-                      lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=lora_target_modules)
     if seeds is None:
-        _print_score(score(data, out_dir, cfg, force=force, progress=not quiet))
+        _print_score(score(data, out_dir, config, force=force, progress=not quiet))
         return
     from lpselect.scoring.seeds import parse_seeds, score_seeds
 
-    results = score_seeds(data, out_dir, cfg, parse_seeds(seeds), force=force, progress=not quiet)
+    results = score_seeds(data, out_dir, config, parse_seeds(seeds), force=force, progress=not quiet)
     for r in results:
         _print_score(r)
     out.print("consensus: lpselect select --data ... " + " ".join(f"--scores {r.scores_path}" for r in results)
@@ -114,20 +50,10 @@ def _print_score(r: Any) -> None:
 
 @app.command("plan")
 @friendly
+@config_options(ScoreConfig)
 def plan_cmd(
     data: DataOpt,
-    model: ScorerOpt = None,
-    gguf_file: GgufOpt = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs n of the planned score job.")] = 3,
-    max_length: MaxLengthOpt = 512,
-    batch_size: BatchSizeOpt = 4,
-    grad_accum: int = 8,
-    precision: PrecisionOpt = Precision.auto,
-    device: DeviceOpt = "auto",
-    max_tokens_per_batch: PassBudgetOpt = 0,
-    max_tokens_per_micro_batch: MicroBudgetOpt = None,
-    lora: LoraOpt = False,
-    ifd: Annotated[bool, typer.Option("--ifd", help="Plan the response passes of IFD too.")] = False,
+    config: ScoreConfig,
     embed: Annotated[bool, typer.Option(help="Also estimate cluster's sentence embedding.")] = True,
     embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")
                         ] = None,
@@ -141,14 +67,10 @@ def plan_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON.")] = None,
 ) -> None:
     """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
-    any training."""
-    from lpselect.config import ClusterConfig, ScoreConfig
+    any training. It takes the options of `score`."""
     from lpselect.plan import plan
 
-    cfg = ScoreConfig(model=model, gguf_file=gguf_file, epochs=epochs, max_length=max_length, batch_size=batch_size,
-                      grad_accum=grad_accum, precision=precision.value, device=device,
-                      max_tokens_per_batch=max_tokens_per_batch, max_tokens_per_micro_batch=max_tokens_per_micro_batch,
-                      lora=lora, ifd=ifd)
+    cfg = config
     p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=ClusterConfig(embedder=embedder),
              peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
     _print_plan(p)
@@ -185,69 +107,40 @@ def _print_plan(p: Any) -> None:
               + "k-means and the report are not included.")
 
 
-def _field_help(step: str, field: str) -> str:
-    """A CLI option's help from its config Field description, so the two never say different things."""
-    from lpselect.config import ClusterConfig
-
-    model = {"cluster": ClusterConfig}[step]
-    desc = model.model_fields[field].description or ""
-    return desc[:1].upper() + desc[1:] + "."
-
-
 @app.command("cluster")
 @friendly
+@config_options(ClusterConfig)
 def cluster_cmd(
     data: DataOpt,
     out_dir: OutRun,
-    k: Annotated[int, typer.Option(help="Number of k-means clusters (capped for small data).")] = 1000,
-    min_cluster_size: Annotated[int, typer.Option(help="Cap k at N // this.")] = 20,
-    embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")] = None,
-    seed: int = 42,
-    kmeans: Annotated[Literal["sklearn", "faiss", "minibatch"],
-                      typer.Option(help=_field_help("cluster", "kmeans"))] = "sklearn",
-    embed_chunk_rows: Annotated[int, typer.Option(help=_field_help("cluster", "embed_chunk_rows"))] = 8192,
+    config: ClusterConfig,
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed every sample (all-MiniLM-L6-v2) and cluster the embeddings with k-means."""
     from lpselect.cluster import cluster
-    from lpselect.config import ClusterConfig
 
-    r = cluster(data, out_dir, ClusterConfig(k=k, min_cluster_size=min_cluster_size, embedder=embedder, seed=seed,
-                                             kmeans=kmeans, embed_chunk_rows=embed_chunk_rows),
-                force=force, progress=not quiet)
+    r = cluster(data, out_dir, config, force=force, progress=not quiet)
     out.print(f"clusters: {r.clusters_path}  (k used: {r.k_used}, asked: {r.k_requested})")
 
 
 @app.command("select")
 @friendly
+@config_options(SubsetSpec, only=["metric", "epoch", "percent", "band", "strategy", "order", "seed", "max_value",
+                                  "trajectory_k"])
 def select_cmd(
     data: DataOpt,
     scores: Annotated[list[Path], typer.Option("--scores", help="scores.parquet from `lpselect score`; repeat it "
                                                     "to rank by the mean rank across runs (e.g. scorer seeds).")],
     out_path: Annotated[Path, typer.Option("--out", help="Subset file, written in the input's format.")],
+    config: SubsetSpec,
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (needed by "
                                                                      "strategies cluster, clust_rand).")] = None,
-    metric: Annotated[Metric, typer.Option(help="lp, lp_app (SPEC §6) or a rival signal (docs/metrics.md); "
-                                                 "rows are ranked ascending.")] = Metric.lp_app,
-    epoch: Annotated[int, typer.Option(help="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i.")] = 1,
-    percent: Annotated[float, typer.Option(help="Percentage p: each cluster is cut into round(100/p) parts.")] = 10,
-    band: Annotated[Band, typer.Option(help="low = hardest (the method), mid, high.")] = Band.low,
-    strategy: Strategy = Strategy.cluster,
-    order: Annotated[Order, typer.Option(help="reference: cluster by cluster, ascending metric; "
-                                              "original: input order.")] = Order.reference,
-    seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 42,
-    max_value: Annotated[float | None, typer.Option(help="Leave out rows whose metric is above this "
-                                                         "(Cherry LLM's IFD policy: 1.0); counted.")] = None,
-    trajectory_k: Annotated[int, typer.Option(min=1, help="Strategy trajectory (S2L): k-means clusters of the "
-                                                          "loss trajectories (capped at the rows).")] = 100,
 ) -> None:
     """Keep the given band of every cluster by the metric (SPEC §8); write the subset, a report and a dataset card."""
     from lpselect.subset import select_subset
 
-    r = select_subset(data, scores, out_path, clusters=clusters, metric=metric.value, epoch=epoch, percent=percent,
-                      band=band.value, strategy=strategy.value, order=order.value, seed=seed,
-                      max_value=max_value, trajectory_k=trajectory_k)
+    r = select_subset(data, scores, out_path, clusters=clusters, **config.model_dump())
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
               f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}\n"
               f"card:   {r.report['card']}" + (f"  ({r.report['card_note']})" if r.report["card_note"] else ""))
@@ -258,7 +151,7 @@ def select_cmd(
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML run config (see docs: data, out, score, cluster, select).")],
     force: ForceOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run score -> cluster -> select (a grid of metrics x epochs x percents x bands) into one run folder."""
     from lpselect.pipeline import load_run_config, run_pipeline
@@ -271,7 +164,7 @@ def run_cmd(
 @friendly
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """The whole pipeline offline on the bundled demo data with SmolLM2-135M-Instruct."""
     from lpselect.demo import run_demo

@@ -9,14 +9,13 @@ up to 16384.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:
+    from lpselect.config import FineTuneSettings
     from lpselect.scoring.distributed import Workers
-    from lpselect.scoring.train import TrainSettings
 
 CPU_MICRO_BUDGET = 2048
 GPU_MICRO_BUDGET_CAP = 16384
@@ -65,11 +64,12 @@ def auto_micro_budget(model: torch.nn.Module, device: torch.device, *, precision
                                     bf16=precision == "bf16", checkpointing=checkpointing)
 
 
-def with_micro_budget(settings: TrainSettings, requested: int | None, model: torch.nn.Module, device: torch.device,
-                      precision: str, checkpointing: bool, workers: Workers) -> TrainSettings:
+def with_micro_budget(settings: FineTuneSettings, requested: int | None, model: torch.nn.Module,
+                      device: torch.device, precision: str, checkpointing: bool,
+                      workers: Workers) -> FineTuneSettings:
     """``settings`` with the micro-batch budget the user asked for, or (``requested`` None) the automatic one,
     the same on every rank (FSDP's collective calls depend on it)."""
     if requested is not None:
-        return replace(settings, max_tokens_per_micro_batch=requested)
+        return settings.model_copy(update={"max_tokens_per_micro_batch": requested})
     budget = auto_micro_budget(model, device, precision=precision, checkpointing=checkpointing)
-    return replace(settings, max_tokens_per_micro_batch=workers.smallest(budget))
+    return settings.model_copy(update={"max_tokens_per_micro_batch": workers.smallest(budget)})

@@ -42,7 +42,7 @@ from lpselect.scoring.checkpoint import (
 from lpselect.scoring.distributed import Workers, init_workers
 from lpselect.scoring.passes import PassResult, finish, pass_sums
 from lpselect.scoring.precision import announce, choose_precision, pick_device
-from lpselect.scoring.train import EpochState, TrainSettings, merge_row_nll, steps_per_epoch, train_epoch
+from lpselect.scoring.train import EpochState, StepResult, merge_row_nll, steps_per_epoch, train_epoch
 from lpselect.scoring.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,11 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     announce(choice)
     run.update_step("score", device=str(device), precision=precision, precision_reason=choice.reason)
     pass_budget = pass_token_budget(cfg.max_tokens_per_batch, device)
-    settings = TrainSettings.from_config(cfg)
-    total_steps = steps_per_epoch(len(tokens), settings) * max(cfg.epochs, cfg.schedule_epochs)
+    total_steps = steps_per_epoch(len(tokens), cfg) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
     pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
     done = _finished_passes(passes, cfg.epochs, pass_files)
-    per_epoch = steps_per_epoch(len(tokens), settings)
+    per_epoch = steps_per_epoch(len(tokens), cfg)
     pos, rng = read_checkpoint(ckpt)
     trained = 0 if pos is None else pos.epoch - (pos.done_in_epoch < per_epoch)  # epochs finished
     if done < cfg.epochs and trained < done:
@@ -104,7 +103,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
             t = prepare_trainable(source, cfg, ckpt if pos is not None else None, device=device,
-                                  precision=precision, settings=settings, total_steps=total_steps,
+                                  precision=precision, total_steps=total_steps,
                                   workers=workers, with_optimizer=cfg.epochs > 0)
         model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler,
                                                                         t.settings, t.architecture, t.workers)
@@ -133,11 +132,11 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                                              + st.done, loss_sum=st.loss_sum, token_sum=st.token_sum),
                                     workers, architecture, arrays=arrays)
 
-                def on_step(k: int, e: int = epoch, st: EpochState = state, rows: np.ndarray = online) -> None:
+                def on_step(r: StepResult, e: int = epoch, st: EpochState = state, rows: np.ndarray = online) -> None:
                     if cfg.save_steps and st.done % cfg.save_steps == 0 and st.done < per_epoch:
                         at_checkpoint(e, st, rows)  # before the log line: a logged step is on disk
-                        log(f"step {e}:{k} rank {workers.rank}")
-                    crash_point(f"train:{e}:step:{k}")
+                        log(f"step {e}:{r.slot} rank {workers.rank}")
+                    crash_point(f"train:{e}:step:{r.slot}")
 
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:

@@ -1,5 +1,9 @@
 """Scorer fine-tuning (SPEC §5): AdamW, cosine schedule with warm-up, micro-batches with accumulation.
 
+The settings are the step's own config (``FineTuneSettings``: ``ScoreConfig`` or ``TrainConfig``); an automatic
+micro-batch budget (``max_tokens_per_micro_batch`` None) is resolved once the model is loaded
+(``scoring.budget.with_micro_budget``), and one left unresolved means micro-batches of ``batch_size`` rows.
+
 The loss of one optimizer step is the mean NLL over every scored token of its batch_size x grad_accum
 samples (the Hugging Face Trainer's token-level normalisation across accumulation steps). Because that
 gradient is a sum over the step's samples, how the step is cut into micro-batches does not change it: the
@@ -26,30 +30,11 @@ from lpselect.scoring.forward import scored_token_nll
 from lpselect.scoring.precision import autocast
 
 
-@dataclass
-class TrainSettings:
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    batch_size: int = 4
-    grad_accum: int = 8
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    max_tokens_per_micro_batch: int = 2048  # padded tokens per forward/backward; 0 = batch_size rows
-
-    @classmethod
-    def from_config(cls, cfg: FineTuneSettings) -> TrainSettings:
-        """The loop's settings from a step's config (an auto micro-batch budget is resolved later, as 0 here)."""
-        return cls(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                   batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
-                   seed=cfg.seed, max_tokens_per_micro_batch=cfg.max_tokens_per_micro_batch or 0)
-
-
-def steps_per_epoch(n_rows: int, s: TrainSettings) -> int:
+def steps_per_epoch(n_rows: int, s: FineTuneSettings) -> int:
     return math.ceil(n_rows / (s.batch_size * s.grad_accum))
 
 
-def make_optimizer(model, s: TrainSettings, total_steps: int):
+def make_optimizer(model, s: FineTuneSettings, total_steps: int):
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -73,12 +58,23 @@ class EpochState:
     token_sum: int = 0
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """One finished optimizer-step slot, as ``train_epoch`` reports it to ``on_step``."""
+
+    slot: int  # index of the slot in the epoch's order
+    rows: np.ndarray  # the slot's rows (every rank's)
+    loss_sum: float  # NLL summed over the step's scored tokens, every rank's
+    tokens: int  # scored tokens of the step
+    stepped: bool  # False: the slot had no scored token, no update was made
+
+
 def train_epoch(
     model,
     data: TokenizedData,
     optimizer,
     scheduler,
-    s: TrainSettings,
+    s: FineTuneSettings,
     *,
     epoch: int,
     pad_id: int,
@@ -86,16 +82,19 @@ def train_epoch(
     progress: Callable[[int], None] | None = None,
     row_nll: np.ndarray | None = None,
     workers: Workers | None = None,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[StepResult], None] | None = None,
     state: EpochState | None = None,
+    max_updates: int | None = None,
 ) -> float:
     """Train over all rows (from ``state.done`` on, when resuming); returns the epoch's mean training loss
     (token-weighted).
 
     ``row_nll`` (optional, one float per row) receives each row's mean token NLL as seen by the forward pass
     that trained on it: the input of ``lp_online``, which needs no extra scoring pass. With several
-    ``workers`` each takes a shard of every step and gradients are summed before the update. ``on_step(k)``
-    runs after step slot k, once ``state`` counts it.
+    ``workers`` each takes a shard of every step and gradients are summed before the update. ``on_step`` runs
+    after every step slot, once ``state`` counts it (where the caller checkpoints, logs, or crashes on
+    purpose in a test). ``max_updates`` stops the call after that many optimizer updates (a run's
+    ``max_steps``); the epoch is then unfinished and ``state`` says where it stands.
     """
     workers = workers or Workers()
     state = state if state is not None else EpochState()
@@ -106,17 +105,22 @@ def train_epoch(
     step_rows = s.batch_size * s.grad_accum
     if progress and state.done:
         progress(int(data.lengths[order[: state.done * step_rows]].sum()))
+    updates = 0
     for k in range(state.done, steps_per_epoch(len(data), s)):
+        if max_updates is not None and updates >= max_updates:
+            break
         step = order[k * step_rows : (k + 1) * step_rows]
-        loss, denom, _ = optimizer_step(model, data, step, optimizer, scheduler, s, pad_id=pad_id,
-                                        precision=precision, workers=workers, row_nll=row_nll)
-        state.loss_sum += float(workers.sum(np.array([loss]))[0])  # every rank's share of the step
+        loss, denom, stepped = optimizer_step(model, data, step, optimizer, scheduler, s, pad_id=pad_id,
+                                              precision=precision, workers=workers, row_nll=row_nll)
+        loss = float(workers.sum(np.array([loss]))[0])  # every rank's share of the step
+        state.loss_sum += loss
         state.token_sum += denom
         state.done = k + 1
+        updates += stepped
         if progress:
             progress(int(data.lengths[step].sum()))
         if on_step:
-            on_step(k)
+            on_step(StepResult(k, step, loss, denom, stepped))
     if row_nll is not None:
         merge_row_nll(row_nll, workers)
     return state.loss_sum / max(state.token_sum, 1)
@@ -132,7 +136,7 @@ def merge_row_nll(row_nll: np.ndarray, workers: Workers) -> None:
     row_nll[:] = np.where(merged[1] > 0, merged[0] / np.maximum(merged[1], 1), np.nan)
 
 
-def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, scheduler, s: TrainSettings, *,
+def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, scheduler, s: FineTuneSettings, *,
                    pad_id: int, precision: str = "fp32", workers: Workers | None = None,
                    row_nll: np.ndarray | None = None) -> tuple[float, int, bool]:
     """One optimizer step over the rows ``step``: the unit shared by scorer and target training.
@@ -150,7 +154,7 @@ def optimizer_step(model, data: TokenizedData, step: np.ndarray, optimizer, sche
     return loss_sum, denom, True
 
 
-def accumulate_gradients(model, data: TokenizedData, step: np.ndarray, s: TrainSettings, *, denom: int,
+def accumulate_gradients(model, data: TokenizedData, step: np.ndarray, s: FineTuneSettings, *, denom: int,
                          pad_id: int, precision: str = "fp32", workers: Workers | None = None,
                          row_nll: np.ndarray | None = None) -> float:
     """Forward and backward over this rank's micro-batches of ``step``, each loss divided by ``denom`` (the
@@ -201,7 +205,7 @@ def accumulate_gradients(model, data: TokenizedData, step: np.ndarray, s: TrainS
     return loss_sum
 
 
-def apply_update(model, optimizer, scheduler, s: TrainSettings) -> None:
+def apply_update(model, optimizer, scheduler, s: FineTuneSettings) -> None:
     """The update from the accumulated (already synchronised) gradients: clip, step, advance the schedule,
     clear."""
     if s.max_grad_norm:
@@ -222,10 +226,10 @@ def _idle_backward(model, data: TokenizedData, step: np.ndarray, pad_id: int, de
     (nll.sum() * 0.0).backward()
 
 
-def micro_batches(step: np.ndarray, lengths: np.ndarray, s: TrainSettings) -> list[np.ndarray]:
+def micro_batches(step: np.ndarray, lengths: np.ndarray, s: FineTuneSettings) -> list[np.ndarray]:
     """One optimizer step's rows cut into micro-batches (by token budget, or ``batch_size`` rows)."""
     if len(step) == 0:
         return []
-    if s.max_tokens_per_micro_batch <= 0:
+    if not s.max_tokens_per_micro_batch:  # 0, or an automatic budget never resolved
         return [step[i : i + s.batch_size] for i in range(0, len(step), s.batch_size)]
     return token_budget_batches(lengths, step, s.max_tokens_per_micro_batch, max_rows=len(step))

@@ -19,7 +19,7 @@ from lpselect.models import enable_activation_checkpointing
 from lpselect.scoring.budget import with_micro_budget
 from lpselect.scoring.distributed import Workers, data_parallel
 from lpselect.scoring.sharding import load_full_optimizer_state, shard_model
-from lpselect.scoring.train import TrainSettings, make_optimizer
+from lpselect.scoring.train import make_optimizer
 
 
 @dataclass
@@ -27,13 +27,13 @@ class Trainable:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
     scheduler: Any
-    settings: TrainSettings  # with the micro-batch budget this run uses
+    settings: FineTuneSettings  # the step's config with the micro-batch budget this run uses
     architecture: str  # the loaded model's class name, before FSDP renames it (saved with checkpoints)
     workers: Workers  # with the DDP-wrapped training forward when several processes train without FSDP
 
 
 def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | None, *, device: torch.device,
-                      precision: str, settings: TrainSettings, total_steps: int, workers: Workers,
+                      precision: str, total_steps: int, workers: Workers,
                       with_optimizer: bool = True) -> Trainable:
     """Everything before the first optimizer step; ``checkpoint`` is the folder to resume from, or None for a
     fresh start."""
@@ -44,7 +44,7 @@ def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | Non
         enable_activation_checkpointing(model, lora=cfg.lora)
     if workers.fsdp:
         shard_model(model)
-    settings = with_micro_budget(settings, cfg.max_tokens_per_micro_batch, model, device, precision,
+    settings = with_micro_budget(cfg, cfg.max_tokens_per_micro_batch, model, device, precision,
                                  cfg.gradient_checkpointing, workers)
     if not with_optimizer:
         return Trainable(model, None, None, settings, architecture, workers)

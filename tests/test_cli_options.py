@@ -1,0 +1,86 @@
+"""The options of score, plan, cluster, select and train are generated from their pydantic configs: every field
+is a flag with the field's default and help, a flag's value reaches the config, and a refused value is one line
+naming the flag."""
+
+from __future__ import annotations
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from lpselect.cli import app
+from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec, TrainConfig
+
+runner = CliRunner()
+COMMANDS = {"score": ScoreConfig, "plan": ScoreConfig, "cluster": ClusterConfig, "select": SubsetSpec,
+            "train": TrainConfig}
+
+
+def click_options(command: str) -> dict[str, object]:
+    cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    return {p.name: p for p in cmd.params}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_config_field_is_a_flag_with_its_default_and_help(command):
+    model = COMMANDS[command]
+    options = click_options(command)
+    for name, info in model.model_fields.items():
+        assert info.description, f"{model.__name__}.{name} has no description: its flag would have no help"
+        opt = options[name]
+        flag = "--" + name.replace("_", "-")
+        assert flag in opt.opts, (command, name, opt.opts)
+        assert opt.default == info.default, (command, name)
+        words = info.description.split()
+        assert words[-1].rstrip(".") in opt.help and words[1] in opt.help, (command, name, opt.help)
+
+
+def test_flags_the_hand_written_options_lacked():
+    """The drift that generation ends: score and train had no --max-grad-norm, cluster no --batch-size."""
+    assert "--max-grad-norm" in click_options("score")["max_grad_norm"].opts
+    assert "--max-grad-norm" in click_options("train")["max_grad_norm"].opts
+    assert "--batch-size" in click_options("cluster")["batch_size"].opts
+    assert "--max-seq-length" in click_options("cluster")["max_seq_length"].opts
+
+
+def test_values_reach_the_config(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_score(data, out, config, **kw):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr("lpselect.scoring.job.score", fake_score)
+    data = tmp_path / "d.json"
+    data.write_text("[]")
+    r = runner.invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "r"), "--max-grad-norm", "0.25",
+                            "--lr", "0.001", "--truncation", "right", "--ifd", "--max-tokens-per-micro-batch", "0",
+                            "--lora", "--lora-r", "4", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    cfg = seen["config"]
+    assert isinstance(cfg, ScoreConfig)
+    assert (cfg.max_grad_norm, cfg.lr, cfg.truncation, cfg.ifd, cfg.max_tokens_per_micro_batch, cfg.lora,
+            cfg.lora_r, cfg.precision) == (0.25, 0.001, "right", True, 0, True, 4, "fp32")
+    untouched = {k: v for k, v in cfg.model_dump().items()
+                 if k not in {"max_grad_norm", "lr", "truncation", "ifd", "max_tokens_per_micro_batch", "lora",
+                              "lora_r", "precision"}}
+    assert untouched == {k: v for k, v in ScoreConfig().model_dump().items() if k in untouched}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lr", "-1"], "--lr: Input should be greater than 0"),
+    (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
+    (["--fsdp", "--lora"], "--fsdp with --lora is not supported yet"),
+])
+def test_a_refused_value_is_one_line_naming_the_flag(tmp_path, args, message):
+    data = tmp_path / "d.json"
+    data.write_text("[]")
+    r = runner.invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "r"), *args])
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_a_choice_outside_the_literal_is_refused_by_the_parser(tmp_path):
+    r = runner.invoke(app, ["cluster", "--data", str(tmp_path / "d.json"), "--out", str(tmp_path), "--kmeans", "x"])
+    assert r.exit_code == 2 and "'x' is not one of" in r.output and "'minibatch'" in r.output
