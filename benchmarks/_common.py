@@ -234,7 +234,7 @@ def bench_setup(args: argparse.Namespace) -> BenchSetup:
     """Threads, the matmul peaks of this moment, the model source, its tokenizer and the tokenised rows."""
     import torch
 
-    from lpselect.models import load_tokenizer
+    from lpselect.engine.models import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -276,7 +276,7 @@ def tokenize_file(path: Path, tokenizer, max_length: int = 512) -> TokenizedData
 
 
 def resolve_source(model: str | None) -> str:
-    from lpselect.models import model_source
+    from lpselect.engine.models import model_source
 
     return model_source(model)
 
@@ -285,7 +285,7 @@ def fresh_model(source: str, device: str = "cpu"):
     """The model loaded again from disk onto ``device``: every training arm starts from the same weights."""
     import torch
 
-    from lpselect.models import load_causal_lm
+    from lpselect.engine.models import load_causal_lm
 
     torch.manual_seed(0)
     return load_causal_lm(source).to(device)
@@ -438,14 +438,14 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
 
 def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, schedule_epochs: int = 3,
                micro_budget: int | None = None) -> TrainOutcome:
-    """One epoch of ``lpselect.scoring.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
+    """One epoch of ``lpselect.engine.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
     score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``).
     ``micro_budget`` None is the score job's automatic budget for this device."""
     import numpy as np
 
     from lpselect.config import FineTuneSettings
-    from lpselect.scoring import train as tr
-    from lpselect.scoring.budget import auto_micro_budget
+    from lpselect.engine import train as tr
+    from lpselect.engine.budget import auto_micro_budget
 
     device = next(model.parameters()).device
     if micro_budget is None:
@@ -475,7 +475,7 @@ def data_loss(model, data: TokenizedData, pad_id: int) -> float:
     loss on their training data, comparable across arms that saw the rows in different orders."""
     import numpy as np
 
-    from lpselect.scoring.passes import pass_sums
+    from lpselect.engine.passes import pass_sums
 
     sums = pass_sums(model, data, np.arange(len(data)), pad_id=pad_id, precision="fp32")
     return float(sums[0].sum() / sums[2].sum())

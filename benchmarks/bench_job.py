@@ -1,5 +1,5 @@
 """The whole LP_app(1) job (P0 pass, one training epoch, P1 pass): a plain Trainer-based job vs
-``lpselect.scoring.job.score``.
+``lpselect.steps.score.score``.
 
     python benchmarks/bench_job.py [--n 64] [--data DOLLY.json] [--model SmolLM2] [--bf16] [--epochs-compare]
 
@@ -65,7 +65,7 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     import pyarrow.parquet as pq
 
     from lpselect.config import ScoreConfig
-    from lpselect.scoring.job import score  # imported in main() already: fails before any timing
+    from lpselect.steps.score import score  # imported in main() already: fails before any timing
 
     run = folder / f"ours-e{epochs}-{time.monotonic_ns()}"
     extra = {} if micro_budget is None else {"max_tokens_per_micro_batch": micro_budget}
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    import lpselect.scoring.job  # noqa: F401  (import errors show now, not after the baseline's minutes)
-    from lpselect.metrics import learning_percentage_approx
-    from lpselect.models import load_tokenizer
+    import lpselect.steps.score  # noqa: F401  (import errors show now, not after the baseline's minutes)
+    from lpselect.core.metrics import learning_percentage_approx
+    from lpselect.engine.models import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

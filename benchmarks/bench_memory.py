@@ -34,7 +34,7 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
 
 from lpselect.testing import build_tiny_llama
 
-IMPORTS_ONLY = "import torch, transformers, lpselect.cli, lpselect.scoring.job, lpselect.data.formats"
+IMPORTS_ONLY = "import torch, transformers, lpselect.cli, lpselect.steps.score, lpselect.data.formats"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

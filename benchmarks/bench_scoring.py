@@ -7,7 +7,7 @@ Arms, on the same model object and the same token table (lpselect's tokenisation
 * ``baseline fp32``: batches of 4 in file order, padded to the longest of the batch,
   ``model(input_ids, attention_mask, labels)`` producing full-vocabulary fp32 logits at every position
   (prompt labels -100), each row's loss from those logits, under ``torch.no_grad``;
-* ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.passes.scoring_pass`` with the score job's CPU budget
+* ``ours fp32`` / ``ours bf16``: ``lpselect.engine.passes.scoring_pass`` with the score job's CPU budget
   (2048 padded tokens per batch; 16384 on CUDA) in fp32 and under bf16 autocast.
 
 Arms run interleaved (the order rotates each round) after a small warm-up; tokens/s counts real (unpadded)
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from lpselect.models import load_causal_lm
-    from lpselect.scoring.passes import scoring_pass
+    from lpselect.engine.models import load_causal_lm
+    from lpselect.engine.passes import scoring_pass
 
     setup = bench_setup(args)
     source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id

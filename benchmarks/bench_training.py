@@ -10,7 +10,7 @@ Arms, each on a model loaded afresh from disk (so all start from the same weight
   grouping (random sampler), a collator padding to the longest row with prompt labels -100, ``report_to=[]``,
   ``save_strategy="no"``, fp32 (or ``--bf16``: the Trainer's bf16 autocast). Only ``trainer.train()`` is
   timed.
-* ``ours fp32`` / ``ours bf16``: ``lpselect.scoring.train.train_epoch`` with ``FineTuneSettings`` defaults
+* ``ours fp32`` / ``ours bf16``: ``lpselect.engine.train.train_epoch`` with ``FineTuneSettings`` defaults
   (the same optimizer step of 32 samples, cut into length-sorted micro-batches by a token budget: the score
   job's automatic one unless ``--micro-budget`` names others).
 

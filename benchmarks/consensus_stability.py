@@ -9,7 +9,7 @@ an interrupted one resumes), clusters them once (``lpselect cluster``, all-MiniL
 
 - single seed vs single seed: the overlap |A∩B|/|A| of every pair of seeds (mean, min, max);
 - consensus vs consensus: the seeds split into two disjoint groups (the first half, the second half), each
-  group's consensus subset (lpselect.consensus: mean rank), and the overlap of the two;
+  group's consensus subset (lpselect.core.consensus: mean rank), and the overlap of the two;
 - consensus vs each of its own seeds.
 
 Two random 10 % subsets share about 10 %.
@@ -31,8 +31,8 @@ from seed_stability import sample_file
 
 from lpselect.analysis.compare import set_overlap
 from lpselect.analysis.runio import metric_values, read_clusters, read_scores
-from lpselect.consensus import consensus_metric
-from lpselect.selection import select
+from lpselect.core.consensus import consensus_metric
+from lpselect.core.selection import select
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,7 +28,7 @@ def build(size: str, out: Path, tokenizer: str | None = None, seed: int = 0) -> 
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from lpselect.models import model_source
+    from lpselect.engine.models import model_source
 
     tok = AutoTokenizer.from_pretrained(tokenizer or model_source(None))
     cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True,

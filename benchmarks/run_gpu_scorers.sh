@@ -13,7 +13,7 @@ device=${DEVICE:-auto}
 data=../../shared/data/instructions/dolly.json
 status=0
 for size in $sizes; do
-  if [[ $size == 135m ]]; then model=$($py -c "from lpselect.models import model_source; print(model_source(None))")
+  if [[ $size == 135m ]]; then model=$($py -c "from lpselect.engine.models import model_source; print(model_source(None))")
   else model=$out/llama-$size; [[ -e $model/config.json ]] || $py random_llama.py --size "$size" --out "$model" || status=1
   fi
   N_SCORE=${N_SCORE:-2000} N_TRAIN=${N_TRAIN:-1024} DEVICE=$device bash run_gpu.sh "$model" "$data" "$out/$size" || status=1

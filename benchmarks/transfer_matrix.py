@@ -19,8 +19,8 @@ import numpy as np
 
 from lpselect.analysis.compare import correlation_matrix, rank_correlation
 from lpselect.analysis.figures import heatmap
-from lpselect.metrics import learning_percentage, learning_percentage_approx
-from lpselect.reference import load_ppl_pickle, no_token_rows
+from lpselect.core.metrics import learning_percentage, learning_percentage_approx
+from lpselect.interop.reference import load_ppl_pickle, no_token_rows
 
 SCORERS = ("opt-350m", "opt-1.3b", "opt-2.7b", "opt-6.7b", "opt-13b", "llama2-7b", "llama2-13b")
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference-pplx"

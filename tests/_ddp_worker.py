@@ -15,8 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lpselect.config import FineTuneSettings
 from lpselect.data.formats import Sample
 from lpselect.data.tokenize import tokenize_samples
-from lpselect.scoring.distributed import data_parallel, init_workers
-from lpselect.scoring.train import accumulate_gradients
+from lpselect.engine.distributed import data_parallel, init_workers
+from lpselect.engine.train import accumulate_gradients
 
 
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -9,9 +9,9 @@ import torch
 from test_scoring import tiny_config
 
 from lpselect.config import ScoreConfig
-from lpselect.scoring.budget import auto_micro_budget, micro_budget_from_memory
-from lpselect.scoring.job import score
-from lpselect.target import TrainConfig
+from lpselect.engine.budget import auto_micro_budget, micro_budget_from_memory
+from lpselect.steps.score import score
+from lpselect.steps.train import TrainConfig
 
 SMOLLM2 = dict(layers=30, hidden=576, vocab=49152)
 GIB = 2**30
@@ -37,7 +37,7 @@ def test_budget_is_capped_and_floored():
 
 
 def test_cpu_budget_is_the_cache_sized_one(tiny_model_dir):
-    from lpselect.models import load_causal_lm
+    from lpselect.engine.models import load_causal_lm
 
     model = load_causal_lm(str(tiny_model_dir))
     assert auto_micro_budget(model, torch.device("cpu"), precision="fp32", checkpointing=False) == 2048
@@ -61,7 +61,7 @@ def test_score_job_records_the_budget_it_used(alpaca_file, tiny_model_dir, tmp_p
 def _smallest_on_rank(rank: int, init_file: str, values: list[int], out: str) -> None:
     import torch.distributed as dist
 
-    from lpselect.scoring.distributed import Workers
+    from lpselect.engine.distributed import Workers
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=len(values))
     try:

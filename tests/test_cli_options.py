@@ -50,7 +50,7 @@ def test_values_reach_the_config(monkeypatch, tmp_path):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("lpselect.scoring.job.score", fake_score)
+    monkeypatch.setattr("lpselect.steps.score.score", fake_score)
     data = tmp_path / "d.json"
     data.write_text("[]")
     r = runner.invoke(app, ["score", "--data", str(data), "--out", str(tmp_path / "r"), "--max-grad-norm", "0.25",

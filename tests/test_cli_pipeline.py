@@ -256,7 +256,7 @@ select:
     expected.add(f"10_low_lp_app1-{tag}-trajectory.json")
     subsets = out / "subsets"
     written = {p.name for p in subsets.iterdir() if not p.name.endswith(".report.json")}
-    assert written == expected | {"README.md"}  # README.md: the dataset card of every subset (lpselect.card)
+    assert written == expected | {"README.md"}  # README.md: the dataset card of every subset (lpselect.steps.card)
     card = (subsets / "README.md").read_text()
     assert all(f"config_name: {n[:-5]}" in card for n in expected)
     traj = json.loads((subsets / f"10_low_lp_app1-{tag}-trajectory.json.report.json").read_text())

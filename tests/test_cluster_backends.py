@@ -16,14 +16,14 @@ import pytest
 from conftest import alpaca_rows, require_package_dir
 from typer.testing import CliRunner
 
-import lpselect.cluster as cluster_mod
+import lpselect.steps.cluster as cluster_mod
 from lpselect.cli import app
-from lpselect.cluster import cluster, embed_to_file, kmeans_labels
 from lpselect.config import ClusterConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.errors import LPSelectError, RunFolderError
-from lpselect.layout import EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
+from lpselect.runs.layout import EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
+from lpselect.steps.cluster import cluster, embed_to_file, kmeans_labels
 
 BACKENDS = ["sklearn", "faiss", "minibatch"]
 
@@ -84,7 +84,7 @@ def test_labels_stay_in_range_when_k_is_large(backend: str) -> None:
 
 
 def test_selection_copes_with_empty_cluster_ids() -> None:
-    from lpselect.selection import select
+    from lpselect.core.selection import select
 
     labels = np.array([0, 0, 0, 3, 3, 3, 7, 7, 7, 7], dtype=np.int64)  # clusters 1, 2, 4, 5, 6 are empty
     metric = np.arange(10, dtype=np.float64)
@@ -107,7 +107,7 @@ def one_shot(data: Path, batch_size: int = 64) -> np.ndarray:
     """What the old all-at-once code wrote: every text encoded by one ``SentenceTransformer.encode`` call."""
     from sentence_transformers import SentenceTransformer
 
-    from lpselect.models import resolve_embedder
+    from lpselect.engine.models import resolve_embedder
 
     model = SentenceTransformer(resolve_embedder(None), device=None)
     model.max_seq_length = 256

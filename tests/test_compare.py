@@ -268,9 +268,10 @@ def test_compare_many_matches_pairwise(tmp_path: Path):
 
 
 def test_run_folder_names_are_defined_once():
-    """The score job, the run-folder reader and the reference importer all use lpselect.layout's name."""
-    from lpselect import layout, reference
-    from lpselect.scoring import job
+    """The score job, the run-folder reader and the reference importer all use lpselect.runs.layout's name."""
+    from lpselect.interop import reference
+    from lpselect.runs import layout
+    from lpselect.steps import score as job
 
     assert job.SCORES is runio.SCORES is reference.SCORES is layout.SCORES == "scores.parquet"
 
@@ -323,7 +324,7 @@ def _raw_pickles(scorer: str) -> np.ndarray:
 
 
 def _imported(scorer: str, tmp_path: Path) -> Path:
-    from lpselect.reference import import_reference
+    from lpselect.interop.reference import import_reference
 
     folder = shared_data("reference-pplx", f"alpaca-{scorer}")
     import_reference([folder / f"epoch-{e}.pkl" for e in ("pre", "1", "2", "3")], tmp_path / scorer)

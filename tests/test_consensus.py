@@ -1,6 +1,6 @@
-"""Consensus of several scorer runs (lpselect.consensus), ``select --scores A --scores B ...`` and
+"""Consensus of several scorer runs (lpselect.core.consensus), ``select --scores A --scores B ...`` and
 ``lpselect stability``: mean ranks by hand, selections and overlaps re-computed here with plain numpy and
-Python sets (no lpselect.selection, no lpselect.analysis.compare in the expected values)."""
+Python sets (no lpselect.core.selection, no lpselect.analysis.compare in the expected values)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from lpselect.analysis.stability import stability_overlaps
 from lpselect.cli import app
-from lpselect.consensus import average_ranks, consensus_metric
+from lpselect.core.consensus import average_ranks, consensus_metric
+from lpselect.core.selection import select
 from lpselect.errors import LPSelectError
-from lpselect.selection import select
-from lpselect.subset import select_subset
+from lpselect.steps.select import select_subset
 
 N = 24
 
@@ -105,7 +105,7 @@ def write_run(folder: Path, seed: int, clusters: np.ndarray | None = None) -> Pa
 
 
 def metric_of(scores: Path) -> np.ndarray:
-    """LP_app(1) of a written run, by the formula (not lpselect.metrics)."""
+    """LP_app(1) of a written run, by the formula (not lpselect.core.metrics)."""
     t = pq.read_table(scores)
     p0, p1 = t.column("ppl_0").to_numpy(), t.column("ppl_1").to_numpy()
     return (p0 - p1) / p0

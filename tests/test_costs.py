@@ -1,4 +1,4 @@
-"""The cost plan's arithmetic (lpselect.costs): phases of a job, nominal FLOPs, GPU seconds, probe sampling."""
+"""The cost plan's arithmetic (lpselect.core.costs): phases of a job, nominal FLOPs, GPU seconds, probe sampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lpselect.costs import extrapolate, format_seconds, gpu_seconds, job_phases, phase_flops, probe_order
+from lpselect.core.costs import extrapolate, format_seconds, gpu_seconds, job_phases, phase_flops, probe_order
 
 
 def test_job_phases_in_run_order() -> None:

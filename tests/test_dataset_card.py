@@ -1,4 +1,4 @@
-"""The Hugging Face dataset card that select writes beside its subsets (lpselect.card).
+"""The Hugging Face dataset card that select writes beside its subsets (lpselect.steps.card).
 
 Two subsets share one folder: ``datasets.load_dataset(folder, name=STEM)`` must read each one, and the card's
 YAML metadata must hold the provenance, checked against values computed here (sha256 with hashlib, counts
@@ -21,9 +21,9 @@ from conftest import alpaca_rows
 from typer.testing import CliRunner
 
 import lpselect
-from lpselect.card import MARKER
 from lpselect.cli import app
-from lpselect.subset import select_subset
+from lpselect.steps.card import MARKER
+from lpselect.steps.select import select_subset
 
 N_ROWS, NAN_ROWS = 20, (4, 11)  # rows 4 and 11 have no P1, so no LP_app(1)
 SUFFIX = {"json": ".json", "jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "hf": ""}

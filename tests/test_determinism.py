@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lpselect.cluster import cluster
 from lpselect.config import ClusterConfig, ScoreConfig
-from lpselect.scoring.job import score
-from lpselect.subset import select_subset
+from lpselect.steps.cluster import cluster
+from lpselect.steps.score import score
+from lpselect.steps.select import select_subset
 from tests.conftest import require_package_dir
 
 

@@ -131,7 +131,7 @@ def test_fsdp_target_training_equals_one_process(tiny_model_dir: Path, tmp_path:
         np.testing.assert_allclose(two[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
     config = json.loads((tmp_path / "fsdp" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
-    from lpselect.models import load_causal_lm
+    from lpselect.engine.models import load_causal_lm
 
     assert load_causal_lm(str(tmp_path / "fsdp")).num_parameters() > 0
 

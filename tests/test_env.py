@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from lpselect.cli import app
-from lpselect.scoring.precision import choose_precision
+from lpselect.engine.precision import choose_precision
 
 runner = CliRunner()
 

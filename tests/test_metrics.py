@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lpselect.metrics import (
+from lpselect.core.metrics import (
     METRICS,
     compute_metric,
     learning_percentage,

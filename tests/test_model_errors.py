@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lpselect.cli import app
+from lpselect.engine.models import load_embedder, load_tokenizer, model_not_found
 from lpselect.errors import LPSelectError
-from lpselect.models import load_embedder, load_tokenizer, model_not_found
 
 HUB_TYPO = "facebook/opt-350mm"  # one letter off facebook/opt-350m
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from lpselect.cli import app
 from lpselect.config import ScoreConfig
-from lpselect.plan import plan
-from lpselect.scoring.job import score
+from lpselect.steps.plan import plan
+from lpselect.steps.score import score
 
 
 def _cfg(model: Path, **kw) -> ScoreConfig:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lpselect.config import ScoreConfig
-from lpselect.scoring.job import score
-from lpselect.scoring.precision import choose_precision, cpu_matrix_features, cpuinfo_features
+from lpselect.engine.precision import choose_precision, cpu_matrix_features, cpuinfo_features
+from lpselect.steps.score import score
 
 CPU = torch.device("cpu")
 AVX2_ONLY = {"avx2": True, "avx512f": False, "avx512_bf16": False, "amx_bf16": False}

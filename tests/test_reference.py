@@ -19,7 +19,7 @@ import pytest
 from conftest import shared_data
 
 from lpselect.errors import InputError
-from lpselect.reference import (
+from lpselect.interop.reference import (
     NO_TOKEN_FLAG,
     export_reference,
     import_reference,
@@ -27,7 +27,7 @@ from lpselect.reference import (
     load_plain_pickle,
     load_ppl_pickle,
 )
-from lpselect.subset import select_subset
+from lpselect.steps.select import select_subset
 
 EPOCHS = ("pre", "1", "2", "3")
 N_REAL = 52_002
@@ -353,7 +353,7 @@ def test_real_import_counts_and_flags(real_ppl, real_import) -> None:
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_real_lp1_from_scores_matches_numpy_on_raw_pickles(real_ppl, real_import, keep: bool) -> None:
-    from lpselect.metrics import learning_percentage, learning_percentage_approx
+    from lpselect.core.metrics import learning_percentage, learning_percentage_approx
 
     t = pq.read_table(real_import[keep].scores_path)
     table = np.stack([t.column(f"ppl_{e}").to_numpy() for e in range(4)], axis=1)

@@ -22,7 +22,7 @@ from scipy import stats
 
 from lpselect.analysis import summary
 from lpselect.analysis.report import SECTION_IDS, write_report
-from lpselect.subset import select_subset
+from lpselect.steps.select import select_subset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAN_ROWS = (3, 50, 77)  # no perplexity at all
@@ -354,7 +354,7 @@ def test_52k_rows_with_1000_clusters_in_seconds(tmp_path: Path):
 
 
 def test_report_on_the_reference_opt350m(tmp_path: Path):
-    from lpselect.reference import import_reference
+    from lpselect.interop.reference import import_reference
 
     folder = shared_data("reference-pplx", "alpaca-opt-350m")
     import_reference([folder / f"epoch-{e}.pkl" for e in ("pre", "1", "2", "3")], tmp_path / "run")

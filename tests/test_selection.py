@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from lpselect.selection import BANDS, Selection, n_parts, select
+from lpselect.core.selection import BANDS, Selection, n_parts, select
 
 NAN = float("nan")
 

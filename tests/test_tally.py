@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 
+from lpselect.core.tally import Tally, tally, verdict
 from lpselect.errors import InputError
 from lpselect.evaluate.report import ordered_testsets, report_json
 from lpselect.evaluate.reviews import (
@@ -23,7 +24,6 @@ from lpselect.evaluate.reviews import (
     tally_rows,
     write_reviews,
 )
-from lpselect.evaluate.tally import Tally, tally, verdict
 
 # Every combination of (sign of A - B in order 1, sign of A - B in order 2), as concrete judge scores, and the
 # verdict the rule gives: the two signs added, > 0 A, < 0 B, 0 tie (+1 A wins, -1 B wins, 0 tie).

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from lpselect.cli.target import register
 from lpselect.evaluate.generate import TESTSETS, generate_answers, load_testsets
-from lpselect.target import TrainConfig, train_target
+from lpselect.steps.train import TrainConfig, train_target
 
 runner = CliRunner()
 
@@ -125,12 +125,12 @@ def test_train_refuses_foreign_folder_and_changed_settings(app, tiny_model_dir, 
 
 
 def test_one_epoch_equals_scorer_train_epoch(tiny_model_dir, alpaca_file, tmp_path):
-    """Target training takes exactly the optimizer steps of scoring.train.train_epoch (one implementation)."""
+    """Target training takes exactly the optimizer steps of engine.train.train_epoch (one implementation)."""
     from lpselect.config import FineTuneSettings
     from lpselect.data.formats import read_dataset
     from lpselect.data.tokenize import tokenize_samples
-    from lpselect.models import load_causal_lm, load_tokenizer
-    from lpselect.scoring.train import make_optimizer, train_epoch
+    from lpselect.engine.models import load_causal_lm, load_tokenizer
+    from lpselect.engine.train import make_optimizer, train_epoch
 
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=2, grad_accum=2, lr=1e-3, save_steps=0,
                       max_tokens_per_micro_batch=64)
@@ -167,7 +167,7 @@ def test_bad_input_does_not_lock_the_folder(app, tiny_model_dir, alpaca_file, tm
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_resume_equals_uninterrupted(tiny_model_dir, alpaca_file, tmp_path, monkeypatch, lora):
-    import lpselect.scoring.train as engine
+    import lpselect.engine.train as engine
 
     # 12 rows, 2 x 2 per step: 3 steps per epoch, 6 in all; checkpoints at 2, 3 (epoch end), 4, 6
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=2, grad_accum=2, lr=1e-3, save_steps=2,

@@ -50,7 +50,7 @@ def test_callback_in_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     from lpselect.cli import app
-    from lpselect.subset import select_subset
+    from lpselect.steps.select import select_subset
 
     rows = alpaca_rows(12)
     data_file = tmp_path / "alpaca.json"
@@ -126,7 +126,7 @@ def _ddp_main(model_dir: str, data_file: str, out: str) -> None:
     """One rank of the torchrun job below; rank 0 then scores the trained weights alone, as a reference."""
     import torch.distributed as dist
 
-    from lpselect.scoring.passes import scoring_pass
+    from lpselect.engine.passes import scoring_pass
 
     model, train, tokenizer = _train(Path(model_dir), Path(data_file), Path(out), Path(out + "-hf"), batch_size=2)
     if dist.get_rank() == 0:

@@ -23,10 +23,8 @@ from typer.testing import CliRunner
 from lpselect.analysis.summary import recompute_selection
 from lpselect.cli import app
 from lpselect.config import SelectSpec
-from lpselect.errors import LPSelectError
-from lpselect.selection import STRATEGIES, select
-from lpselect.subset import select_subset
-from lpselect.trajectory import (
+from lpselect.core.selection import STRATEGIES, select
+from lpselect.core.trajectory import (
     balanced_fill,
     loss_trajectory,
     select_trajectory,
@@ -34,6 +32,8 @@ from lpselect.trajectory import (
     trajectory_budget,
     trajectory_columns,
 )
+from lpselect.errors import LPSelectError
+from lpselect.steps.select import select_subset
 
 NAN = float("nan")
 CENTRES = {"small": (0.5, 0.3, 0.2), "mid": (3.0, 2.0, 1.5), "large": (6.0, 5.5, 5.0)}  # ln P0, ln P1, ln P2

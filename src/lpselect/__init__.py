@@ -1,7 +1,7 @@
 """lpselect: a small language model picks the instruction-tuning data for a larger one.
 
 The Python API mirrors the CLI: :func:`score`, :func:`cluster`, :func:`select_subset`, :func:`run_pipeline`.
-Pure math lives in :mod:`lpselect.metrics` and :mod:`lpselect.selection`. Names load lazily, so
+Pure math lives in :mod:`lpselect.core.metrics` and :mod:`lpselect.core.selection`. Names load lazily, so
 ``import lpselect`` (and ``lpselect --help``) does not import torch.
 """
 
@@ -13,14 +13,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "score": "lpselect.scoring.job",
-    "cluster": "lpselect.cluster",
-    "select_subset": "lpselect.subset",
-    "run_pipeline": "lpselect.pipeline",
-    "load_run_config": "lpselect.pipeline",
-    "select": "lpselect.selection",
-    "learning_percentage": "lpselect.metrics",
-    "learning_percentage_approx": "lpselect.metrics",
+    "score": "lpselect.steps.score",
+    "cluster": "lpselect.steps.cluster",
+    "select_subset": "lpselect.steps.select",
+    "run_pipeline": "lpselect.steps.pipeline",
+    "load_run_config": "lpselect.steps.pipeline",
+    "select": "lpselect.core.selection",
+    "learning_percentage": "lpselect.core.metrics",
+    "learning_percentage_approx": "lpselect.core.metrics",
     "read_dataset": "lpselect.data.formats",
     "write_subset": "lpselect.data.formats",
     "ScoreConfig": "lpselect.config",
@@ -28,7 +28,7 @@ _API = {
     "SelectSpec": "lpselect.config",
     "SubsetSpec": "lpselect.config",
     "TrainConfig": "lpselect.config",
-    "train_target": "lpselect.target",
+    "train_target": "lpselect.steps.train",
     "RunConfig": "lpselect.config",
 }
 __all__ = sorted(_API)

@@ -22,7 +22,7 @@ def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def offline_models() -> dict[str, str]:
     """The offline defaults lpselect finds (no hub needed), or how to get them."""
-    from lpselect.models import _SMOLLM2_GGUF, _SMOLLM2_PACKAGE, _package_dir, cache_dir, resolve_embedder
+    from lpselect.engine.models import _SMOLLM2_GGUF, _SMOLLM2_PACKAGE, _package_dir, cache_dir, resolve_embedder
 
     found: dict[str, str] = {}
     pkg = _package_dir(_SMOLLM2_PACKAGE)
@@ -42,7 +42,7 @@ def environment() -> dict[str, str]:
     """Versions, device, CPU features, threads, the precision ``auto`` picks, and the offline models."""
     import torch
 
-    from lpselect.scoring.precision import choose_precision, cpu_matrix_features, pick_device
+    from lpselect.engine.precision import choose_precision, cpu_matrix_features, pick_device
 
     info = {"platform": platform.platform(), "python": platform.python_version()}
     for pkg in PACKAGES:

@@ -17,8 +17,8 @@ import numpy as np
 from scipy import stats
 
 from lpselect.analysis import runio
+from lpselect.core.selection import select
 from lpselect.errors import InputError
-from lpselect.selection import select
 
 CORRELATION_METHODS = ("spearman", "kendall")
 
@@ -110,7 +110,7 @@ def set_overlap(a_ids: np.ndarray, b_ids: np.ndarray) -> Overlap:
 
 def selection_overlap(metric_a: np.ndarray, metric_b: np.ndarray, percent: float,
                       clusters: np.ndarray | None = None, band: str = "low") -> SelectionOverlap:
-    """Select the band of each metric with :func:`lpselect.selection.select` and compare the id sets."""
+    """Select the band of each metric with :func:`lpselect.core.selection.select` and compare the id sets."""
     metric_a = np.asarray(metric_a, dtype=np.float64)
     metric_b = np.asarray(metric_b, dtype=np.float64)
     if metric_a.shape != metric_b.shape:

@@ -18,11 +18,11 @@ import numpy as np
 from lpselect.analysis import figures, runio, summary
 from lpselect.analysis import html as h
 from lpselect.analysis.compare import rank_correlation
+from lpselect.core.metrics import learning_percentage, learning_percentage_approx
 from lpselect.data.formats import Dataset
 from lpselect.errors import LPSelectError
-from lpselect.io import atomic_path
-from lpselect.layout import CLUSTERS, REPORT
-from lpselect.metrics import learning_percentage, learning_percentage_approx
+from lpselect.runs.io import atomic_path
+from lpselect.runs.layout import CLUSTERS, REPORT
 
 SECTIONS = (
     ("summary", "Run summary"),

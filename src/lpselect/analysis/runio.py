@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from lpselect.core.metrics import compute_metric, stacked
 from lpselect.data.formats import Dataset, read_dataset
 from lpselect.errors import InputError, LPSelectError
-from lpselect.layout import CLUSTERS, MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
-from lpselect.metrics import compute_metric, stacked
-from lpselect.subset import read_cluster_labels, read_score_table
+from lpselect.runs.layout import CLUSTERS, MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
+from lpselect.runs.tables import read_cluster_labels, read_score_table
 
 # per-row columns besides id and ppl_* that score / import-reference write
 ROW_COLUMNS = ("n_scored_tokens", "truncated", "prompt_shortened", "reference_no_tokens")

@@ -1,8 +1,8 @@
 """How much of a subset is the data and how much the scorer's seed: overlap of the selections of several runs.
 
-Each pair of runs is compared (|A∩B|/|A| and Jaccard), and so is the consensus subset (lpselect.consensus: the
+Each pair of runs is compared (|A∩B|/|A| and Jaccard), and so is the consensus subset (lpselect.core.consensus: the
 rows' mean rank across the runs) with each single run: if the consensus is stable, it overlaps every run more
-than the runs overlap each other. Selection is :func:`lpselect.selection.select`, overlap is
+than the runs overlap each other. Selection is :func:`lpselect.core.selection.select`, overlap is
 :func:`lpselect.analysis.compare.set_overlap`; :func:`stability_overlaps` is pure, :func:`stability_runs`
 reads run folders.
 """
@@ -18,10 +18,10 @@ import numpy as np
 
 from lpselect.analysis import runio
 from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, set_overlap
-from lpselect.consensus import consensus_metric
+from lpselect.core.consensus import consensus_metric
+from lpselect.core.selection import select
 from lpselect.errors import InputError, LPSelectError
-from lpselect.layout import CLUSTERS
-from lpselect.selection import select
+from lpselect.runs.layout import CLUSTERS
 
 
 @dataclass

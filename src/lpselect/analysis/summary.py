@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from lpselect.metrics import compute_metric, learning_percentage, learning_percentage_approx
-from lpselect.selection import select
+from lpselect.core.metrics import compute_metric, learning_percentage, learning_percentage_approx
+from lpselect.core.selection import select
 
 BAND_NAMES = ("hardest", "middle", "easiest")  # colour codes 0, 1, 2 of band_codes; NaN rows are -1
 
@@ -182,7 +182,7 @@ def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | 
     if report.get("consensus_of"):  # ranked by the mean rank over other runs' scores too, not this table alone
         raise ValueError(f"a consensus of {len(report['consensus_of'])} score files (see its report)")
     if report.get("strategy") == "trajectory":  # S2L: k-means over the loss trajectories, not the metric
-        from lpselect.trajectory import DEFAULT_K, select_trajectory_from_table
+        from lpselect.core.trajectory import DEFAULT_K, select_trajectory_from_table
 
         return select_trajectory_from_table(table, float(report["percent"]),
                                             k=int(report.get("trajectory_k") or DEFAULT_K),

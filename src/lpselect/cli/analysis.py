@@ -44,7 +44,7 @@ def compare_cmd(
 ) -> None:
     """How far two scorers agree: rank correlation of a metric and overlap of the selections it makes."""
     from lpselect.analysis.compare import compare_many, compare_runs
-    from lpselect.io import write_json
+    from lpselect.runs.io import write_json
 
     if all_runs:
         m = compare_many(runs, metric, epoch, method)
@@ -104,7 +104,7 @@ def stability_cmd(
     """How much a selection depends on the run: overlap of every pair of runs' subsets, and of the consensus
     subset (mean rank across the runs) with each run."""
     from lpselect.analysis.stability import mean_overlap, stability_runs
-    from lpselect.io import write_json
+    from lpselect.runs.io import write_json
 
     s = stability_runs(runs, metric, epoch, percent, band, clusters)
     rule = "per cluster" if s.consensus_clusters else "global ranking"

@@ -71,10 +71,10 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     ) -> None:
         """Ask a judge to grade A's and B's answers to every question, in both orders; write the reviews."""
+        from lpselect.core.tally import tally
         from lpselect.evaluate.judge import judge_files
         from lpselect.evaluate.report import report_table
         from lpselect.evaluate.reviews import tally_rows
-        from lpselect.evaluate.tally import tally
 
         chat = _make_backend(backend, judge_model, base_url=base_url, api_key_env=api_key_env,
                              temperature=temperature, max_tokens=max_tokens, timeout=timeout,
@@ -136,10 +136,10 @@ def register(app: typer.Typer) -> None:
         label_b: Annotated[str | None, typer.Option(help="Name of model B in the table and chart.")] = None,
     ) -> None:
         """Wins / ties / losses of A against B per test set and overall, and WR = (W - L) / N + 1."""
+        from lpselect.core.tally import tally
         from lpselect.evaluate.report import report_json, report_table
         from lpselect.evaluate.reviews import read_reviews, tally_rows
-        from lpselect.evaluate.tally import tally
-        from lpselect.io import write_json
+        from lpselect.runs.io import write_json
 
         rows = read_reviews(reviews, fmt.value)
         name_a, name_b = model_labels(rows, label_a, label_b)

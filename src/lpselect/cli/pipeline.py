@@ -28,12 +28,12 @@ def score_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune the scorer on all samples; write each sample's perplexity before and after every epoch."""
-    from lpselect.scoring.job import score
+    from lpselect.steps.score import score
 
     if seeds is None:
         _print_score(score(data, out_dir, config, force=force, progress=not quiet))
         return
-    from lpselect.scoring.seeds import parse_seeds, score_seeds
+    from lpselect.steps.seeds import parse_seeds, score_seeds
 
     results = score_seeds(data, out_dir, config, parse_seeds(seeds), force=force, progress=not quiet)
     for r in results:
@@ -68,21 +68,21 @@ def plan_cmd(
 ) -> None:
     """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
     any training. It takes the options of `score`."""
-    from lpselect.plan import plan
+    from lpselect.steps.plan import plan
 
     cfg = config
     p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=ClusterConfig(embedder=embedder),
              peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
     _print_plan(p)
     if json_out is not None:
-        from lpselect.io import write_json
+        from lpselect.runs.io import write_json
 
         write_json(json_out, p.to_dict())
         out.print(f"plan: {json_out}")
 
 
 def _print_plan(p: Any) -> None:
-    from lpselect.costs import format_seconds
+    from lpselect.core.costs import format_seconds
 
     out.print(f"{p.data}: {p.rows:,} rows, {p.tokens:,} tokens ({p.tokens / max(p.rows, 1):.0f} a row), "
               f"{p.scored_tokens:,} scored\nscorer: {p.model} ({p.parameters / 1e6:,.1f}M parameters), "
@@ -118,7 +118,7 @@ def cluster_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Embed every sample (all-MiniLM-L6-v2) and cluster the embeddings with k-means."""
-    from lpselect.cluster import cluster
+    from lpselect.steps.cluster import cluster
 
     r = cluster(data, out_dir, config, force=force, progress=not quiet)
     out.print(f"clusters: {r.clusters_path}  (k used: {r.k_used}, asked: {r.k_requested})")
@@ -138,7 +138,7 @@ def select_cmd(
                                                                      "strategies cluster, clust_rand).")] = None,
 ) -> None:
     """Keep the given band of every cluster by the metric (SPEC §8); write the subset, a report and a dataset card."""
-    from lpselect.subset import select_subset
+    from lpselect.steps.select import select_subset
 
     r = select_subset(data, scores, out_path, clusters=clusters, **config.model_dump())
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
@@ -154,7 +154,7 @@ def run_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Run score -> cluster -> select (a grid of metrics x epochs x percents x bands) into one run folder."""
-    from lpselect.pipeline import load_run_config, run_pipeline
+    from lpselect.steps.pipeline import load_run_config, run_pipeline
 
     r = run_pipeline(load_run_config(config), force=force, progress=not quiet)
     _print_run(r)
@@ -190,7 +190,7 @@ def import_reference_cmd(
                                                            "(the reference's behaviour) instead of NaN.")] = False,
 ) -> None:
     """Convert the reference implementation's pickles into scores.parquet / clusters.parquet."""
-    from lpselect.reference import import_reference
+    from lpselect.interop.reference import import_reference
 
     r = import_reference(list(pplx), out_dir, clustering=clustering, keep_reference_ones=keep_reference_ones)
     out.print(f"scores: {r.scores_path}  ({r.n_rows} rows, {r.n_no_token_rows} marked 1.0 at every epoch"
@@ -207,7 +207,7 @@ def export_reference_cmd(
     data: Annotated[Path | None, typer.Option("--data", help="Data, for the clustering's embed_sentence.")] = None,
 ) -> None:
     """Write scores (and clusters) back in the reference implementation's pickle format."""
-    from lpselect.reference import export_reference
+    from lpselect.interop.reference import export_reference
 
     for p in export_reference(scores, out_dir, clusters=clusters, data=data):
         out.print(str(p))

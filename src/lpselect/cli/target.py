@@ -25,7 +25,7 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Instruction-tune the target model on a subset (same template and loss mask as scoring)."""
-    from lpselect.target import train_target
+    from lpselect.steps.train import train_target
 
     cfg = config
     r = train_target(data, out_dir, cfg, force=force, progress=not quiet)

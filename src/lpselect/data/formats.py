@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import atomic_path, jsonl_objects
+from lpselect.runs.io import atomic_path, jsonl_objects
 
 CHAT_ROLES = ("system", "user", "assistant")
 

@@ -16,7 +16,7 @@ import numpy as np
 from lpselect.data.formats import Sample
 from lpselect.data.template import render_prompt
 from lpselect.errors import InputError
-from lpselect.io import save_npy
+from lpselect.runs.io import save_npy
 
 TRUNCATION_MODES = ("prompt", "right")
 

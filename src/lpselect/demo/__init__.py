@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from lpselect.config import ClusterConfig, RunConfig, ScoreConfig, SelectSpec
+from lpselect.core.metrics import learning_percentage_approx
 from lpselect.data.formats import read_dataset
-from lpselect.metrics import learning_percentage_approx
-from lpselect.pipeline import RunResult, run_pipeline
-from lpselect.subset import read_ppl_table
+from lpselect.runs.tables import read_ppl_table
+from lpselect.steps.pipeline import RunResult, run_pipeline
 
 DEMO_DATA = files("lpselect.demo") / "instructions.jsonl"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpselect.errors import InputError
-from lpselect.io import jsonl_objects
+from lpselect.runs.io import jsonl_objects
 
 ANSWER_FIELDS = ("testset", "id", "question", "answer", "model")
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lpselect.io import write_json
+from lpselect.runs.io import write_json
 
 
 def request_key(identity: dict[str, Any], messages: list[dict[str, str]], attempt: int) -> str:

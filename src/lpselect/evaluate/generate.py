@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import longest_prefix
+from lpselect.engine.models import load_causal_lm
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import jsonl_objects, write_json
-from lpselect.models import load_causal_lm
+from lpselect.runs.io import jsonl_objects, write_json
 
 if TYPE_CHECKING:
-    from lpselect.scoring.precision import PrecisionChoice
+    from lpselect.engine.precision import PrecisionChoice
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def generate_answers(
     """
     import torch
 
-    from lpselect.models import load_tokenizer, model_source
-    from lpselect.scoring.precision import announce, choose_precision, pick_device
+    from lpselect.engine.models import load_tokenizer, model_source
+    from lpselect.engine.precision import announce, choose_precision, pick_device
 
     if max_new_tokens < 1:
         raise LPSelectError("max_new_tokens must be at least 1")
@@ -236,7 +236,7 @@ def generate_answers(
 
 def _model_label(model_dir: str | Path | None) -> str:
     if model_dir is None or str(model_dir) == "":
-        from lpselect.models import DEFAULT_SCORER
+        from lpselect.engine.models import DEFAULT_SCORER
 
         return DEFAULT_SCORER
     p = Path(model_dir)
@@ -362,7 +362,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 
 def _write_settings(out: Path, settings: dict[str, Any], source: str, precision: PrecisionChoice) -> None:
-    from lpselect.runs import library_versions
+    from lpselect.runs.folder import library_versions
 
     write_json(_settings_path(out),
                {"settings": settings, "model_source": source, "precision": precision.precision,

@@ -15,8 +15,8 @@ class LocalChat:
     deterministic = True  # greedy: asking again gives the same reply, so unreadable replies are not retried
 
     def __init__(self, model: str | Path, *, max_new_tokens: int = 512, device: str = "auto"):
-        from lpselect.models import load_causal_lm, load_tokenizer, model_source
-        from lpselect.scoring.precision import pick_device
+        from lpselect.engine.models import load_causal_lm, load_tokenizer, model_source
+        from lpselect.engine.precision import pick_device
 
         self.source = model_source(str(model))
         self.max_new_tokens = max_new_tokens

@@ -8,15 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpselect.core.tally import TallyReport, tally
 from lpselect.errors import LPSelectError
 from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
 from lpselect.evaluate.judge import ChatBackend, JudgeResult, judge_files
 from lpselect.evaluate.plot import plot_tally
 from lpselect.evaluate.report import report_json
 from lpselect.evaluate.reviews import model_labels, tally_rows
-from lpselect.evaluate.tally import TallyReport, tally
-from lpselect.io import write_json
-from lpselect.layout import ANSWERS, REVIEWS, WINRATE_JSON, WINRATE_PNG
+from lpselect.runs.io import write_json
+from lpselect.runs.layout import ANSWERS, REVIEWS, WINRATE_JSON, WINRATE_PNG
 
 TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
 

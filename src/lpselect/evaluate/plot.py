@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lpselect.core.tally import TallyReport
 from lpselect.errors import LPSelectError
 from lpselect.evaluate.report import display_name, ordered_testsets
-from lpselect.evaluate.tally import TallyReport
-from lpselect.io import atomic_path
+from lpselect.runs.io import atomic_path
 
 COLORS = {"wins": "#f46d43", "ties": "#ffffbf", "losses": "#74add1"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lpselect.evaluate.tally import Tally, TallyReport
+from lpselect.core.tally import Tally, TallyReport
 
 # The test sets of this line of work, in the order papers show them; others follow in order of appearance.
 PAPER_ORDER = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")

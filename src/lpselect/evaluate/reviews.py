@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lpselect.core.tally import A_WINS, B_WINS, Scores, verdict
 from lpselect.errors import InputError
-from lpselect.evaluate.tally import A_WINS, B_WINS, Scores, verdict
-from lpselect.io import atomic_path, jsonl_objects
+from lpselect.runs.io import atomic_path, jsonl_objects
 
 FORMATS = ("own", "cherry")
 _VERDICT_NAMES = {A_WINS: "A", B_WINS: "B", 0: "tie"}
@@ -67,7 +67,7 @@ class Review:
 
 
 def tally_rows(reviews: Iterable[Review]) -> Iterable[tuple[str, Scores | None, Scores | None]]:
-    """The rows :func:`lpselect.evaluate.tally.tally` counts."""
+    """The rows :func:`lpselect.core.tally.tally` counts."""
     return ((r.testset, r.ab.scores, r.ba.scores) for r in reviews)
 
 

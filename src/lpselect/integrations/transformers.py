@@ -3,7 +3,7 @@
 ``lpselect score`` trains the scorer itself. Many users already have a training script (a ``Trainer``, or TRL's
 ``SFTTrainer``, which is a ``Trainer`` subclass and takes callbacks the same way) and only want the perplexity
 record of it. :class:`LPCallback` measures every training sample's perplexity before the first step and after
-each epoch with lpselect's own scoring pass (:func:`lpselect.scoring.passes.pass_sums`: eval mode, no
+each epoch with lpselect's own scoring pass (:func:`lpselect.engine.passes.pass_sums`: eval mode, no
 gradients, LM head only on scored positions), and writes the ``scores.parquet`` and ``manifest.json`` that
 ``lpselect select``, ``compare`` and ``report`` read, so the rest of lpselect works on it unchanged.
 
@@ -33,14 +33,14 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from lpselect.data.tokenize import TokenizedData
+from lpselect.engine.batching import token_budget_batches
+from lpselect.engine.distributed import Workers
+from lpselect.engine.passes import finish, pass_sums
 from lpselect.errors import LPSelectError
-from lpselect.io import save_npy, write_parquet
-from lpselect.layout import SCORES
-from lpselect.runs import RunFolder, describe_input
-from lpselect.scoring.batching import token_budget_batches
-from lpselect.scoring.distributed import Workers
-from lpselect.scoring.job import WORK, _finished_passes, score_table
-from lpselect.scoring.passes import finish, pass_sums
+from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.io import save_npy, write_parquet
+from lpselect.runs.layout import SCORES
+from lpselect.steps.score import WORK, finished_passes, score_table
 
 log = logging.getLogger(__name__)
 SOURCE = "trainer callback"
@@ -242,7 +242,7 @@ class LPCallback(TrainerCallback):
             try:
                 self._begin(args, state, model, device)
                 if resumed:
-                    have = _finished_passes(self.passes, start, ["ppl", "prob"])
+                    have = finished_passes(self.passes, start, ["ppl", "prob"])
                 else:
                     shutil.rmtree(self.passes, ignore_errors=True)  # a fresh run: no pass of an earlier one stays
             except LPSelectError as e:

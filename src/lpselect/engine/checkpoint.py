@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lpselect.engine.distributed import Workers
+from lpselect.engine.sharding import gather_for_saving, save_model
 from lpselect.faults import crash_point
-from lpselect.io import recover_dir, replace_dir
-from lpselect.layout import CHECKPOINT_STATE
-from lpselect.scoring.distributed import Workers
-from lpselect.scoring.sharding import gather_for_saving, save_model
+from lpselect.runs.io import recover_dir, replace_dir
+from lpselect.runs.layout import CHECKPOINT_STATE
 
 STATE = CHECKPOINT_STATE
 

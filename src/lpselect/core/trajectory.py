@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lpselect.selection import ORDERS
+from lpselect.core.selection import ORDERS
 
 DEFAULT_K = 100  # S2L's default number of trajectory clusters
 

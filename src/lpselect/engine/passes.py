@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from lpselect.data.tokenize import TokenizedData
-from lpselect.scoring.batching import collate, token_budget_batches
-from lpselect.scoring.forward import scored_token_nll
-from lpselect.scoring.precision import autocast
+from lpselect.engine.batching import collate, token_budget_batches
+from lpselect.engine.forward import scored_token_nll
+from lpselect.engine.precision import autocast
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The settings are the step's own config (``FineTuneSettings``: ``ScoreConfig`` or ``TrainConfig``); an automatic
 micro-batch budget (``max_tokens_per_micro_batch`` None) is resolved once the model is loaded
-(``scoring.budget.with_micro_budget``), and one left unresolved means micro-batches of ``batch_size`` rows.
+(``engine.budget.with_micro_budget``), and one left unresolved means micro-batches of ``batch_size`` rows.
 
 The loss of one optimizer step is the mean NLL over every scored token of its batch_size x grad_accum
 samples (the Hugging Face Trainer's token-level normalisation across accumulation steps). Because that
@@ -24,10 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lpselect.config import FineTuneSettings
 from lpselect.data.tokenize import TokenizedData
-from lpselect.scoring.batching import collate, token_budget_batches
-from lpselect.scoring.distributed import Workers
-from lpselect.scoring.forward import scored_token_nll
-from lpselect.scoring.precision import autocast
+from lpselect.engine.batching import collate, token_budget_batches
+from lpselect.engine.distributed import Workers
+from lpselect.engine.forward import scored_token_nll
+from lpselect.engine.precision import autocast
 
 
 def steps_per_epoch(n_rows: int, s: FineTuneSettings) -> int:

@@ -20,10 +20,10 @@ import pyarrow as pa
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.errors import InputError
-from lpselect.io import atomic_path, write_parquet
-from lpselect.layout import CLUSTERS, SCORES
-from lpselect.runs import RunFolder, describe_input
-from lpselect.subset import read_cluster_labels, read_ppl_table
+from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.io import atomic_path, write_parquet
+from lpselect.runs.layout import CLUSTERS, SCORES
+from lpselect.runs.tables import read_cluster_labels, read_ppl_table
 
 NO_TOKEN_FLAG = "reference_no_tokens"
 

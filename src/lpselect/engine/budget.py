@@ -15,7 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from lpselect.config import FineTuneSettings
-    from lpselect.scoring.distributed import Workers
+    from lpselect.engine.distributed import Workers
 
 CPU_MICRO_BUDGET = 2048
 GPU_MICRO_BUDGET_CAP = 16384

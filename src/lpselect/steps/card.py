@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from lpselect.io import atomic_path
-from lpselect.layout import CARD, REPORT_SUFFIX
+from lpselect.runs.io import atomic_path
+from lpselect.runs.layout import CARD, REPORT_SUFFIX
 
 MARKER = "<!-- lpselect dataset card: written by `lpselect select` from the *.report.json files in this folder -->"
 README = CARD
@@ -66,7 +66,7 @@ def scorer_of(scores: str | Path) -> str:
         return "unknown"
     model, gguf = step["config"].get("model"), step["config"].get("gguf_file")
     if not model:
-        from lpselect.models import DEFAULT_SCORER
+        from lpselect.engine.models import DEFAULT_SCORER
 
         model = DEFAULT_SCORER
     return f"{model}/{gguf}" if gguf else str(model)

@@ -16,12 +16,12 @@ import pyarrow as pa
 from lpselect.config import ClusterConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
+from lpselect.engine.models import check_model, load_embedder, resolve_embedder
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.io import write_json, write_parquet
-from lpselect.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
-from lpselect.models import check_model, load_embedder, resolve_embedder
-from lpselect.runs import RunFolder, describe_input
+from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.io import write_json, write_parquet
+from lpselect.runs.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
 
 if TYPE_CHECKING:
     from lpselect.data.formats import Sample

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from lpselect.config import FineTuneSettings
-from lpselect.lora import load_trainable
-from lpselect.models import enable_activation_checkpointing
-from lpselect.scoring.budget import with_micro_budget
-from lpselect.scoring.distributed import Workers, data_parallel
-from lpselect.scoring.sharding import load_full_optimizer_state, shard_model
-from lpselect.scoring.train import make_optimizer
+from lpselect.engine.budget import with_micro_budget
+from lpselect.engine.distributed import Workers, data_parallel
+from lpselect.engine.lora import load_trainable
+from lpselect.engine.models import enable_activation_checkpointing
+from lpselect.engine.sharding import load_full_optimizer_state, shard_model
+from lpselect.engine.train import make_optimizer
 
 
 @dataclass

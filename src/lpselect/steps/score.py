@@ -21,17 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from lpselect.config import ScoreConfig
+from lpselect.core.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
-from lpselect.faults import crash_point
-from lpselect.io import atomic_path, save_npy
-from lpselect.layout import CHECKPOINT, SCORE_WORK, SCORES
-from lpselect.memory import release_free_memory
-from lpselect.metrics import confidence, instruction_following_difficulty, variability
-from lpselect.models import load_tokenizer, model_source
-from lpselect.runs import RunFolder, describe_input
-from lpselect.scoring.batching import pass_token_budget, token_budget_batches
-from lpselect.scoring.checkpoint import (
+from lpselect.engine.batching import pass_token_budget, token_budget_batches
+from lpselect.engine.checkpoint import (
     Position,
     checkpoint_array,
     clear_stale,
@@ -39,11 +33,17 @@ from lpselect.scoring.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from lpselect.scoring.distributed import Workers, init_workers
-from lpselect.scoring.passes import PassResult, finish, pass_sums
-from lpselect.scoring.precision import announce, choose_precision, pick_device
-from lpselect.scoring.train import EpochState, StepResult, merge_row_nll, steps_per_epoch, train_epoch
-from lpselect.scoring.trainable import prepare_trainable
+from lpselect.engine.distributed import Workers, init_workers
+from lpselect.engine.memory import release_free_memory
+from lpselect.engine.models import load_tokenizer, model_source
+from lpselect.engine.passes import PassResult, finish, pass_sums
+from lpselect.engine.precision import announce, choose_precision, pick_device
+from lpselect.engine.train import EpochState, StepResult, merge_row_nll, steps_per_epoch, train_epoch
+from lpselect.engine.trainable import prepare_trainable
+from lpselect.faults import crash_point
+from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.io import atomic_path, save_npy
+from lpselect.runs.layout import CHECKPOINT, SCORE_WORK, SCORES
 
 log = logging.getLogger(__name__)
 WORK = SCORE_WORK
@@ -92,7 +92,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     total_steps = steps_per_epoch(len(tokens), cfg) * max(cfg.epochs, cfg.schedule_epochs)
     passes = work / "passes"
     pass_files = ["ppl", "prob"] + (["ppl_resp"] if cfg.ifd else [])
-    done = _finished_passes(passes, cfg.epochs, pass_files)
+    done = finished_passes(passes, cfg.epochs, pass_files)
     per_epoch = steps_per_epoch(len(tokens), cfg)
     pos, rng = read_checkpoint(ckpt)
     trained = 0 if pos is None else pos.epoch - (pos.done_in_epoch < per_epoch)  # epochs finished
@@ -293,7 +293,7 @@ def _bar(total: int, desc: str, unit: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not enabled, dynamic_ncols=True)
 
 
-def _finished_passes(passes: Path, epochs: int, prefixes: list[str]) -> int:
+def finished_passes(passes: Path, epochs: int, prefixes: list[str]) -> int:
     """Largest e with every pass file of epochs 0 .. e on disk; -1 when none."""
     e = -1
     while e < epochs and all((passes / f"{p}_{e + 1}.npy").exists() for p in prefixes):

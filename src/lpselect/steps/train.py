@@ -32,21 +32,21 @@ from tqdm.auto import tqdm
 from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
-from lpselect.errors import LPSelectError
-from lpselect.faults import crash_point
-from lpselect.io import recover_dir
-from lpselect.layout import CHECKPOINT, LOCK_FILES, MANIFEST
-from lpselect.models import load_tokenizer, model_source
-from lpselect.runs import RunFolder, describe_input, same_content, same_settings
-from lpselect.scoring.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
-from lpselect.scoring.distributed import Workers, init_workers
-from lpselect.scoring.precision import announce, choose_precision, pick_device
-from lpselect.scoring.sharding import (
+from lpselect.engine.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
+from lpselect.engine.distributed import Workers, init_workers
+from lpselect.engine.models import load_tokenizer, model_source
+from lpselect.engine.precision import announce, choose_precision, pick_device
+from lpselect.engine.sharding import (
     full_model_state,
     save_model,
 )
-from lpselect.scoring.train import EpochState, StepResult, steps_per_epoch, train_epoch
-from lpselect.scoring.trainable import prepare_trainable
+from lpselect.engine.train import EpochState, StepResult, steps_per_epoch, train_epoch
+from lpselect.engine.trainable import prepare_trainable
+from lpselect.errors import LPSelectError
+from lpselect.faults import crash_point
+from lpselect.runs.folder import RunFolder, describe_input, same_content, same_settings
+from lpselect.runs.io import recover_dir
+from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST
 
 log = logging.getLogger(__name__)
 STEP = "train"

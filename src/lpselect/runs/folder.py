@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lpselect.errors import RunFolderError
-from lpselect.io import sha256_of, write_json
-from lpselect.layout import LOCK, LOCK_OWNER, MANIFEST
+from lpselect.runs.io import sha256_of, write_json
+from lpselect.runs.layout import LOCK, LOCK_OWNER, MANIFEST
 
 
 def library_versions() -> dict[str, str]:

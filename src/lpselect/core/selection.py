@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BANDS = ("low", "mid", "high")
-STRATEGIES = ("cluster", "global", "clust_rand", "random", "trajectory")  # trajectory: lpselect.trajectory
+STRATEGIES = ("cluster", "global", "clust_rand", "random", "trajectory")  # trajectory: lpselect.core.trajectory
 ORDERS = ("reference", "original")
 
 
@@ -57,7 +57,7 @@ def select(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "trajectory":  # it clusters loss trajectories, not a metric: another input
         raise ValueError("strategy 'trajectory' selects by loss trajectories: "
-                         "use lpselect.trajectory.select_trajectory")
+                         "use lpselect.core.trajectory.select_trajectory")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if band not in BANDS:

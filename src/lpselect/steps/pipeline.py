@@ -9,15 +9,15 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from lpselect.cluster import cluster
 from lpselect.config import RunConfig
 from lpselect.data.formats import read_dataset, subset_suffix
+from lpselect.engine.models import DEFAULT_SCORER
 from lpselect.errors import InputError
-from lpselect.layout import SUBSETS
-from lpselect.models import DEFAULT_SCORER
-from lpselect.runs import RunFolder
-from lpselect.scoring.job import score
-from lpselect.subset import SubsetResult, select_subset
+from lpselect.runs.folder import RunFolder
+from lpselect.runs.layout import SUBSETS
+from lpselect.steps.cluster import cluster
+from lpselect.steps.score import score
+from lpselect.steps.select import SubsetResult, select_subset
 
 
 @dataclass

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from lpselect import __version__
-from lpselect.card import card_target, scorer_of, write_card
-from lpselect.consensus import consensus_metric
+from lpselect.core.consensus import consensus_metric
+from lpselect.core.metrics import compute_metric
+from lpselect.core.selection import Selection, select
+from lpselect.core.trajectory import DEFAULT_K, TrajectorySelection, select_trajectory_from_table
 from lpselect.data.formats import Dataset, read_dataset, write_subset
 from lpselect.errors import InputError, LPSelectError
-from lpselect.io import sha256_of, write_json
-from lpselect.layout import REPORT_SUFFIX
-from lpselect.metrics import compute_metric, stacked
-from lpselect.selection import Selection, select
-from lpselect.trajectory import DEFAULT_K, TrajectorySelection, select_trajectory_from_table
+from lpselect.runs.io import sha256_of, write_json
+from lpselect.runs.layout import REPORT_SUFFIX
+from lpselect.runs.tables import read_cluster_labels, read_score_table
+from lpselect.steps.card import card_target, scorer_of, write_card
 
 
 @dataclass
@@ -29,52 +28,6 @@ class SubsetResult:
     report_path: Path
     ids: np.ndarray
     report: dict[str, Any]
-
-
-def read_score_table(path: str | Path, n_rows: int | None = None) -> dict[str, np.ndarray]:
-    """Every column of a scores.parquet as numpy arrays, ids checked against the data's row count."""
-    table = _read_keyed(path, n_rows)
-    epochs = sorted(int(m.group(1)) for c in table.column_names if (m := re.fullmatch(r"ppl_(\d+)", c)))
-    if not epochs or epochs != list(range(len(epochs))):
-        raise InputError(path, f"expected columns ppl_0 .. ppl_n, found {table.column_names}")
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-
-
-def read_ppl_table(path: str | Path, n_rows: int | None = None) -> np.ndarray:
-    """The (rows x epochs+1) perplexity table P_0 .. P_n of a scores.parquet."""
-    return stacked(read_score_table(path, n_rows), "ppl")
-
-
-def read_cluster_labels(path: str | Path, n_rows: int | None = None) -> np.ndarray:
-    table = _read_keyed(path, n_rows)
-    if "cluster" not in table.column_names:
-        raise InputError(path, "no 'cluster' column", field="cluster")
-    labels = table.column("cluster").to_numpy(zero_copy_only=False)
-    if labels.dtype.kind not in "iu":
-        raise InputError(path, f"cluster labels must be integers, found {labels.dtype}", field="cluster")
-    return labels.astype(np.int64)
-
-
-def _read_keyed(path: str | Path, n_rows: int | None):
-    try:
-        table = pq.read_table(path)
-    except (OSError, ValueError) as e:
-        raise InputError(path, f"cannot read Parquet: {e}") from None
-    if "id" not in table.column_names:
-        raise InputError(path, "no 'id' column", field="id")
-    ids = table.column("id").to_numpy(zero_copy_only=False)
-    expected = np.arange(n_rows if n_rows is not None else len(ids))
-    if len(ids) != len(expected) or not np.array_equal(ids, expected):
-        bad = _first_mismatch(ids, expected)
-        raise InputError(
-            path, f"ids do not match the data ({len(ids)} rows for {len(expected)} samples)", row=bad, field="id")
-    return table
-
-
-def _first_mismatch(ids: np.ndarray, expected: np.ndarray) -> int:
-    n = min(len(ids), len(expected))
-    diff = np.flatnonzero(ids[:n] != expected[:n])
-    return int(diff[0]) if len(diff) else n
 
 
 def select_subset(
@@ -94,13 +47,13 @@ def select_subset(
     trajectory_k: int = DEFAULT_K,
 ) -> SubsetResult:
     """Write the subset in the input's format, ``<out>.report.json`` with counts, the metric's spread and the
-    provenance, and the folder's dataset card (lpselect.card) rebuilt from every report there.
+    provenance, and the folder's dataset card (lpselect.steps.card) rebuilt from every report there.
 
     Strategy ``trajectory`` (S2L) picks by k-means over the loss trajectories (``trajectory_k`` clusters), not
     by the metric or the clusters file; the metric then only describes the selection in the report.
 
     Several ``scores`` files (runs of the same data, e.g. scorer seeds) rank by their consensus: each row's mean
-    rank of the metric across them (lpselect.consensus); ``metric_all`` / ``metric_selected`` then describe
+    rank of the metric across them (lpselect.core.consensus); ``metric_all`` / ``metric_selected`` then describe
     those mean ranks. One file (or a list of one) is the plain metric ranking.
     """
     dataset = data if isinstance(data, Dataset) else read_dataset(data)

@@ -38,7 +38,7 @@ def load_trainable(source: str, s: FineTuneSettings, saved: Path | None = None, 
                    attn_implementation: str | None = None):
     """The model to train: ``source`` (or, resuming, the checkpoint's model folder ``saved``), LoRA-wrapped
     when asked (a LoRA checkpoint holds the adapter: it goes back on the base model from ``source``)."""
-    from lpselect.models import load_causal_lm
+    from lpselect.engine.models import load_causal_lm
 
     if not s.lora:
         return load_causal_lm(str(saved) if saved else source, attn_implementation=attn_implementation)

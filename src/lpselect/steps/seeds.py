@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lpselect.config import ScoreConfig
-from lpselect.io import atomic_path
-from lpselect.layout import MANIFEST, SEED_FOLDER
-from lpselect.runs import RunFolder
-from lpselect.scoring.job import WORK, ScoreResult, score
+from lpselect.runs.folder import RunFolder
+from lpselect.runs.io import atomic_path
+from lpselect.runs.layout import MANIFEST, SEED_FOLDER
+from lpselect.steps.score import WORK, ScoreResult, score
 
 _SHARED_TABLES = ("tokens", "tokens_response")  # the token tables: the same text, the same tokenizer
 _P0_FILES = ("prob_0.npy", "ppl_resp_0.npy", "ppl_0.npy")  # ppl_0 last: it marks the pass as done

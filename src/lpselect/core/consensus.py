@@ -11,7 +11,7 @@ The rule (stated once, tested in tests/test_consensus.py):
 - Ties in a run get the average of the ranks they span (scipy's ``rankdata(method="average") - 1``), so a
   tie never favours the row with the smaller id in one run and carries that into the mean.
 - The consensus value is the arithmetic mean of the row's ranks over the runs; lower = harder, as the
-  metric. Ties in the consensus are broken by id, by :func:`lpselect.selection.select` as for any metric.
+  metric. Ties in the consensus are broken by id, by :func:`lpselect.core.selection.select` as for any metric.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class ScoredLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        from lpselect.scoring.forward import scored_token_nll
+        from lpselect.engine.forward import scored_token_nll
 
         return scored_token_nll(self.model, batch)
 

@@ -1,6 +1,6 @@
 """The arithmetic of a cost plan (``lpselect plan``): model FLOPs per phase and wall time from measured units.
 
-Pure Python: the probe that times real units lives in :mod:`lpselect.plan`.
+Pure Python: the probe that times real units lives in :mod:`lpselect.steps.plan`.
 
 FLOPs are the nominal model FLOPs of the benchmarks (benchmarks/README.md): a forward pass costs 2·N per token
 and a training step 6·N (forward 2·N, backward 4·N), N = the scorer's parameters (tied embeddings counted once),

@@ -2,10 +2,10 @@
 
 The data are read and tokenised in full (exact token counts), the scorer is loaded as the job loads it, and
 a probe times a spread of the job's own units with the job's own code: batches of a pass
-(:func:`lpselect.scoring.passes.pass_sums`), micro-batches of an epoch
-(:func:`lpselect.scoring.train.accumulate_gradients`) and optimizer updates
-(:func:`lpselect.scoring.train.apply_update`), sentence-embedding batches. Each phase's time is its number of
-units times their mean measured time (:mod:`lpselect.costs`). Nothing is written and no weights change that
+(:func:`lpselect.engine.passes.pass_sums`), micro-batches of an epoch
+(:func:`lpselect.engine.train.accumulate_gradients`) and optimizer updates
+(:func:`lpselect.engine.train.apply_update`), sentence-embedding batches. Each phase's time is its number of
+units times their mean measured time (:mod:`lpselect.core.costs`). Nothing is written and no weights change that
 are kept.
 """
 
@@ -23,23 +23,23 @@ import numpy as np
 import torch
 
 from lpselect.config import ClusterConfig, FineTuneSettings, ScoreConfig
-from lpselect.costs import extrapolate, gpu_seconds, job_phases, phase_flops, probe_order
+from lpselect.core.costs import extrapolate, gpu_seconds, job_phases, phase_flops, probe_order
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
-from lpselect.models import load_embedder, load_tokenizer, model_source
-from lpselect.scoring.batching import pass_token_budget, token_budget_batches
-from lpselect.scoring.distributed import Workers
-from lpselect.scoring.passes import pass_sums
-from lpselect.scoring.precision import choose_precision, pick_device
-from lpselect.scoring.train import (
+from lpselect.engine.batching import pass_token_budget, token_budget_batches
+from lpselect.engine.distributed import Workers
+from lpselect.engine.models import load_embedder, load_tokenizer, model_source
+from lpselect.engine.passes import pass_sums
+from lpselect.engine.precision import choose_precision, pick_device
+from lpselect.engine.train import (
     accumulate_gradients,
     apply_update,
     epoch_order,
     micro_batches,
     steps_per_epoch,
 )
-from lpselect.scoring.trainable import prepare_trainable
+from lpselect.engine.trainable import prepare_trainable
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _no_sync() -> None:
 
 def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync: Callable[[], None],
                  min_timed: int = 2, prepare: Callable[[], None] | None = None) -> list[float]:
-    """Seconds of each unit the probe timed: a spread of the units (:func:`lpselect.costs.probe_order`) after
+    """Seconds of each unit the probe timed: a spread of the units (:func:`lpselect.core.costs.probe_order`) after
     one untimed warm-up unit, at least ``min_timed`` of them, until ``budget_s`` is spent. ``prepare`` runs
     untimed before each unit."""
     order = probe_order(n_units)

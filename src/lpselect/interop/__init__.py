@@ -1,0 +1,1 @@
+"""The reference implementation's pickles, read and written."""
