@@ -20,6 +20,10 @@ LAYERS = {
     "data": {"data", "runs", "core"},
     "engine": {"engine", "data", "runs", "core"},
     "steps": {"steps", "engine", "data", "runs", "core", "analysis"},  # the pipeline ends with the report
+    "evaluate": {"evaluate", "engine", "data", "runs", "core"},
+    "analysis": {"analysis", "data", "runs", "core"},
+    "interop": {"interop", "data", "runs", "core"},
+    "integrations": {"integrations", "steps", "engine", "data", "runs", "core"},
 }
 SHARED = {"lpselect", "lpselect.config", "lpselect.errors", "lpselect.faults"}
 

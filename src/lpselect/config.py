@@ -23,43 +23,43 @@ class FineTuneSettings(_Strict):
     """What the scorer's training (``score``) and the target's (``train``) share: the model, its inputs, the
     optimizer step and how it runs. Defaults are the reference's."""
 
-    model: str | None = Field(None, description="hub id or local path (default: SmolLM2-135M-Instruct, offline)")
+    model: str | None = Field(None, description="Hub id or local path (default: SmolLM2-135M-Instruct, offline)")
     gguf_file: str | None = Field(None, description="GGUF file inside --model (dequantised once, then cached)")
-    max_length: int = Field(512, ge=2, description="tokens per sample after truncation")
+    max_length: int = Field(512, ge=2, description="Tokens per sample after truncation")
     truncation: Literal["prompt", "right"] = Field(
         "prompt", description="prompt: shorten the prompt, keep the response; right: cut from the right like the "
                               "reference")
-    seed: int = Field(42, description="seed of the row order, dropout and LoRA's initial weights")
-    lr: float = Field(2e-5, gt=0, description="peak learning rate (AdamW, cosine schedule with warm-up)")
+    seed: int = Field(42, description="Seed of the row order, dropout and LoRA's initial weights")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW, cosine schedule with warm-up)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_ratio: float = Field(0.03, ge=0, le=1, description="share of the schedule's steps spent warming up")
-    batch_size: int = Field(4, ge=1, description="per-device micro-batch in rows (an optimizer step takes "
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Share of the schedule's steps spent warming up")
+    batch_size: int = Field(4, ge=1, description="Per-device micro-batch in rows (an optimizer step takes "
                                                  "batch_size x grad_accum rows)")
-    grad_accum: int = Field(8, ge=1, description="gradient accumulation steps per optimizer step")
-    max_grad_norm: float = Field(1.0, ge=0, description="clip the gradient's norm to this (0 = no clipping)")
+    grad_accum: int = Field(8, ge=1, description="Gradient accumulation steps per optimizer step")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient's norm to this (0 = no clipping)")
     precision: Precision = Field(
         "auto", description="auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with "
                             "AMX-BF16 or AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     max_tokens_per_micro_batch: int | None = Field(
-        None, ge=0, description="padded-token budget of a training micro-batch (the update is the same for any "
+        None, ge=0, description="Padded-token budget of a training micro-batch (the update is the same for any "
                                 "budget; 0 = batch_size rows); default: CPU 2048, CUDA as large as the free memory "
                                 "allows, at most 16384")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (large "
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (large "
                                                             "models: less memory, ~30% slower)")
     attn_implementation: str | None = Field(
-        None, description="attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length "
+        None, description="Attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length "
                           "attention on padded batches; needs the flash-attn package and a GPU), eager; default: "
                           "transformers' choice")
-    fsdp: bool = Field(False, description="under torchrun/accelerate launch: shard the weights, gradients and "
+    fsdp: bool = Field(False, description="Under torchrun/accelerate launch: shard the weights, gradients and "
                                           "optimizer state over the processes (FSDP)")
-    keep_checkpoint: bool = Field(False, description="keep the last checkpoint (weights, optimizer, position) "
+    keep_checkpoint: bool = Field(False, description="Keep the last checkpoint (weights, optimizer, position) "
                                                      "after the run finishes")
     # LoRA adapters (peft) instead of full fine-tuning
-    lora: bool = Field(False, description="train LoRA adapters (peft) instead of every weight")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of every weight")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA path")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path")
     lora_target_modules: str = Field("all-linear", description="'all-linear' or comma-separated module names")
 
     @model_validator(mode="after")
@@ -73,48 +73,48 @@ class FineTuneSettings(_Strict):
 class ScoreConfig(FineTuneSettings):
     """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
 
-    model: str | None = Field(None, description="scorer model: hub id or local path (default: SmolLM2-135M-Instruct, "
+    model: str | None = Field(None, description="Scorer model: hub id or local path (default: SmolLM2-135M-Instruct, "
                                                 "offline)")
-    epochs: int = Field(3, ge=0, description="0 = P0 only; 1 = the LP_app(1) fast path")
-    schedule_epochs: int = Field(3, ge=1, description="the LR schedule spans max(epochs, this) epochs")
+    epochs: int = Field(3, ge=0, description="Training epochs n (0 = P0 only; 1 = the LP_app(1) fast path)")
+    schedule_epochs: int = Field(3, ge=1, description="The LR schedule spans max(epochs, this) epochs")
     max_tokens_per_batch: int = Field(
-        0, ge=0, description="padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
-    pass_chunk_rows: int = Field(4096, ge=1, description="rows per saved chunk of a pass (resume granularity)")
-    ifd: bool = Field(False, description="also score each response alone, for IFD (one extra pass per epoch)")
-    save_steps: int = Field(0, ge=0, description="also checkpoint every N optimizer steps inside an epoch (0 = at "
+        0, ge=0, description="Padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
+    pass_chunk_rows: int = Field(4096, ge=1, description="Rows per saved chunk of a pass (resume granularity)")
+    ifd: bool = Field(False, description="Also score each response alone, for IFD (one extra pass per epoch)")
+    save_steps: int = Field(0, ge=0, description="Also checkpoint every N optimizer steps inside an epoch (0 = at "
                                                  "epoch ends only); a re-run resumes from the last one")
 
 
 class TrainConfig(FineTuneSettings):
     """Target instruction tuning (SPEC §9); defaults are the reference's."""
 
-    model: str | None = Field(None, description="target model: hub id or local path (default: SmolLM2-135M-Instruct, "
+    model: str | None = Field(None, description="Target model: hub id or local path (default: SmolLM2-135M-Instruct, "
                                                 "offline)")
-    epochs: int = Field(3, ge=1, description="training epochs")
-    max_steps: int = Field(0, ge=0, description="stop after this many optimizer steps (0 = all epochs); "
+    epochs: int = Field(3, ge=1, description="Training epochs")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0 = all epochs); "
                                                 "the LR schedule then spans max_steps, as in HF Trainer")
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
-    save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype of the saved "
+    save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved "
                                                                                          "weights")
-    save_steps: int = Field(100, ge=0, description="checkpoint every N optimizer steps, and at each epoch end "
+    save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, and at each epoch end "
                                                    "(0 = epoch ends only); a re-run resumes from the last one")
 
 
 class ClusterConfig(_Strict):
     """Embedding + k-means (SPEC §7)."""
 
-    k: int = Field(1000, ge=1, description="number of k-means clusters (capped for small data)")
+    k: int = Field(1000, ge=1, description="Number of k-means clusters (capped for small data)")
     min_cluster_size: int = Field(20, ge=1, description="k is capped at N // this for small data")
     embedder: str | None = Field(None, description="sentence-transformers model: hub id or local path (default: "
                                                    "all-MiniLM-L6-v2)")
-    seed: int = Field(42, description="seed of k-means")
-    batch_size: int = Field(64, ge=1, description="texts per embedding batch")
-    max_seq_length: int = Field(256, ge=8, description="tokens per text the embedder reads")
+    seed: int = Field(42, description="Seed of k-means")
+    batch_size: int = Field(64, ge=1, description="Texts per embedding batch")
+    max_seq_length: int = Field(256, ge=8, description="Tokens per text the embedder reads")
     kmeans: Literal["sklearn", "faiss", "minibatch"] = Field(
         "sklearn", description="k-means backend: sklearn (scikit-learn KMeans, the reference's; default), faiss "
                                "(fast for 100k+ rows, its GPU build when present; pip install faiss-cpu), "
                                "minibatch (scikit-learn MiniBatchKMeans, no extra install)")
-    embed_chunk_rows: int = Field(8192, ge=1, description="rows embedded and saved per chunk (resume granularity); "
+    embed_chunk_rows: int = Field(8192, ge=1, description="Rows embedded and saved per chunk (resume granularity); "
                                                           "a multiple of batch_size keeps a one-shot encode's batches")
 
 
@@ -131,10 +131,10 @@ class _SubsetRule(_Strict):
                                "the loss trajectories")
     order: Literal["reference", "original"] = Field(
         "reference", description="reference: cluster by cluster, ascending metric; original: input order")
-    seed: int = Field(42, description="seed of the random strategies")
-    max_value: float | None = Field(None, description="leave out rows whose metric is above this (Cherry LLM's "
+    seed: int = Field(42, description="Seed of the random strategies")
+    max_value: float | None = Field(None, description="Leave out rows whose metric is above this (Cherry LLM's "
                                                       "IFD policy: 1.0); counted")
-    trajectory_k: int = Field(100, ge=1, description="strategy trajectory (S2L): k-means clusters of the loss "
+    trajectory_k: int = Field(100, ge=1, description="Strategy trajectory (S2L): k-means clusters of the loss "
                                                      "trajectories, capped at the rows with a finite trajectory")
 
 
@@ -143,8 +143,8 @@ class SubsetSpec(_SubsetRule):
 
     metric: Metric = Field("lp_app", description="lp, lp_app (SPEC §6) or a rival signal (docs/metrics.md); "
                                                  "rows are ranked ascending")
-    epoch: int = Field(1, ge=0, description="epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
-    percent: float = Field(10, gt=0, le=100, description="percentage p: each cluster is cut into round(100/p) "
+    epoch: int = Field(1, ge=0, description="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
+    percent: float = Field(10, gt=0, le=100, description="Percentage p: each cluster is cut into round(100/p) "
                                                          "parts")
     band: Band = Field("low", description="low = hardest (the method), mid, high")
 

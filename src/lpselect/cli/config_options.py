@@ -32,11 +32,9 @@ def flag_name(field: str) -> str:
 
 
 def field_help(info: FieldInfo) -> str:
-    """A field's description as option help: a sentence (its first word kept as written when it is a value the
-    description goes on to explain, as in 'auto: ...' or 'auto, cpu, ...')."""
+    """A field's description as option help: as written (it may begin with a value or a variable, 'auto: ...',
+    'k is ...'), ending with a full stop."""
     text = info.description or ""
-    if text and not text.split()[0].endswith((":", ",")):
-        text = text[:1].upper() + text[1:]
     return text + ("" if text.endswith(".") or not text else ".")
 
 

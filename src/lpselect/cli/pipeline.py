@@ -48,15 +48,19 @@ def _print_score(r: Any) -> None:
               f"{r.n_empty_outputs} with an empty output, {r.n_duplicates} duplicates of an earlier row)")
 
 
+# score options a plan has no use for: it probes in one process and writes nothing
+PLAN_IGNORES = ("save_steps", "keep_checkpoint", "pass_chunk_rows", "fsdp")
+
+
 @app.command("plan")
 @friendly
-@config_options(ScoreConfig)
+@config_options(ScoreConfig, skip=PLAN_IGNORES)
+@config_options(ClusterConfig, only=["embedder", "max_seq_length", "embed_chunk_rows"], into="cluster")
 def plan_cmd(
     data: DataOpt,
     config: ScoreConfig,
+    cluster: ClusterConfig,
     embed: Annotated[bool, typer.Option(help="Also estimate cluster's sentence embedding.")] = True,
-    embedder: Annotated[str | None, typer.Option(help="sentence-transformers model; default all-MiniLM-L6-v2.")
-                        ] = None,
     probe_seconds: Annotated[float, typer.Option(help="Time the probe may spend on timed units (after one "
                                                       "warm-up unit per phase; at least two units each).")] = 20.0,
     peak_tflops: Annotated[float | None, typer.Option(help="Also estimate for a GPU of this dense bf16 peak, "
@@ -67,11 +71,11 @@ def plan_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON.")] = None,
 ) -> None:
     """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
-    any training. It takes the options of `score`."""
+    any training. It takes the options of `score` that shape the job's cost, and cluster's embedder."""
     from lpselect.steps.plan import plan
 
     cfg = config
-    p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=ClusterConfig(embedder=embedder),
+    p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
              peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
     _print_plan(p)
     if json_out is not None:

@@ -3,10 +3,10 @@
 Each decoder layer and then the whole model become FSDP units: a rank keeps 1/world of every parameter,
 gradient and optimizer state, and gathers a layer's weights only while it runs. Gradients are reduce-scattered
 as a *sum* (divide factor 1), because lpselect's loss is already normalised by the scored tokens of the whole
-optimizer step across all ranks (see ``scoring/distributed.py``): the update equals the single-process one.
+optimizer step across all ranks (see ``engine/distributed.py``): the update equals the single-process one.
 
 FSDP's gathers are collective, so every rank must run the same number of forward/backward calls; ranks with
-fewer micro-batches in a step run zero-weight ones (``scoring/train.py``). Full (unsharded) state dicts are
+fewer micro-batches in a step run zero-weight ones (``engine/train.py``). Full (unsharded) state dicts are
 gathered to rank 0's CPU for saving, so the files are ordinary Hugging Face folders and torch state dicts.
 """
 

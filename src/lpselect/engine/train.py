@@ -1,4 +1,5 @@
-"""Scorer fine-tuning (SPEC §5): AdamW, cosine schedule with warm-up, micro-batches with accumulation.
+"""The one training loop of the scorer (SPEC §5) and the target (§9): AdamW, cosine schedule with warm-up,
+micro-batches with accumulation.
 
 The settings are the step's own config (``FineTuneSettings``: ``ScoreConfig`` or ``TrainConfig``); an automatic
 micro-batch budget (``max_tokens_per_micro_batch`` None) is resolved once the model is loaded
