@@ -74,8 +74,7 @@ def plan_cmd(
     any training. It takes the options of `score` that shape the job's cost, and cluster's embedder."""
     from lpselect.steps.plan import plan
 
-    cfg = config
-    p = plan(data, cfg, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
+    p = plan(data, config, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
              peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
     _print_plan(p)
     if json_out is not None:

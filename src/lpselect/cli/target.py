@@ -27,8 +27,7 @@ def train_cmd(
     """Instruction-tune the target model on a subset (same template and loss mask as scoring)."""
     from lpselect.steps.train import train_target
 
-    cfg = config
-    r = train_target(data, out_dir, cfg, force=force, progress=not quiet)
+    r = train_target(data, out_dir, config, force=force, progress=not quiet)
     losses = ", ".join(f"epoch {e}: {v:.4f}" for e, v in r.epoch_losses.items())
     resumed = f", resumed at step {r.resumed_from_step}" if r.resumed_from_step else ""
     out.print(f"model: {r.model_dir}  ({r.n_rows} rows, {r.steps} steps{resumed}; loss {losses or '-'}; "
