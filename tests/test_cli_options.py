@@ -1,6 +1,6 @@
-"""The options of score, plan, cluster, select and train are generated from their pydantic configs: every field
-is a flag with the field's default and help, a flag's value reaches the config, and a refused value is one line
-naming the flag."""
+"""The options of score, plan, cluster, select, train, generate, judge and eval are generated from their pydantic
+configs: every field is a flag with the field's default and help, a flag's value reaches the config, and a refused
+value is one line naming the flag."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from lpselect.cli import app
-from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec, TrainConfig
+from lpselect.cli.evaluate import EVAL_GENERATION
+from lpselect.config import ClusterConfig, GenerateConfig, JudgeConfig, ScoreConfig, SubsetSpec, TrainConfig
 
 runner = CliRunner()
 PLAN_IGNORES = {"save_steps", "keep_checkpoint", "pass_chunk_rows", "fsdp"}  # what a plan has no use for
@@ -20,6 +21,9 @@ COMMANDS = {  # command -> the configs whose fields are its flags
     "cluster": [(ClusterConfig, set(ClusterConfig.model_fields))],
     "select": [(SubsetSpec, set(SubsetSpec.model_fields))],
     "train": [(TrainConfig, set(TrainConfig.model_fields))],
+    "generate": [(GenerateConfig, set(GenerateConfig.model_fields))],
+    "judge": [(JudgeConfig, set(JudgeConfig.model_fields))],
+    "eval": [(GenerateConfig, set(EVAL_GENERATION)), (JudgeConfig, set(JudgeConfig.model_fields) - {"device"})],
 }
 
 
@@ -93,3 +97,44 @@ def test_a_refused_value_is_one_line_naming_the_flag(tmp_path, args, message):
 def test_a_choice_outside_the_literal_is_refused_by_the_parser(tmp_path):
     r = runner.invoke(app, ["cluster", "--data", str(tmp_path / "d.json"), "--out", str(tmp_path), "--kmeans", "x"])
     assert r.exit_code == 2 and "'x' is not one of" in r.output and "'minibatch'" in r.output
+
+
+def test_eval_passes_both_configs_on_and_the_local_judge_runs_on_the_generation_device(monkeypatch, tmp_path):
+    """eval stacks two generated configs: the generation settings reach evaluate_models, the judge settings
+    the judge (with --device, which the two share), and --parse-retries the judging."""
+    seen = {}
+
+    def fake_backend(judge_model, cfg, console):
+        seen["judge"] = (judge_model, cfg)
+        return object()
+
+    def fake_evaluate(a, b, chat, out, generation, **kw):
+        seen["generation"], seen["kw"] = generation, kw
+        raise SystemExit(0)
+
+    monkeypatch.setattr("lpselect.cli.evaluate._make_backend", fake_backend)
+    monkeypatch.setattr("lpselect.evaluate.pipeline.evaluate_models", fake_evaluate)
+    r = runner.invoke(app, ["eval", "--a", "ma", "--b", "mb", "--judge-model", "j", "--out", str(tmp_path / "e"),
+                            "--backend", "local", "--device", "cpu", "--limit", "3", "--batch-size", "2",
+                            "--max-tokens", "64", "--parse-retries", "0", "--concurrency", "7",
+                            "--testsets", "vicuna"])
+    assert r.exit_code == 0, r.output
+    name, judging = seen["judge"]
+    assert name == "j" and isinstance(judging, JudgeConfig)
+    assert (judging.backend, judging.device, judging.max_tokens) == ("local", "cpu", 64)
+    g = seen["generation"]
+    assert isinstance(g, GenerateConfig)
+    assert (g.device, g.limit, g.batch_size, g.testsets, g.temperature) == ("cpu", 3, 2, "vicuna", 0.0)
+    assert seen["kw"]["concurrency"] == 7 and seen["kw"]["parse_retries"] == 0
+
+
+@pytest.mark.parametrize(("command", "args", "message"), [
+    ("generate", ["--model", "m", "--out", "a.jsonl", "--limit", "0"], "--limit: Input should be greater than or"),
+    ("generate", ["--model", "m", "--out", "a.jsonl", "--temperature", "-1"], "--temperature: Input should be"),
+    ("judge", ["--a", "a", "--b", "b", "--judge-model", "j", "--out", "r.jsonl", "--concurrency", "0"],
+     "--concurrency: Input should be greater than or equal to 1"),
+])
+def test_generate_and_judge_refuse_a_bad_value_in_one_line(command, args, message):
+    r = runner.invoke(app, [command, *args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output

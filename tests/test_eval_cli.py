@@ -93,7 +93,10 @@ def test_evaluate_models_python_api(tiny_model_dir: Path, tmp_path: Path) -> Non
     b_answers = {row["answer"] for _, row in jsonl_objects(generate_answers(
         b, load_testsets("vicuna", ts), tmp_path / "probe.jsonl", max_new_tokens=3, progress=False).out_path)}
     judge = _PrefersB(b_answers)
-    r = evaluate_models(a, b, judge, out, testsets="vicuna", testset_dir=ts, max_new_tokens=3, progress=False)
+    from lpselect.config import GenerateConfig
+
+    r = evaluate_models(a, b, judge, out, GenerateConfig(testsets="vicuna", testset_dir=ts, max_new_tokens=3),
+                        progress=False)
     assert r.answers_a == out / "answers_a.jsonl" and r.answers_b.exists()
     assert judge.calls == 6  # 3 questions x 2 orders
     overall = json.loads(r.winrate_json.read_text())["overall"]

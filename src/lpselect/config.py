@@ -8,11 +8,15 @@ with their name, so a typo in a YAML config never passes silently.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Precision = Literal["auto", "fp32", "bf16"]
+PRECISION_HELP = ("auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AMX-BF16 or "
+                  "AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice)")
+DEVICE_HELP = "auto, cpu, cuda, cuda:1 ..."
 
 
 class _Strict(BaseModel):
@@ -37,10 +41,8 @@ class FineTuneSettings(_Strict):
                                                  "batch_size x grad_accum rows)")
     grad_accum: int = Field(8, ge=1, description="Gradient accumulation steps per optimizer step")
     max_grad_norm: float = Field(1.0, ge=0, description="Clip the gradient's norm to this (0 = no clipping)")
-    precision: Precision = Field(
-        "auto", description="auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with "
-                            "AMX-BF16 or AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice)")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    device: str = Field("auto", description=DEVICE_HELP)
     max_tokens_per_micro_batch: int | None = Field(
         None, ge=0, description="Padded-token budget of a training micro-batch (the update is the same for any "
                                 "budget; 0 = batch_size rows); default: CPU 2048, CUDA as large as the free memory "
@@ -116,6 +118,42 @@ class ClusterConfig(_Strict):
                                "minibatch (scikit-learn MiniBatchKMeans, no extra install)")
     embed_chunk_rows: int = Field(8192, ge=1, description="Rows embedded and saved per chunk (resume granularity); "
                                                           "a multiple of batch_size keeps a one-shot encode's batches")
+
+
+class GenerateConfig(_Strict):
+    """Answering the evaluation test sets with the training template (SPEC §10)."""
+
+    testsets: str = Field("vicuna,koala,wizardlm,sinstruct,lima",
+                          description="Comma-separated test sets: vicuna, koala, wizardlm, sinstruct, lima")
+    testset_dir: Path | None = Field(None, description="Folder of *_test_set.jsonl files (default: "
+                                                       "$LPSELECT_TESTSET_DIR or ../shared/data/testsets)")
+    limit: int | None = Field(None, ge=1, description="At most this many questions per test set")
+    max_new_tokens: int = Field(512, ge=1, description="Most new tokens of an answer")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy; > 0 = sampling, seeded per batch")
+    seed: int = Field(42, description="Seed of the sampling (temperature > 0)")
+    batch_size: int = Field(8, ge=1, description="Questions per generate call (left padding)")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    device: str = Field("auto", description=DEVICE_HELP)
+
+
+class JudgeConfig(_Strict):
+    """The pairwise judge (SPEC §10): an OpenAI-compatible endpoint, or a local transformers chat model."""
+
+    backend: Literal["openai", "local"] = Field(
+        "openai", description="openai: an OpenAI-compatible endpoint; local: a transformers chat model")
+    base_url: str = Field("https://api.openai.com/v1",
+                          description="Endpoint root; requests go to {base-url}/chat/completions")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable holding the API key "
+                                                           "(the key itself is never written anywhere)")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at most")
+    max_retries: int = Field(6, ge=0, description="Retries of a request on 429/5xx/timeouts/connection errors "
+                                                  "(exponential backoff, Retry-After)")
+    parse_retries: int = Field(2, ge=0, description="Extra requests when a reply's first line has no two grades; "
+                                                    "then it counts as unparsed")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of the judge (0 = greedy)")
+    max_tokens: int = Field(512, ge=1, description="Most tokens of a judge reply")
+    device: str = Field("auto", description="Device of the local judge: auto, cpu, cuda ...")
 
 
 Metric = Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]

@@ -9,8 +9,8 @@ import typer
 
 from lpselect.cli.app import friendly
 from lpselect.cli.config_options import config_options
-from lpselect.cli.options import DeviceOpt, PrecisionOpt, results_console
-from lpselect.config import TrainConfig
+from lpselect.cli.options import results_console
+from lpselect.config import GenerateConfig, TrainConfig
 
 out = results_console()
 
@@ -34,39 +34,24 @@ def train_cmd(
               f"{r.n_prompt_shortened} prompts shortened)")
 
 
+@config_options(GenerateConfig)
 def generate_cmd(
     model: Annotated[str, typer.Option("--model", help="Model folder from `lpselect train` (or a hub id; "
                                                        "'smollm2-135m-instruct' = the untrained default).")],
     out_path: Annotated[Path, typer.Option("--out", help="ANSWERS.jsonl (appended; a re-run completes it).")],
-    testsets: Annotated[str, typer.Option(help="Comma-separated: vicuna,koala,wizardlm,sinstruct,lima.")
-                        ] = "vicuna,koala,wizardlm,sinstruct,lima",
-    testset_dir: Annotated[Path | None, typer.Option(help="Folder of *_test_set.jsonl "
-                                                          "(default: $LPSELECT_TESTSET_DIR or "
-                                                          "../shared/data/testsets).")] = None,
-    max_new_tokens: int = 512,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 = seeded sampling.")] = 0.0,
-    seed: int = 42,
-    limit: Annotated[int | None, typer.Option(help="At most N questions per test set.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Questions per generate call (left padding).")] = 8,
+    config: GenerateConfig,
     model_name: Annotated[str | None, typer.Option(help="Name written in each line (default: the folder "
                                                         "name).")] = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Answer the evaluation test sets with the training template (re-running skips answered questions)."""
-    from lpselect.errors import LPSelectError
-    from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
+    from lpselect.evaluate.generate import generate_answers, load_testsets
 
-    folder = testset_dir or default_testset_dir()
-    if folder is None:
-        raise LPSelectError("no test-set folder: pass --testset-dir DIR (or set LPSELECT_TESTSET_DIR)")
-    if limit is not None and limit < 1:
-        raise LPSelectError("--limit must be at least 1")
-    questions = load_testsets(testsets, folder, limit=limit)
-    r = generate_answers(model, questions, out_path, max_new_tokens=max_new_tokens, temperature=temperature,
-                         seed=seed, batch_size=batch_size, model_name=model_name, precision=precision,
-                         device=device, progress=not quiet)
+    questions = load_testsets(config.testsets, config.testset_dir, limit=config.limit)
+    r = generate_answers(model, questions, out_path, max_new_tokens=config.max_new_tokens,
+                         temperature=config.temperature, seed=config.seed, batch_size=config.batch_size,
+                         model_name=model_name, precision=config.precision, device=config.device,
+                         progress=not quiet)
     speed = f", {r.new_tokens} new tokens, {r.tokens_per_s:.1f} tok/s" if r.n_written else ""
     out.print(f"answers: {r.out_path}  ({r.n_written} written, {r.n_skipped} already there{speed})")
 

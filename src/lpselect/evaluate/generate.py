@@ -79,9 +79,16 @@ def testset_file(name: str, testset_dir: str | Path) -> Path:
     return Path(testset_dir) / f"{name}_test_set.jsonl"
 
 
-def load_testsets(names: Sequence[str] | str, testset_dir: str | Path, *,
+def load_testsets(names: Sequence[str] | str, testset_dir: str | Path | None = None, *,
                   limit: int | None = None) -> list[TestQuestion]:
-    """The questions of each named test set, in file order (at most ``limit`` per set)."""
+    """The questions of each named test set, in file order (at most ``limit`` per set), from ``testset_dir``
+    (default: :func:`default_testset_dir`)."""
+    if testset_dir is None:
+        testset_dir = default_testset_dir()
+        if testset_dir is None:
+            raise LPSelectError("no test-set folder: pass --testset-dir DIR (or set LPSELECT_TESTSET_DIR)")
+    if limit is not None and limit < 1:
+        raise LPSelectError(f"limit must be at least 1, got {limit}")
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in TESTSETS]

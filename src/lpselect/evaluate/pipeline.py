@@ -4,21 +4,18 @@ replies are kept), so calling it again after a crash only does what is missing."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpselect.config import GenerateConfig
 from lpselect.core.tally import TallyReport, tally
-from lpselect.errors import LPSelectError
-from lpselect.evaluate.generate import default_testset_dir, generate_answers, load_testsets
+from lpselect.evaluate.generate import generate_answers, load_testsets
 from lpselect.evaluate.judge import ChatBackend, JudgeResult, judge_files
 from lpselect.evaluate.plot import plot_tally
 from lpselect.evaluate.report import report_json
 from lpselect.evaluate.reviews import model_labels, tally_rows
 from lpselect.runs.io import write_json
 from lpselect.runs.layout import ANSWERS, REVIEWS, WINRATE_JSON, WINRATE_PNG
-
-TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
 
 
 @dataclass
@@ -33,21 +30,20 @@ class EvalResult:
     winrate_png: Path
 
 
-def evaluate_models(model_a: str | Path, model_b: str | Path, judge: ChatBackend, out_dir: str | Path, *,
-                    testsets: Sequence[str] | str = TESTSETS, testset_dir: str | Path | None = None,
-                    limit: int | None = None, max_new_tokens: int = 512, device: str = "auto",
-                    concurrency: int = 4, progress: bool = True) -> EvalResult:
-    """Answer, judge and tally into ``out_dir`` (answers_a/b.jsonl, reviews.jsonl, winrate.json/png)."""
+def evaluate_models(model_a: str | Path, model_b: str | Path, judge: ChatBackend, out_dir: str | Path,
+                    generation: GenerateConfig | None = None, *, concurrency: int = 4, parse_retries: int = 2,
+                    progress: bool = True) -> EvalResult:
+    """Answer (with ``generation``'s test sets and settings), judge and tally into ``out_dir``
+    (answers_a/b.jsonl, reviews.jsonl, winrate.json/png)."""
+    g = generation or GenerateConfig()
     out = Path(out_dir)
-    folder = testset_dir or default_testset_dir()
-    if folder is None:
-        raise LPSelectError("no test-set folder found: pass --testset-dir (or set LPSELECT_TESTSET_DIR)")
-    questions = load_testsets(testsets, folder, limit=limit)
-    answers = [generate_answers(model, questions, out / ANSWERS.format(side=side), max_new_tokens=max_new_tokens,
-                                device=device, progress=progress).out_path
+    questions = load_testsets(g.testsets, g.testset_dir, limit=g.limit)
+    answers = [generate_answers(model, questions, out / ANSWERS.format(side=side), max_new_tokens=g.max_new_tokens,
+                                temperature=g.temperature, seed=g.seed, batch_size=g.batch_size,
+                                precision=g.precision, device=g.device, progress=progress).out_path
                for side, model in (("a", model_a), ("b", model_b))]
     judged = judge_files(answers[0], answers[1], out / REVIEWS, judge, concurrency=concurrency,
-                         progress=progress)
+                         parse_retries=parse_retries, progress=progress)
     report = tally(tally_rows(judged.reviews))
     label_a, label_b = model_labels(judged.reviews)
     winrate_json, winrate_png = out / WINRATE_JSON, out / WINRATE_PNG
