@@ -10,7 +10,9 @@ an interrupted one resumes), clusters them once (``lpselect cluster``, all-MiniL
 - single seed vs single seed: the overlap |A∩B|/|A| of every pair of seeds (mean, min, max);
 - consensus vs consensus: the seeds split into two disjoint groups (the first half, the second half), each
   group's consensus subset (lpselect.core.consensus: mean rank), and the overlap of the two;
-- consensus vs each of its own seeds.
+- consensus vs each of its own seeds;
+- by group size 1 .. n/2: every pair of disjoint seed groups of that size, the overlap of their consensus
+  subsets (mean, min, max), so one split's luck does not decide the comparison.
 
 Two random 10 % subsets share about 10 %.
 """
@@ -67,17 +69,46 @@ def band(values: np.ndarray, labels: np.ndarray | None, percent: float) -> np.nd
     return select(values, labels, percent, "low", strategy="global" if labels is None else "cluster").ids
 
 
+def disjoint_group_pairs(n: int, size: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Every unordered pair of disjoint ``size``-element groups of range(n) (n=6: 15 pairs of single seeds,
+    45 pairs of 2-seed groups, 10 splits into two 3-seed groups)."""
+    pairs = []
+    for a in itertools.combinations(range(n), size):
+        rest = [i for i in range(n) if i not in a]
+        pairs.extend((a, b) for b in itertools.combinations(rest, size) if a < b)
+    return pairs
+
+
+def group_band(values: list[np.ndarray], group: tuple[int, ...], labels: np.ndarray | None,
+               percent: float) -> np.ndarray:
+    """The subset of one seed (its own metric) or of a group's consensus (mean rank)."""
+    metric = values[group[0]] if len(group) == 1 else consensus_metric([values[i] for i in group])
+    return band(metric, labels, percent)
+
+
 def overlaps(values: list[np.ndarray], labels: np.ndarray | None, percent: float) -> dict[str, list[float]]:
+    """The overlaps of the pre-set split (first half against second half) and of each half with its seeds."""
     half = len(values) // 2
+    groups = (tuple(range(half)), tuple(range(half, len(values))))
     ids = [band(v, labels, percent) for v in values]
-    cons = [band(consensus_metric(group), labels, percent) for group in (values[:half], values[half:])]
+    cons = [group_band(values, g, labels, percent) for g in groups]
     return {
         "single vs single": [set_overlap(a, b).fraction for a, b in itertools.combinations(ids, 2)],
         "consensus vs consensus": [set_overlap(cons[0], cons[1]).fraction],
         "consensus vs its seeds": [set_overlap(cons[g], ids[i]).fraction
-                                   for g, members in enumerate((range(half), range(half, len(ids))))
-                                   for i in members],
+                                   for g, members in enumerate(groups) for i in members],
     }
+
+
+def overlaps_by_group_size(values: list[np.ndarray], labels: np.ndarray | None,
+                           percent: float) -> dict[int, list[float]]:
+    """For each group size 1 .. n/2: the overlap of the consensus subsets of every pair of disjoint groups."""
+    out: dict[int, list[float]] = {}
+    for size in range(1, len(values) // 2 + 1):
+        pairs = disjoint_group_pairs(len(values), size)
+        subsets = {g: group_band(values, g, labels, percent) for pair in pairs for g in pair}
+        out[size] = [set_overlap(subsets[a], subsets[b]).fraction for a, b in pairs]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,6 +134,14 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([name, kind, len(fractions), f"{statistics.fmean(fractions):.1%}",
                          f"{min(fractions):.1%} - {max(fractions):.1%}"])
     print(markdown_table(["selection", "overlap |A∩B|/|A|", "pairs", "mean", "range"], rows))
+    print("\nEvery pair of disjoint seed groups of each size (1 = single seeds):\n")
+    rows = []
+    for name, lab in (("within clusters (the method)", labels), ("global ranking", None)):
+        for size, fractions in overlaps_by_group_size(values, lab, args.percent).items():
+            rows.append([name, size, len(fractions), f"{statistics.fmean(fractions):.1%}",
+                         f"{min(fractions):.1%} - {max(fractions):.1%}"])
+    print(markdown_table(["selection", "seeds per group", "pairs of disjoint groups", "mean overlap", "range"],
+                         rows))
 
 
 if __name__ == "__main__":
