@@ -1,6 +1,6 @@
 """How close is ``lpselect plan`` to the run it plans? Plan, then run, at two sizes, on this machine.
 
-    python benchmarks/plan_accuracy.py [--sizes 48 160] [--epochs 1] [--threads 0] [--out FILE]
+    python benchmarks/plan_accuracy.py [--sizes 160 500] [--epochs 1] [--threads 0] [--out FILE]
 
 For each size, ``--sizes`` rows of real Dolly drawn at random (seed 0) are planned with ``lpselect plan``
 (the default scorer SmolLM2-135M-Instruct, the default embedder), then scored with ``lpselect score`` and
@@ -27,7 +27,7 @@ def manifest_key(kind: str, epoch: int | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[48, 160])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[160, 500])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--probe-seconds", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of the children (0 = inherit)")

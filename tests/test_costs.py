@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from lpselect.core.costs import extrapolate, format_seconds, gpu_seconds, job_phases, phase_flops, probe_order
+from lpselect.core.costs import (
+    extrapolate,
+    extrapolate_by_work,
+    format_seconds,
+    gpu_seconds,
+    job_phases,
+    phase_flops,
+    probe_order,
+)
 
 
 def test_job_phases_in_run_order() -> None:
@@ -47,6 +55,20 @@ def test_probe_order_spreads_over_all_units() -> None:
     assert order == probe_order(1000) and order != sorted(order)  # seeded shuffle
     assert sorted(probe_order(3)) == [0, 1, 2]
     assert probe_order(1) == [0] and probe_order(0) == []
+
+
+def test_extrapolate_by_work_is_a_ratio_of_seconds_to_work() -> None:
+    # timed: 2 s for 100 padded tokens and 4 s for 300; the phase has 1000: 1000 x 6 / 400 = 15 s
+    assert extrapolate_by_work([2.0, 4.0], [100, 300], 1000) == pytest.approx(15.0)
+    # batches whose time is proportional to their size: timing only the two largest of five still gives the
+    # phase's true total (a mean per batch would give 5 x 0.9 = 4.5 s instead of 0.01 x 300 = 3 s)
+    work = [100, 80, 60, 40, 20]
+    seconds = [0.01 * w for w in work]
+    assert extrapolate_by_work(seconds[:2], work[:2], sum(work)) == pytest.approx(sum(seconds))
+    assert extrapolate(seconds[:2], len(work)) == pytest.approx(4.5)
+    for bad in (([], [], 10), ([1.0], [1, 2], 10), ([1.0], [0], 10)):
+        with pytest.raises(ValueError):
+            extrapolate_by_work(*bad)
 
 
 def test_extrapolate_and_format() -> None:

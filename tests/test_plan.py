@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -71,3 +72,20 @@ def test_cli_plan_bad_options_are_one_line(tiny_model_dir: Path, alpaca_file: Pa
                                            message: str) -> None:
     res = CliRunner().invoke(app, ["plan", "--data", str(alpaca_file), "--model", str(tiny_model_dir), *args])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_probe_warms_up_on_the_largest_unit_and_one_more_then_times_others() -> None:
+    from lpselect.core.costs import probe_order
+    from lpselect.steps.plan import _timed_units
+
+    calls: list[int] = []
+    work = np.array([5.0, 9.0, 1.0, 3.0, 7.0, 2.0])
+    picked, times = _timed_units(len(work), calls.append, budget_s=0.0, sync=lambda: None, work=work)
+    first_other = next(i for i in probe_order(len(work)) if i != 1)
+    assert calls[:2] == [1, first_other]  # untimed: the largest (work 9) and the first of the spread
+    assert len(picked) == len(times) == 2 and calls[2:] == picked  # budget spent: the minimum of two timed
+    assert not set(picked) & {1, first_other}
+    # without sizes (optimizer updates): the first two of the spread warm up
+    calls.clear()
+    picked, _ = _timed_units(3, calls.append, budget_s=0.0, sync=lambda: None)
+    assert calls[:2] == probe_order(3)[:2] and picked == probe_order(3)[2:]

@@ -61,8 +61,8 @@ def plan_cmd(
     config: ScoreConfig,
     cluster: ClusterConfig,
     embed: Annotated[bool, typer.Option(help="Also estimate cluster's sentence embedding.")] = True,
-    probe_seconds: Annotated[float, typer.Option(help="Time the probe may spend on timed units (after one "
-                                                      "warm-up unit per phase; at least two units each).")] = 20.0,
+    probe_seconds: Annotated[float, typer.Option(help="Time the probe may spend on timed units (after two "
+                                                      "warm-up units per phase; at least two units each).")] = 20.0,
     peak_tflops: Annotated[float | None, typer.Option(help="Also estimate for a GPU of this dense bf16 peak, "
                                                            "e.g. 989 (H100/H200 SXM).")] = None,
     gpu: Annotated[str | None, typer.Option(help="The name of that GPU, for the table.")] = None,

@@ -70,10 +70,25 @@ def probe_order(n_units: int, max_candidates: int = 64, seed: int = 0) -> list[i
 
 
 def extrapolate(unit_seconds: Sequence[float], n_units: int) -> float:
-    """Total seconds of ``n_units`` units from the timed ones: n_units x their mean."""
+    """Total seconds of ``n_units`` units of one size (optimizer updates) from the timed ones: n_units x their
+    mean."""
     if not unit_seconds:
         raise ValueError("no unit was timed")
     return n_units * math.fsum(unit_seconds) / len(unit_seconds)
+
+
+def extrapolate_by_work(unit_seconds: Sequence[float], unit_work: Sequence[float], total_work: float) -> float:
+    """Total seconds of a phase whose units differ in size (batches of a pass or of an epoch, their work the
+    padded tokens rows x longest): the phase's total work x the timed units' seconds per unit of work. A ratio,
+    not a mean per unit, so a probe that happened to time the large batches does not inflate the phase."""
+    if not unit_seconds:
+        raise ValueError("no unit was timed")
+    if len(unit_work) != len(unit_seconds):
+        raise ValueError(f"{len(unit_seconds)} timed units but {len(unit_work)} work sizes")
+    work = math.fsum(unit_work)
+    if work <= 0:
+        raise ValueError("the timed units have no work")
+    return total_work * math.fsum(unit_seconds) / work
 
 
 def format_seconds(seconds: float) -> str:

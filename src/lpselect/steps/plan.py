@@ -4,9 +4,10 @@ The data are read and tokenised in full (exact token counts), the scorer is load
 a probe times a spread of the job's own units with the job's own code: batches of a pass
 (:func:`lpselect.engine.passes.pass_sums`), micro-batches of an epoch
 (:func:`lpselect.engine.train.accumulate_gradients`) and optimizer updates
-(:func:`lpselect.engine.train.apply_update`), sentence-embedding batches. Each phase's time is its number of
-units times their mean measured time (:mod:`lpselect.core.costs`). Nothing is written and no weights change that
-are kept.
+(:func:`lpselect.engine.train.apply_update`), sentence-embedding batches, after two untimed warm-up units each.
+A pass's or an epoch's batches differ in size, so their time is the phase's padded tokens times the timed
+batches' seconds per padded token; updates and embedding batches take their number times their mean
+(:mod:`lpselect.core.costs`). Nothing is written and no weights change that are kept.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from lpselect.config import ClusterConfig, FineTuneSettings, ScoreConfig
-from lpselect.core.costs import extrapolate, gpu_seconds, job_phases, phase_flops, probe_order
+from lpselect.core.costs import extrapolate, extrapolate_by_work, gpu_seconds, job_phases, phase_flops, probe_order
 from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
@@ -161,18 +162,26 @@ def _no_sync() -> None:
 
 
 def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync: Callable[[], None],
-                 min_timed: int = 2, prepare: Callable[[], None] | None = None) -> list[float]:
-    """Seconds of each unit the probe timed: a spread of the units (:func:`lpselect.core.costs.probe_order`) after
-    one untimed warm-up unit, at least ``min_timed`` of them, until ``budget_s`` is spent. ``prepare`` runs
-    untimed before each unit."""
+                 min_timed: int = 2, prepare: Callable[[], None] | None = None,
+                 work: np.ndarray | None = None) -> tuple[list[int], list[float]]:
+    """Which units the probe timed and their seconds: a spread of the units (:func:`lpselect.core.costs.probe_order`)
+    after two untimed warm-up units, at least ``min_timed`` of them, until ``budget_s`` is spent. The warm-up is
+    the largest unit (by ``work``) and one more: the first calls allocate (kernels, caches, the optimizer's state,
+    the allocator's pools) and on a CPU the second unit is still ~20 % slow (measured on SmolLM2). ``prepare``
+    runs untimed before each unit."""
     order = probe_order(n_units)
-    if prepare:
-        prepare()
-    run(order[0])  # first calls allocate (kernels, caches, the optimizer's state): not representative
+    first = [int(np.argmax(work))] if work is not None else []
+    warmup = (first + [i for i in order if i not in first])[:2]
+    timed_order = [i for i in order if i not in warmup] or warmup[-1:]
+    for i in warmup:
+        if prepare:
+            prepare()
+        run(i)
     sync()
+    picked: list[int] = []
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
-    for i in order[1:] or order[:1]:
+    for i in timed_order:
         if prepare:
             prepare()
             sync()
@@ -180,19 +189,30 @@ def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync
         run(i)
         sync()
         times.append(time.perf_counter() - t0)
+        picked.append(i)
         if len(times) >= min_timed and time.perf_counter() > deadline:
             break
-    return times
+    return picked, times
+
+
+def _padded_tokens(batches: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    """Each batch's work: rows x its longest row, the positions it computes."""
+    return np.array([len(b) * max(int(lengths[b].max()), 1) for b in batches], dtype=np.float64)
+
+
+def _by_work(picked: list[int], times: list[float], work: np.ndarray) -> float:
+    return extrapolate_by_work(times, work[picked].tolist(), float(work.sum()))
 
 
 def _probe_pass(model, data: TokenizedData, pad_id: int, precision: str, max_tokens: int, budget_s: float,
                 sync: Callable[[], None]) -> _Estimate:
     """A pass is its batches (the job's own plan of them) run one after another."""
     batches = token_budget_batches(data.lengths, np.arange(len(data)), max_tokens)
-    times = _timed_units(len(batches), lambda i: pass_sums(model, data, batches[i], pad_id=pad_id,
-                                                           precision=precision, max_tokens=max_tokens),
-                         budget_s, sync)
-    return _Estimate(extrapolate(times, len(batches)), len(batches), len(times))
+    work = _padded_tokens(batches, data.lengths)
+    picked, times = _timed_units(len(batches), lambda i: pass_sums(model, data, batches[i], pad_id=pad_id,
+                                                                   precision=precision, max_tokens=max_tokens),
+                                 budget_s, sync, work=work)
+    return _Estimate(_by_work(picked, times, work), len(batches), len(times))
 
 
 def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: FineTuneSettings, pad_id: int, precision: str,
@@ -202,6 +222,7 @@ def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: FineTuneSe
     step_rows = s.batch_size * s.grad_accum
     steps = [order[i : i + step_rows] for i in range(0, len(order), step_rows)]
     micro = [mb for step in steps for mb in micro_batches(step, data.lengths, s)]
+    work = _padded_tokens(micro, data.lengths)
 
     def forward_backward(i: int) -> None:
         mb = micro[i]
@@ -218,9 +239,9 @@ def _probe_epoch(model, optimizer, scheduler, data: TokenizedData, s: FineTuneSe
         for p in params:  # an update needs gradients; their values do not change its cost
             p.grad = torch.zeros_like(p)
 
-    fb_times = _timed_units(len(micro), forward_backward, budget_s * 0.8, sync)
-    update_times = _timed_units(len(steps), update, budget_s * 0.2, sync, prepare=gradients)
-    seconds = extrapolate(fb_times, len(micro)) + extrapolate(update_times, len(steps))
+    picked, fb_times = _timed_units(len(micro), forward_backward, budget_s * 0.8, sync, work=work)
+    _, update_times = _timed_units(len(steps), update, budget_s * 0.2, sync, prepare=gradients)
+    seconds = _by_work(picked, fb_times, work) + extrapolate(update_times, len(steps))
     return _Estimate(seconds, len(micro) + len(steps), len(fb_times) + len(update_times))
 
 
@@ -239,5 +260,5 @@ def _probe_embed(samples: Sequence[Any], cfg: ClusterConfig, budget_s: float) ->
         model.encode(texts[i * cfg.batch_size : (i + 1) * cfg.batch_size], batch_size=cfg.batch_size,
                      show_progress_bar=False, convert_to_numpy=True)
 
-    times = _timed_units(math.ceil(len(texts) / cfg.batch_size), encode, budget_s, _no_sync)
+    _, times = _timed_units(math.ceil(len(texts) / cfg.batch_size), encode, budget_s, _no_sync)
     return _Estimate(extrapolate(times, n_units), n_units, len(times))
