@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from test_judge import completion, server  # noqa: F401  (the fixture)
 from typer.testing import CliRunner
 
@@ -102,3 +103,18 @@ def test_evaluate_models_python_api(tiny_model_dir: Path, tmp_path: Path) -> Non
     overall = json.loads(r.winrate_json.read_text())["overall"]
     assert (overall["wins"], overall["ties"], overall["losses"], overall["n"]) == (0, 0, 3, 3)  # B wins each
     assert overall["wr"] == 0.0 and r.winrate_png.stat().st_size > 1000
+
+
+def test_load_testsets_finds_its_folder_or_says_where_to_point_it(tmp_path: Path, monkeypatch) -> None:
+    from lpselect.errors import LPSelectError
+    from lpselect.evaluate.generate import load_testsets
+
+    ts = _testsets(tmp_path / "ts")
+    monkeypatch.chdir(tmp_path)  # no ../shared/data/testsets from here
+    monkeypatch.delenv("LPSELECT_TESTSET_DIR", raising=False)
+    with pytest.raises(LPSelectError, match="no test-set folder: pass --testset-dir"):
+        load_testsets("vicuna")
+    monkeypatch.setenv("LPSELECT_TESTSET_DIR", str(ts))
+    assert [str(q.id) for q in load_testsets("vicuna", limit=2)] == ["1", "2"]  # the folder from the environment
+    with pytest.raises(LPSelectError, match="limit must be at least 1"):
+        load_testsets("vicuna", ts, limit=0)

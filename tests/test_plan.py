@@ -85,7 +85,24 @@ def test_probe_warms_up_on_the_largest_unit_and_one_more_then_times_others() -> 
     assert calls[:2] == [1, first_other]  # untimed: the largest (work 9) and the first of the spread
     assert len(picked) == len(times) == 2 and calls[2:] == picked  # budget spent: the minimum of two timed
     assert not set(picked) & {1, first_other}
-    # without sizes (optimizer updates): the first two of the spread warm up
+    # without sizes (optimizer updates): the first two of the spread warm up; prepare runs before every unit
     calls.clear()
-    picked, _ = _timed_units(3, calls.append, budget_s=0.0, sync=lambda: None)
-    assert calls[:2] == probe_order(3)[:2] and picked == probe_order(3)[2:]
+    prepared: list[int] = []
+    picked, _ = _timed_units(5, calls.append, budget_s=0.0, sync=lambda: None,
+                             prepare=lambda: prepared.append(len(calls)))
+    assert calls[:2] == probe_order(5)[:2] and picked == calls[2:] and len(picked) == 2
+    assert prepared == list(range(len(calls)))  # once before each of the four calls, with nothing run yet
+
+
+@pytest.mark.parametrize(("n_units", "timed"), [(1, [0]), (2, None), (3, None)])
+def test_a_short_phase_still_times_two_units(n_units, timed) -> None:
+    """Fewer units than warm-ups plus two: the warm units are timed again (the second warm-up first)."""
+    from lpselect.core.costs import probe_order
+    from lpselect.steps.plan import _timed_units
+
+    calls: list[int] = []
+    picked, times = _timed_units(n_units, calls.append, budget_s=0.0, sync=lambda: None)
+    order = probe_order(n_units)
+    warm = order[:2]
+    expected = timed if timed is not None else (order[2:] + warm[::-1])[:2]
+    assert calls[: len(warm)] == warm and picked == expected and len(times) == len(expected)

@@ -133,7 +133,8 @@ class GenerateConfig(_Strict):
     seed: int = Field(42, description="Seed of the sampling (temperature > 0)")
     batch_size: int = Field(8, ge=1, description="Questions per generate call (left padding)")
     precision: Precision = Field("auto", description=PRECISION_HELP)
-    device: str = Field("auto", description=DEVICE_HELP)
+    device: str = Field("auto", description="Device of the answering model, and in eval of a local judge too: "
+                                            + DEVICE_HELP)
 
 
 class JudgeConfig(_Strict):
@@ -151,7 +152,8 @@ class JudgeConfig(_Strict):
     parse_retries: int = Field(2, ge=0, description="Extra requests when a reply's first line has no two grades; "
                                                     "then it counts as unparsed")
     timeout: float = Field(120.0, gt=0, description="Seconds per request")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature of the judge (0 = greedy)")
+    temperature: float = Field(0.0, ge=0, description="The judge's sampling temperature, not the answers' "
+                                                      "(0 = greedy)")
     max_tokens: int = Field(512, ge=1, description="Most tokens of a judge reply")
     device: str = Field("auto", description="Device of the local judge: auto, cpu, cuda ...")
 

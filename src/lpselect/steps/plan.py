@@ -41,6 +41,7 @@ from lpselect.engine.train import (
     steps_per_epoch,
 )
 from lpselect.engine.trainable import prepare_trainable
+from lpselect.errors import LPSelectError
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,18 @@ def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync
                  min_timed: int = 2, prepare: Callable[[], None] | None = None,
                  work: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """Which units the probe timed and their seconds: a spread of the units (:func:`lpselect.core.costs.probe_order`)
-    after two untimed warm-up units, at least ``min_timed`` of them, until ``budget_s`` is spent. The warm-up is
+    after two untimed warm-up units, at least ``min_timed`` of them (a phase of fewer units times warm ones
+    again), until ``budget_s`` is spent. The warm-up is
     the largest unit (by ``work``) and one more: the first calls allocate (kernels, caches, the optimizer's state,
     the allocator's pools) and on a CPU the second unit is still ~20 % slow (measured on SmolLM2). ``prepare``
     runs untimed before each unit."""
+    if n_units <= 0:
+        raise LPSelectError("nothing to probe: the phase has no batches")
     order = probe_order(n_units)
     first = [int(np.argmax(work))] if work is not None else []
     warmup = (first + [i for i in order if i not in first])[:2]
-    timed_order = [i for i in order if i not in warmup] or warmup[-1:]
+    rest = [i for i in order if i not in warmup]
+    timed_order = rest + warmup[::-1][: max(0, min_timed - len(rest))]  # a short phase times warm units again
     for i in warmup:
         if prepare:
             prepare()
