@@ -167,10 +167,9 @@ def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync
                  work: np.ndarray | None = None) -> tuple[list[int], list[float]]:
     """Which units the probe timed and their seconds: a spread of the units (:func:`lpselect.core.costs.probe_order`)
     after two untimed warm-up units, at least ``min_timed`` of them (a phase of fewer units times warm ones
-    again), until ``budget_s`` is spent. The warm-up is
-    the largest unit (by ``work``) and one more: the first calls allocate (kernels, caches, the optimizer's state,
-    the allocator's pools) and on a CPU the second unit is still ~20 % slow (measured on SmolLM2). ``prepare``
-    runs untimed before each unit."""
+    again), until ``budget_s`` is spent. The warm-up is the largest unit (by ``work``) and one more: the first
+    calls allocate (kernels, caches, the optimizer's state, the allocator's pools), and on a CPU the second unit
+    is still ~20 % slow (measured on SmolLM2). ``prepare`` runs untimed before each unit."""
     if n_units <= 0:
         raise LPSelectError("nothing to probe: the phase has no batches")
     order = probe_order(n_units)
