@@ -13,7 +13,8 @@ from lpselect.cli.evaluate import EVAL_GENERATION
 from lpselect.config import ClusterConfig, GenerateConfig, JudgeConfig, ScoreConfig, SubsetSpec, TrainConfig
 
 runner = CliRunner()
-PLAN_IGNORES = {"save_steps", "keep_checkpoint", "pass_chunk_rows", "fsdp"}  # what a plan has no use for
+# what a plan has no use for
+PLAN_IGNORES = {"save_steps", "save_minutes", "keep_checkpoint", "pass_chunk_rows", "fsdp"}
 COMMANDS = {  # command -> the configs whose fields are its flags
     "score": [(ScoreConfig, set(ScoreConfig.model_fields))],
     "plan": [(ScoreConfig, set(ScoreConfig.model_fields) - PLAN_IGNORES),

@@ -253,13 +253,13 @@ select:
     expected = {f"{p}_{band}_{m}{e}-{tag}.json" for m in ("lp", "lp_app") for e in (1, 2) for p in (10, 50)
                 for band in ("low", "high")}
     expected.add(f"25_mid_lp_app1-{tag}-random.json")
-    expected.add(f"10_low_lp_app1-{tag}-trajectory.json")
+    expected.add(f"10_low_lp_app1-{tag}-trajectory-k4.json")  # a non-default trajectory_k is in the name
     subsets = out / "subsets"
     written = {p.name for p in subsets.iterdir() if not p.name.endswith(".report.json")}
     assert written == expected | {"README.md"}  # README.md: the dataset card of every subset (lpselect.steps.card)
     card = (subsets / "README.md").read_text()
     assert all(f"config_name: {n[:-5]}" in card for n in expected)
-    traj = json.loads((subsets / f"10_low_lp_app1-{tag}-trajectory.json.report.json").read_text())
+    traj = json.loads((subsets / f"10_low_lp_app1-{tag}-trajectory-k4.json.report.json").read_text())
     assert traj["trajectory_k"] == 4
     assert traj["n_selected"] == traj["trajectory_budget"] == round((60 - traj["n_nan_left_out"]) * 0.1)
     assert "cannot recompute" not in (out / "report.html").read_text()  # the run report redoes every subset

@@ -259,6 +259,106 @@ def test_compare_refuses_what_does_not_fit(tmp_path: Path):
         compare_many([ra])
 
 
+def test_epoch_b_zero_is_epoch_zero(tmp_path: Path):
+    """--epoch-b 0 compares P0, not --epoch again (``epoch_b or epoch`` took 0 for unset)."""
+    rng = np.random.default_rng(21)
+    ppl = random_ppl(rng, 120, epochs=2)
+    ra = write_scores(tmp_path / "a", ppl)
+    c = compare_runs(ra, ra, "ppl", 2, epoch_b=0)
+    expected = stats.spearmanr(ppl[:, 2], ppl[:, 0]).statistic  # scipy on the raw columns
+    assert expected < 0.999
+    assert (c.epoch_a, c.epoch_b) == (2, 0)
+    assert c.correlation.spearman == pytest.approx(expected, abs=1e-12)
+    assert c.to_dict()["epoch_b"] == 0
+    # unset still means "as the first side"
+    assert compare_runs(ra, ra, "ppl", 2).correlation.spearman == pytest.approx(1.0)
+
+
+def test_compare_command_epoch_b_zero(tmp_path: Path):
+    import typer
+    from typer.testing import CliRunner
+
+    from lpselect.cli.analysis import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    ppl = random_ppl(np.random.default_rng(22), 120, epochs=2)
+    ra = write_scores(tmp_path / "a", ppl)
+    r = CliRunner().invoke(app, ["compare", str(ra), str(ra), "--metric", "ppl", "--epoch", "2", "--epoch-b", "0",
+                                 "--json", str(tmp_path / "c.json")])
+    assert r.exit_code == 0, r.output
+    expected = stats.spearmanr(ppl[:, 2], ppl[:, 0]).statistic
+    assert f"{expected:.4f}" in r.output and "ppl(0)" in r.output
+    assert json.loads((tmp_path / "c.json").read_text())["spearman"] == pytest.approx(expected)
+    assert "no manifest.json" in r.output  # the tables' origin could not be checked: said, not hidden
+
+
+def _with_data_record(folder: Path, data: Path, step: str = "score") -> None:
+    from lpselect.data.formats import read_dataset
+    from lpselect.runs.folder import describe_input
+    from lpselect.runs.provenance import data_fingerprint
+
+    record = {**describe_input(data), "rows_sha256": data_fingerprint(read_dataset(data))}
+    manifest = folder / "manifest.json"
+    m = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
+    m["steps"][step] = {"inputs": {"data": record}}
+    manifest.write_text(json.dumps(m))
+
+
+def test_compare_refuses_runs_of_other_rows(tmp_path: Path):
+    from conftest import alpaca_rows
+
+    from lpselect.errors import RunFolderError
+
+    rows = alpaca_rows(30)
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "shuffled.json").write_text(json.dumps(rows[1:] + rows[:1]))
+    rng = np.random.default_rng(5)
+    ra, rb, rc = (write_scores(tmp_path / k, random_ppl(rng, 30)) for k in "abc")
+    _with_data_record(ra, tmp_path / "d.json")
+    _with_data_record(rb, tmp_path / "d.jsonl")  # the same rows in another file: compared
+    _with_data_record(rc, tmp_path / "shuffled.json")
+    assert compare_runs(ra, rb).notes == []
+    with pytest.raises(RunFolderError) as e:
+        compare_runs(ra, rc)
+    assert str(ra / "scores.parquet") in str(e.value) and str(rc / "scores.parquet") in str(e.value)
+    with pytest.raises(RunFolderError):
+        compare_many([ra, rb, rc])
+    # clusters made from other rows
+    pq.write_table(pa.table({"id": np.arange(30), "cluster": np.arange(30) % 3}), rc / "clusters.parquet")
+    _with_data_record(rc, tmp_path / "shuffled.json", step="cluster")
+    with pytest.raises(RunFolderError, match="different data"):
+        compare_runs(ra, rb, clusters=rc / "clusters.parquet")
+
+
+def test_stability_refuses_runs_of_other_rows(tmp_path: Path):
+    from conftest import alpaca_rows
+
+    from lpselect.analysis.stability import stability_runs
+    from lpselect.errors import RunFolderError
+
+    rows = alpaca_rows(30)
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "shuffled.json").write_text(json.dumps(rows[1:] + rows[:1]))
+    rng = np.random.default_rng(6)
+    ra, rb, rc = (write_scores(tmp_path / k, random_ppl(rng, 30)) for k in "abc")
+    _with_data_record(ra, tmp_path / "d.json")
+    _with_data_record(rb, tmp_path / "d.json")
+    _with_data_record(rc, tmp_path / "shuffled.json")
+    assert stability_runs([ra, rb], percent=20).notes == []
+    with pytest.raises(RunFolderError) as e:
+        stability_runs([ra, rb, rc], percent=20)
+    assert str(rc / "scores.parquet") in str(e.value)
+    write_scores(tmp_path / "own", random_ppl(rng, 30))  # no manifest: a note, not a refusal
+    assert "no manifest.json" in stability_runs([ra, tmp_path / "own"], percent=20).to_dict()["notes"][0]
+
+
 def test_compare_many_matches_pairwise(tmp_path: Path):
     rng = np.random.default_rng(5)
     runs = [write_scores(tmp_path / name, random_ppl(rng, 120)) for name in ("s1", "s2", "s3")]
@@ -389,3 +489,21 @@ def test_compare_json_has_the_documented_flat_keys(tmp_path: Path):
     assert d["jaccard"] == pytest.approx(common / len(sel_a | sel_b))
     assert d["overlap_global"] == {"n_a": len(sel_a), "n_b": len(sel_b), "n_common": common,
                                    "fraction": d["overlap_fraction"], "jaccard": d["jaccard"]}
+
+
+def test_defaults_work_on_one_epoch_runs_and_lp_of_one_is_refused(tmp_path: Path):
+    """LP(1) of a run of one epoch is (P0-P1)/(P0-P1) = 1 on every row: the default becomes LP_app(1), and an
+    explicit lp is refused with what to use (not a Spearman of NaN)."""
+    rng = np.random.default_rng(4)
+    p = random_ppl(rng, 80)[:, :2]  # P0, P1: one epoch
+    q = p * rng.uniform(0.9, 1.1, p.shape)
+    ra, rb = write_scores(tmp_path / "a", p), write_scores(tmp_path / "b", q)
+    c = compare_runs(ra, rb)
+    assert (c.metric_a, c.metric_b) == ("lp_app", "lp_app")
+    la, lb = (p[:, 0] - p[:, 1]) / p[:, 0], (q[:, 0] - q[:, 1]) / q[:, 0]
+    assert c.correlation.spearman == pytest.approx(stats.spearmanr(la, lb)[0], abs=1e-12)
+    assert compare_many([ra, rb]).metric == "lp_app"
+    with pytest.raises(InputError, match=r"lp\(1\) is 1 for every row .*--metric lp_app"):
+        compare_runs(ra, rb, "lp", 1)
+    three = write_scores(tmp_path / "c", random_ppl(rng, 80))
+    assert compare_runs(three, three).metric_a == "lp"  # the paper's LP(1) where there are epochs for it

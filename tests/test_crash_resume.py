@@ -111,3 +111,30 @@ def test_sigkill_mid_epoch_resumes_from_the_step(tiny_model_dir: Path, tmp_path:
         got = _table(out)
         for col, values in expected.items():
             np.testing.assert_allclose(got[col], values, rtol=1e-6, atol=0, err_msg=f"{point}: {col}")
+
+
+@pytest.mark.slow
+def test_without_save_steps_the_time_cadence_checkpoints_inside_the_epoch(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """No --save-steps: --save-minutes (default 30; here so small that every step is past it) checkpoints inside
+    the epoch, so a job killed at 75 % of epoch 1 resumes at its last step, not at the epoch's start, says so,
+    and ends with the uninterrupted run's scores."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(_rows(30)))  # 8 step slots an epoch
+    clean = _score(data, tmp_path / "clean", tiny_model_dir)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    expected = _table(tmp_path / "clean")
+    out = tmp_path / "run"
+    cadence = ("--save-minutes", "1e-9")
+    crashed = _score(data, out, tiny_model_dir, crash_at="train:1:step:5", extra=cadence)
+    assert crashed.returncode == -9, crashed.stderr[-1000:]
+    state = json.loads((out / "score" / "checkpoint" / "state.json").read_text())
+    assert (state["epoch"], state["done_in_epoch"]) == (1, 6)  # slots 0..5 finished and saved
+    resumed = _score(data, out, tiny_model_dir, extra=cadence)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {out}: reused tokens, P0, checkpoint at epoch 1 step 6/8" in resumed.stderr
+    steps = [u for u in (out / "score" / "events.log").read_text().splitlines() if u.startswith("step 1:")]
+    assert steps == [f"step 1:{k} rank 0" for k in range(7)]  # slots 0-5 before the kill, 6 after: none twice
+    got = _table(out)
+    for col, values in expected.items():
+        np.testing.assert_allclose(got[col], values, rtol=1e-6, atol=0, err_msg=col)

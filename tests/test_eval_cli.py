@@ -118,3 +118,28 @@ def test_load_testsets_finds_its_folder_or_says_where_to_point_it(tmp_path: Path
     assert [str(q.id) for q in load_testsets("vicuna", limit=2)] == ["1", "2"]  # the folder from the environment
     with pytest.raises(LPSelectError, match="limit must be at least 1"):
         load_testsets("vicuna", ts, limit=0)
+
+
+def test_answers_are_keyed_on_the_model_not_its_folder_name(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """runs/x/final and runs/y/final share the label 'final': the answers of one are never taken for the
+    other's (it said '0 written, 6 already there'), nor those of a model trained again into the same folder."""
+    from lpselect.errors import LPSelectError
+    from lpselect.evaluate.generate import generate_answers, load_testsets
+
+    x, y = tmp_path / "runs" / "x" / "final", tmp_path / "runs" / "y" / "final"
+    shutil.copytree(tiny_model_dir, x)
+    shutil.copytree(tiny_model_dir, y)
+    _negate_lm_head(y)
+    qs = load_testsets(["vicuna", "koala"], _testsets(tmp_path / "ts"))
+    out = tmp_path / "answers.jsonl"
+    first = generate_answers(x, qs, out, max_new_tokens=2, progress=False)
+    assert first.n_written == 5
+    text = out.read_text()
+    with pytest.raises(LPSelectError, match=f"other settings.*model_path.*{x.resolve()}.*{y.resolve()}"):
+        generate_answers(y, qs, out, max_new_tokens=2, progress=False)
+    assert out.read_text() == text
+    assert generate_answers(x, qs, out, max_new_tokens=2, progress=False).n_skipped == 5  # x itself resumes
+
+    _negate_lm_head(x)  # trained again into the same folder: other weights
+    with pytest.raises(LPSelectError, match=r"other settings \(weights"):
+        generate_answers(x, qs, out, max_new_tokens=2, progress=False)

@@ -446,6 +446,131 @@ def test_chat_multi_turn(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == [records[1], records[0]]
 
 
+def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+def test_chat_duplicate_rows_are_counted(tmp_path: Path) -> None:
+    """Conversations are compared turn by turn (a turn is a dict, which a set cannot hold: this crashed).
+    By hand: row 2 repeats row 0; row 3 differs from row 0 in its last answer, row 4 in its system turn."""
+    convo = [("system", "Be brief."), ("user", "Add 2 and 3."), ("assistant", "5"), ("user", "Doubled?"),
+             ("assistant", "10")]
+    rows = [{"messages": _turns(*convo)},
+            {"messages": _turns(("user", "Hi"), ("assistant", "Hello"))},
+            {"messages": _turns(*convo), "source": "copy"},
+            {"messages": _turns(*convo[:4], ("assistant", "ten"))},
+            {"messages": _turns(("system", "Be long."), *convo[1:])}]
+    src = tmp_path / "chat.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = read_dataset(src)
+    assert ds.duplicate_rows() == 1
+    assert ds.kept_but_counted() == {"empty_output_rows": 0, "duplicate_rows": 1}
+
+
+def test_chat_embedding_text_reads_the_turns_in_order(tmp_path: Path) -> None:
+    """A single turn gives SPEC §7's text exactly; more turns alternate question and answer; no system turn."""
+    from lpselect.data.template import embedding_text
+
+    rows = [{"messages": _turns(("user", " Name a fox. "), ("assistant", "Quick brown fox. "))},
+            {"messages": _turns(("system", "Be brief."), ("user", "Add 2 and 3."), ("assistant", "5"),
+                                ("user", "Doubled?"), ("assistant", "10"))}]
+    src = tmp_path / "chat.json"
+    src.write_text(json.dumps(rows))
+    single, multi = read_dataset(src).samples
+    assert embedding_text(single) == "Instruction: Name a fox. Response: Quick brown fox."
+    assert embedding_text(multi) == "Instruction: Add 2 and 3. Response: 5 Instruction: Doubled? Response: 10"
+
+
+# ---------------------------------------------------------------- ShareGPT and TRL's prompt/completion
+
+
+SHAREGPT = [
+    {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Add 2 and 3."},
+                       {"from": "gpt", "value": "5"}, {"from": "human", "value": "Doubled?"},
+                       {"from": "gpt", "value": "10"}], "id": "a1"},
+    {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}], "id": "a2"},
+]
+
+
+def test_sharegpt_reads_as_chat_and_writes_back_its_own_shape(tmp_path: Path) -> None:
+    src = tmp_path / "sharegpt.json"
+    src.write_text(json.dumps(SHAREGPT))
+    ds = read_dataset(src)
+    assert ds.schema == "sharegpt"
+    assert ds.samples[0].messages == (
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."},
+        {"role": "assistant", "content": "5"}, {"role": "user", "content": "Doubled?"},
+        {"role": "assistant", "content": "10"})
+    assert (ds.samples[1].instruction, ds.samples[1].output) == ("Hi", "Hello")
+    out = write_subset(ds, [1, 0], tmp_path / "sub.json")
+    assert json.loads(out.read_text()) == [SHAREGPT[1], SHAREGPT[0]]
+
+
+@pytest.mark.parametrize(("turn", "field", "message"), [
+    ({"from": "user", "value": "Hi"}, "conversations[1]", "from 'user' is not one of"),
+    ({"from": "gpt", "value": None}, "conversations[1].value", "value must be text"),
+])
+def test_sharegpt_bad_turn_names_row_and_field(tmp_path: Path, turn: dict, field: str, message: str) -> None:
+    src = tmp_path / "sharegpt.jsonl"
+    bad = {"conversations": [{"from": "human", "value": "Hi"}, turn]}
+    src.write_text(json.dumps(SHAREGPT[1]) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(InputError, match=message) as e:
+        read_dataset(src)
+    assert (e.value.row, e.value.field) == (1, field)
+
+
+def test_prompt_completion_text_is_an_instruction_and_its_response(tmp_path: Path) -> None:
+    rows = [{"prompt": "Add 2 and 3.", "completion": "5", "source": "x"},
+            {"prompt": "Name a fox.", "completion": "Quick brown fox."}]
+    src = tmp_path / "pc.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = read_dataset(src)
+    assert ds.schema == "prompt_completion"
+    assert [(s.instruction, s.input, s.output, s.messages) for s in ds.samples] == [
+        ("Add 2 and 3.", "", "5", None), ("Name a fox.", "", "Quick brown fox.", None)]
+    out = write_subset(ds, [1, 0], tmp_path / "sub.jsonl")
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [rows[1], rows[0]]
+
+
+def test_prompt_completion_messages_score_the_completion_only(tmp_path: Path) -> None:
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."},
+              {"role": "assistant", "content": "5"}, {"role": "user", "content": "Doubled?"}]
+    rows = [{"prompt": prompt, "completion": [{"role": "assistant", "content": "10"}]}]
+    src = tmp_path / "pc.json"
+    src.write_text(json.dumps(rows))
+    ds = read_dataset(src)
+    s = ds.samples[0]
+    assert s.messages == (*prompt, {"role": "assistant", "content": "10"})
+    assert s.first_scored_turn == 4 and s.output == "10"
+    assert json.loads(write_subset(ds, [0], tmp_path / "sub.json").read_text()) == rows
+
+
+@pytest.mark.parametrize(("row", "field", "message"), [
+    ({"prompt": "Hi", "completion": [{"role": "assistant", "content": "Yo"}]}, "prompt", "both be text or both"),
+    ({"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "user", "content": "Yo"}]},
+     "completion", "no assistant turn"),
+    ({"prompt": "Hi", "completion": None}, "completion", "is null"),
+])
+def test_prompt_completion_bad_rows(tmp_path: Path, row: dict, field: str, message: str) -> None:
+    src = tmp_path / "pc.jsonl"
+    src.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(InputError, match=message) as e:
+        read_dataset(src)
+    assert (e.value.row, e.value.field) == (1, field)
+
+
+def test_unknown_shape_lists_every_accepted_shape_and_the_field_mapping(tmp_path: Path) -> None:
+    src = tmp_path / "qa.jsonl"
+    src.write_text(json.dumps({"question": "Hi", "answer": "Yo"}) + "\n")
+    with pytest.raises(InputError) as e:
+        read_dataset(src)
+    line = str(e.value)
+    assert "\n" not in line and "question" in line
+    for shape in ("instruction/input/output", "instruction/context/response", "messages", "conversations",
+                  "from/value", "prompt/completion", "--fields output=answer"):
+        assert shape in line, shape
+
+
 def test_score_counts_a_1mb_sample_as_truncated_and_reports_duplicates(tiny_model_dir: Path, tmp_path: Path,
                                                                        generated: Path) -> None:
     """The 1 MB sample is scored on its first max_length tokens and counted; duplicate rows and an empty output

@@ -3,6 +3,7 @@ where it was looked for, exit 2, and no traceback, from every command that loads
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -166,3 +167,49 @@ def test_the_embedder_hub_id_in_offline_mode(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(LPSelectError) as e:
         load_embedder("sentence-transformers/all-MiniLM-L6-vv")
     _says_offline(str(e.value), "sentence-transformers/all-MiniLM-L6-vv")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def _hub_down(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Online mode, the hub at a closed local port (never an outside address), an empty hub cache."""
+    from huggingface_hub import constants
+
+    from lpselect.engine import models
+
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    models._hub_unreachable.cache_clear()
+    monkeypatch.setattr(models, "_hub_unreachable", functools.cache(models._hub_unreachable.__wrapped__))
+
+
+def test_an_unreachable_hub_is_refused_at_once_not_after_retries(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub retries a refused connection with back-off (51 s for a tokenizer): one probe instead."""
+    import time
+
+    _hub_down(monkeypatch, tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(LPSelectError) as e:
+        load_tokenizer("facebook/opt-350m")
+    assert time.perf_counter() - t0 < 5
+    assert str(e.value).startswith("model 'facebook/opt-350m' not found: no local folder ")
+    assert "the Hugging Face hub could not be reached" in str(e.value)
+
+
+def test_an_unreachable_hub_uses_the_cached_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpselect.engine import models
+
+    _hub_down(monkeypatch, tmp_path)
+    monkeypatch.setattr(models, "_hub_cached", lambda name: name == "org/cached")
+    assert models.hub_options("org/cached") == {"local_files_only": True}
+    assert models.hub_options(str(tmp_path)) == {}  # a local folder never asks the hub

@@ -55,7 +55,9 @@ def test_other_devices_get_fp32():
     assert choose_precision("auto", torch.device("meta")).precision == "fp32"
 
 
-def test_this_cpu_is_detected_as_proc_cpuinfo_says():
+def test_this_cpu_is_detected_as_proc_cpuinfo_says(monkeypatch):
+    monkeypatch.delenv("LPSELECT_CPU_FEATURES", raising=False)
+    cpu_matrix_features.cache_clear()
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("no /proc/cpuinfo on this system")
@@ -68,6 +70,34 @@ def test_this_cpu_is_detected_as_proc_cpuinfo_says():
     assert detected["amx_bf16"] == ("amx_bf16" in flags)
     native = "avx512_bf16" in flags or "amx_bf16" in flags
     assert choose_precision("auto", CPU).precision == ("bf16" if native else "fp32")
+    cpu_matrix_features.cache_clear()  # the suite's other tests see $LPSELECT_CPU_FEATURES again
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("avx2", "fp32"), ("avx2,avx512f", "fp32"), ("avx2, avx512f, AVX512_BF16", "bf16"), ("amx_bf16", "bf16"),
+    ("", "fp32"),
+])
+def test_the_cpu_kind_can_be_forced_so_the_suite_runs_both_ways(monkeypatch, spec, expected):
+    monkeypatch.setenv("LPSELECT_CPU_FEATURES", spec)
+    cpu_matrix_features.cache_clear()
+    try:
+        assert choose_precision("auto", CPU).precision == expected
+        named = {f.strip().lower() for f in spec.split(",") if f.strip()}
+        assert {f for f, on in cpu_matrix_features().items() if on} == named
+    finally:
+        monkeypatch.undo()
+        cpu_matrix_features.cache_clear()
+
+
+def test_a_misspelt_forced_feature_is_refused(monkeypatch):
+    monkeypatch.setenv("LPSELECT_CPU_FEATURES", "avx2,amx")
+    cpu_matrix_features.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"unknown feature\(s\) \['amx'\]"):
+            cpu_matrix_features()
+    finally:
+        monkeypatch.undo()
+        cpu_matrix_features.cache_clear()
 
 
 def test_the_score_manifest_records_the_choice_and_why(tiny_model_dir, alpaca_file, tmp_path, caplog):

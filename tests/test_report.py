@@ -4,9 +4,11 @@ epochs, 52k rows), its numbers against independent numpy, and the page as headle
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -33,9 +35,10 @@ CATEGORIES = ("open_qa", "brainstorming", "classification", "summarization")
 
 
 def make_run(root: Path, *, n: int = 240, epochs: int = 3, clusters: int | None = 6, data: bool = True,
-             subsets: bool = True, seed: int = 0) -> Path:
+             subsets: bool = True, seed: int = 0, payload: str = "") -> Path:
     """manifest.json + scores.parquet (NaN rows, one row NaN in the last epoch only), optionally
-    clusters.parquet, a Dolly-style data file with categories, and a subset written by select_subset."""
+    clusters.parquet, a Dolly-style data file with categories, and a subset written by select_subset.
+    ``payload`` starts every instruction and response (markup a page must not run)."""
     rng = np.random.default_rng(seed)
     run = root / "run"
     run.mkdir(parents=True)
@@ -55,10 +58,12 @@ def make_run(root: Path, *, n: int = 240, epochs: int = 3, clusters: int | None 
                                           "counts": {"rows": n, "nan_rows": len(NAN_ROWS) + (epochs > 0)}}}}
     data_path = root / "dolly.json"
     if data:
-        rows = [{"instruction": f"Question <{i}> & answer" + " long" * (i % 90), "context": "",
-                 "response": f"answer {i}", "category": CATEGORIES[i % len(CATEGORIES)]} for i in range(n)]
+        rows = [{"instruction": f"{payload}Question <{i}> & answer" + " long" * (i % 90), "context": "",
+                 "response": f"{payload}answer {i}", "category": CATEGORIES[i % len(CATEGORIES)]}
+                for i in range(n)]
         data_path.write_text(json.dumps(rows))
-        manifest["steps"]["score"]["inputs"] = {"data": {"path": str(data_path), "sha256": "x"}}
+        manifest["steps"]["score"]["inputs"] = {"data": {"path": str(data_path),
+                                                         "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest()}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     if clusters:
         pq.write_table(pa.table({"id": np.arange(n), "cluster": rng.integers(0, clusters, n)}),
@@ -86,6 +91,8 @@ class Page(HTMLParser):
         self.current: dict | None = None
         self.cell: list[str] | None = None
         self.external: list[str] = []
+        self.json: dict[str, str] = {}  # inert JSON blocks by id
+        self.json_id: str | None = None
         self.feed(text)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -93,9 +100,12 @@ class Page(HTMLParser):
         if a.get("id"):
             self.ids.append(str(a["id"]))
         if tag == "section":
-            self.current = self.sections.setdefault(str(a["id"]), {"text": [], "tables": [], "images": []})
-        if tag in ("script", "link", "iframe", "object", "embed"):
+            self.current = self.sections.setdefault(str(a["id"]), {"text": [], "tables": [], "images": [],
+                                                                            "circles": []})
+        if tag in ("link", "iframe", "object", "embed") or (tag == "script" and a.get("src")):
             self.external.append(tag)
+        if tag == "script" and a.get("type") == "application/json":
+            self.json_id = str(a.get("id"))
         for key in ("src", "href"):
             if a.get(key) and not (a[key].startswith("data:image/png;base64,") or a[key].startswith("#")):
                 self.external.append(str(a[key]))
@@ -103,6 +113,8 @@ class Page(HTMLParser):
             return
         if tag == "img":
             self.current["images"].append(a["src"])
+        elif tag == "circle":
+            self.current["circles"].append(a)
         elif tag == "table":
             self.current["tables"].append([])
         elif tag == "tr":
@@ -118,6 +130,10 @@ class Page(HTMLParser):
             self.current = None
 
     def handle_data(self, data: str) -> None:
+        if self.json_id is not None:
+            self.json[self.json_id] = data
+            self.json_id = None
+            return
         if self.cell is not None:
             self.cell.append(data)
         if self.current is not None:
@@ -154,13 +170,14 @@ def test_full_run_has_every_section_and_nothing_external(tmp_path: Path):
     page = render(make_run(tmp_path))
     assert list(page.sections) == list(SECTION_IDS)
     assert page.external == []
-    for sid in ("perplexity", "learning-percentage", "agreement", "data-map", "subsets"):
+    for sid in ("perplexity", "learning-percentage", "agreement", "subset-details"):
         images = page.sections[sid]["images"]
         assert images, sid
         for src in images:
             png = base64.b64decode(src.split(",", 1)[1])
             assert png.startswith(PNG_MAGIC) and len(png) > 5000, sid
     assert "LP(1)" in page.text("extremes") and "Question <3> & answer" not in page.text("extremes")
+    assert page.sections["data-map"]["images"] == [] and len(page.sections["data-map"]["circles"]) > 200
 
 
 def test_numbers_on_the_page_match_numpy(tmp_path: Path):
@@ -187,10 +204,16 @@ def test_numbers_on_the_page_match_numpy(tmp_path: Path):
     assert [int(r[0]) for r in page.rows("extremes", 0)[1:]] == hardest
     assert [int(r[0]) for r in page.rows("extremes", 1)[1:]] == easiest
     header = page.rows("extremes", 0)[0]
-    assert header[-2:] == ["category", "instruction"]
+    assert header == ["id", "LP(1)", "cluster", "instruction", "response"]
     first = page.rows("extremes", 0)[1]
-    assert first[-1].startswith(f"Question <{hardest[0]}> & answer")  # escaped on the page, read back intact
-    assert first[-2] == CATEGORIES[hardest[0] % len(CATEGORIES)]
+    assert first[-2].startswith(f"Question <{hardest[0]}> & answer")  # escaped on the page, read back intact
+    assert first[-1] == f"answer {hardest[0]}"  # the response that made it hard
+    labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+    assert first[2] == str(labels[hardest[0]])
+    assert [int(r[0]) for r in page.rows("extreme-numbers", 1)[1:]] == easiest
+    numbers = page.rows("extreme-numbers", 0)
+    assert numbers[0][-1] == "category" and numbers[1][-1] == CATEGORIES[hardest[0] % len(CATEGORIES)]
+    assert float(numbers[1][3]) == pytest.approx(ppl[hardest[0], 0], rel=1e-3)  # id, LP(1), LP_app(1), P0
     # per-epoch perplexity table: mean of every finite value
     p_rows = page.rows("perplexity")
     for e in range(4):
@@ -203,23 +226,126 @@ def test_subset_section_recomputes_the_written_subset(tmp_path: Path):
     run = make_run(tmp_path)
     report = json.loads(next((run / "subsets").glob("*.report.json")).read_text())
     page = render(run)
-    header, row = page.rows("subsets")[:2]
-    assert header[6:8] == ["rows (report)", "rows (recomputed)"]
+    header, row = page.rows("subset-details")[:2]
+    assert header[6:10] == ["rows (report)", "rows (shown)", "clusters hit", "rows from"]
     assert row[6] == row[7] == str(report["n_selected"])
     labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
     assert row[8] == f"{len(np.unique(labels))} / {len(np.unique(labels))}"
-    assert len(page.sections["subsets"]["images"]) == 1
+    assert row[9] in ("ids in its report", "selected again from this run's scores and clusters (its report lists "
+                                           "no ids)")
+    assert len(page.sections["subset-details"]["images"]) == 1
+    # the first-screen table: rows, share of the data, clusters hit
+    assert page.rows("subsets")[0] == ["subset", "rule", "rows", "share", "clusters hit"]
+    top = page.rows("subsets")[1]
+    n = pq.read_table(run / "scores.parquet").num_rows
+    assert top[2:] == [str(report["n_selected"]), f"{100 * report['n_selected'] / n:.1f} %", row[8]]
+
+
+def _subset_with_other_clusters(tmp_path: Path, *, with_ids: bool) -> tuple[Path, list[int], np.ndarray]:
+    """A run whose subset was selected with a clusters file other than the run's own: (run, its true ids,
+    the run's cluster labels)."""
+    run = make_run(tmp_path, subsets=False)
+    labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+    other = tmp_path / "other-clusters.parquet"
+    other_labels = np.random.default_rng(7).integers(0, 3, len(labels))
+    pq.write_table(pa.table({"id": np.arange(len(labels)), "cluster": other_labels}), other)
+    out = run / "subsets" / "10_low_lp1-other.json"
+    result = select_subset(tmp_path / "dolly.json", run / "scores.parquet", out, clusters=other, metric="lp",
+                           percent=10)
+    # the true rows, independently of any report: each subset row's id by its text in the data
+    data = json.loads((tmp_path / "dolly.json").read_text())
+    index = {r["instruction"]: i for i, r in enumerate(data)}
+    true_ids = [index[r["instruction"]] for r in json.loads(out.read_text())]
+    report_path = Path(str(out) + ".report.json")
+    report = json.loads(report_path.read_text())
+    if with_ids:
+        report.setdefault("ids", result.ids.tolist())  # what select records (a list of ints, in output order)
+    else:
+        report.pop("ids", None)  # a report written before select recorded them
+    report_path.write_text(json.dumps(report))
+    return run, true_ids, labels
+
+
+def test_subset_of_other_clusters_shows_its_true_rows(tmp_path: Path):
+    run, true_ids, labels = _subset_with_other_clusters(tmp_path, with_ids=True)
+    # the run's own clusters pick other rows: what the report used to show
+    ppl = read_ppl(run)
+    own = summary.recompute_selection({f"ppl_{e}": ppl[:, e] for e in range(ppl.shape[1])}, labels,
+                                      {"metric": "lp", "epoch": 1, "percent": 10, "clusters": "x"})
+    assert sorted(own.tolist()) != sorted(true_ids)
+    row = page_row(render(run), "10_low_lp1-other.json")
+    assert row[7] == str(len(true_ids)) and row[9] == "ids in its report"
+    hit = len(np.unique(labels[true_ids]))  # clusters of the run that the true rows fall in
+    assert row[8] == f"{hit} / {len(np.unique(labels))}"
+
+
+def test_old_subset_of_other_clusters_says_it_cannot_tell(tmp_path: Path):
+    run, _, _ = _subset_with_other_clusters(tmp_path, with_ids=False)
+    page = render(run)
+    row = page_row(page, "10_low_lp1-other.json")
+    assert row[7] == row[8] == "—" and row[9].startswith("unknown: selected with clusters") and "no ids" in row[9]
+    assert "Cannot tell which rows 10_low_lp1-other.json holds" in page.text("subsets")
+
+
+def test_old_subset_of_the_runs_own_tables_is_selected_again(tmp_path: Path):
+    """A report without ids, made from this run's scores and clusters (named absolute or relative), is
+    selected again; one naming no scores file cannot be told apart from another run's."""
+    run = make_run(tmp_path)
+    report_path = next((run / "subsets").glob("*.report.json"))
+    report = json.loads(report_path.read_text())
+    report.pop("ids", None)
+    name = report_path.name[: -len(".report.json")]
+    for scores in (str(run / "scores.parquet"), "run/scores.parquet"):
+        report_path.write_text(json.dumps({**report, "scores": scores, "clusters": "run/clusters.parquet"}))
+        row = page_row(render(run), name)
+        assert row[7] == str(report["n_selected"]) and row[9].startswith("selected again from this run's"), row
+    report_path.write_text(json.dumps({**report, "scores": None}))
+    assert page_row(render(run), name)[9].startswith("unknown")
+
+
+def page_row(page: Page, name: str) -> list[str]:
+    return next(r for r in page.rows("subset-details") if r[0] == name)
+
+
+def test_report_refuses_data_that_is_not_the_runs(tmp_path: Path):
+    from lpselect.errors import RunFolderError
+
+    run = make_run(tmp_path, subsets=False)
+    data = tmp_path / "dolly.json"
+    rows = json.loads(data.read_text())
+    data.write_text(json.dumps(rows[1:] + rows[:1]))  # shuffled in place: the manifest's sha256 no longer holds
+    with pytest.raises(RunFolderError) as e:
+        write_report(run)
+    assert str(data) in str(e.value) and str(run / "scores.parquet") in str(e.value) and "\n" not in str(e.value)
+    data.write_text("\n".join(json.dumps(r) for r in rows))  # the same rows re-serialised: accepted
+    data.rename(tmp_path / "moved.json")
+    # a clusters.parquet made from other rows than the scores
+    run2 = make_run(tmp_path / "two", subsets=False)
+    manifest = json.loads((run2 / "manifest.json").read_text())
+    manifest["steps"]["cluster"] = {"inputs": {"data": {"path": str(tmp_path / "moved.json"), "sha256": "y"}}}
+    (run2 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="different data"):
+        write_report(run2)
+
+
+def test_imported_reference_scores_say_they_are_not_checked(tmp_path: Path):
+    run = make_run(tmp_path, data=False, subsets=False)
+    (run / "manifest.json").write_text(json.dumps({"steps": {"import_reference": {"status": "complete"}}}))
+    page = render(run)
+    facts = {r[0]: r[1] for r in page.rows("summary")}
+    assert "reference's pickles" in facts["data check"] and "no data hash" in facts["data check"]
 
 
 def test_no_clusters_no_data_no_subsets(tmp_path: Path):
     page = render(make_run(tmp_path, clusters=None, data=False, subsets=False))
     assert list(page.sections) == list(SECTION_IDS)
-    assert "no clusters.parquet" in page.text("subsets")
-    assert "no category" in page.text("subsets")
+    assert "no clusters.parquet" in page.text("subset-details")
+    assert "no category" in page.text("subset-details")
     assert "computed for this report" in page.text("subsets")  # the default 10 % low selection
     assert "global 10 % bands" in page.text("data-map")
     assert "No instruction text" in page.text("extremes")
-    assert page.rows("extremes", 0)[0][-1] == "scored tokens"
+    assert page.rows("extremes", 0)[0] == ["id", "LP(1)"]
+    assert page.rows("extreme-numbers", 0)[0][-1] == "scored tokens"
 
 
 def test_one_epoch_uses_lp_app(tmp_path: Path):
@@ -229,12 +355,12 @@ def test_one_epoch_uses_lp_app(tmp_path: Path):
     assert "LP needs n >= 2" in page.text("learning-percentage")
     assert "Needs at least 2 trained epochs" in page.text("agreement")
     assert page.sections["agreement"]["images"] == []
-    assert page.sections["data-map"]["images"]
+    assert page.sections["data-map"]["circles"]
     lpa = (ppl[:, 0] - ppl[:, 1]) / ppl[:, 0]
     assert [int(r[0]) for r in page.rows("extremes", 0)[1:]] == hardest_easiest(lpa)[0]
     assert page.rows("extremes", 0)[0][1] == "LP_app(1)"
     assert [r[0] for r in page.rows("learning-percentage", 0)[1:]] == ["LP_app(1)"]
-    assert page.rows("subsets")[1][1] == "lp_app"
+    assert page.rows("subset-details")[1][1] == "lp_app"
 
 
 def test_zero_epochs_still_reports(tmp_path: Path):
@@ -293,6 +419,111 @@ def test_report_command(tmp_path: Path):
     assert "x.html" in r.output and (tmp_path / "x.html").exists()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "error" in r.output
+    # --subsets, repeated: a folder of subsets and one subset file, both written outside the run
+    a = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "picked" / "a.json",
+                      clusters=run / "clusters.parquet", metric="lp", percent=10)
+    b = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "b.json", metric="lp",
+                      percent=5, band="high", strategy="global")
+    r = CliRunner().invoke(app, ["report", str(run), "--subsets", str(tmp_path / "picked"),
+                                 "--subsets", str(tmp_path / "b.json")])
+    assert r.exit_code == 0, r.output
+    rows = Page((run / "report.html").read_text()).rows("subsets")
+    assert [row[0] for row in rows[1:]] == ["a.json", "b.json"]
+    assert [row[2] for row in rows[1:]] == [str(len(a.ids)), str(len(b.ids))]
+    r = CliRunner().invoke(app, ["report", str(run), "--subsets", str(tmp_path / "nothing.json")])
+    assert r.exit_code == 2 and "nothing.json" in r.output and "not found" in r.output
+
+
+# ---- the first screen and the interactive data map --------------------------------------------------------
+
+
+def test_answer_first_and_configuration_collapsed_at_the_end(tmp_path: Path):
+    text = write_report(make_run(tmp_path)).read_text()
+    page = Page(text)
+    assert list(page.sections)[:3] == ["subsets", "data-map", "extremes"]
+    assert list(page.sections)[-1] == "summary"
+    top = text[text.index('<div class="top">'):text.index('<section id="subset-details"')]
+    for sid in ("subsets", "data-map", "extremes"):
+        assert f'<section id="{sid}">' in top
+    # each step's configuration and versions are in a closed <details>, after every chart
+    step = text.index("<details><summary>step: score (config, counts")
+    assert step > text.index('<section id="quality">')
+    assert "config.model" in text[step:text.index("</details>", step)]
+
+
+def _band(metric: np.ndarray, percent: float = 10) -> np.ndarray:
+    """SPEC §8 global bands restated: finite rows by (metric, id) in round(100/p) parts, the first r of q + 1."""
+    order = sorted((i for i in range(len(metric)) if math.isfinite(metric[i])), key=lambda i: (metric[i], i))
+    q, r = divmod(len(order), round(100 / percent))
+    low, high = q + (r > 0), q  # part k holds q + 1 rows when k < r: the first when r > 0, the last (k = 9) never
+    codes = np.full(len(metric), -1)
+    codes[order] = 1
+    codes[order[:low]] = 0
+    codes[order[len(order) - high:]] = 2
+    return codes
+
+
+def test_data_map_points_carry_their_row(tmp_path: Path):
+    run = make_run(tmp_path, n=300)
+    page = render(run)
+    data = json.loads(page.json["map-data"])
+    circles = page.sections["data-map"]["circles"]
+    ppl = read_ppl(run)
+    lp = lp1(ppl)
+    finite = np.isfinite(lp) & np.isfinite(ppl[:, -1])
+    assert len(circles) == int(finite.sum()) == len(data["id"])  # under 5,000 rows: every row with a value
+    labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+    report = json.loads(next((run / "subsets").glob("*.report.json")).read_text())
+    bands = _band(lp)
+    rows = json.loads((tmp_path / "dolly.json").read_text())
+    for c in circles:
+        k = int(c["data-k"])
+        i = data["id"][k]
+        assert data["metric"][k] == pytest.approx(lp[i], rel=1e-3)
+        assert data["ppl"][k] == pytest.approx(ppl[i, -1], rel=1e-3)
+        assert data["cluster"][k] == labels[i] and data["band"][k] == bands[i]
+        assert data["subsets"][k] == (i in report["ids"])
+        assert data["text"][k] == [rows[i]["instruction"][:200] + ("…" if len(rows[i]["instruction"]) > 200
+                                                                   else ""), rows[i]["response"]]
+    assert data["metric_name"] == "LP(1)" and data["ppl_name"] == "final perplexity P3"
+    assert f"all {300 - len(NAN_ROWS) - 1} rows with a value drawn" in page.text("data-map")  # row 5: no P3
+
+
+def test_text_from_the_data_cannot_inject_markup(tmp_path: Path):
+    payload = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
+    run = make_run(tmp_path, n=100, payload=payload)
+    text = write_report(run).read_text()
+    assert "<script>alert" not in text and "<img src=x" not in text and "</script><script>alert" not in text
+    page = Page(text)
+    assert page.external == []
+    first = page.rows("extremes", 0)[1]  # read back as text, intact
+    assert first[-2].startswith(payload + "Question <") and first[-1].startswith(payload + "answer ")
+    data = json.loads(page.json["map-data"])
+    assert all(t[0].startswith(payload) and t[1].startswith(payload) for t in data["text"])
+
+
+def test_subsets_written_elsewhere(tmp_path: Path):
+    run = make_run(tmp_path, subsets=False)
+    chosen = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "out" / "pick.json",
+                           clusters=run / "clusters.parquet", metric="lp", percent=20)
+    for given in (tmp_path / "out", tmp_path / "out" / "pick.json", tmp_path / "out" / "pick.json.report.json"):
+        page = Page(write_report(run, subsets=[given, tmp_path / "out"]).read_text())  # the same one, once
+        labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+        expected = ["pick.json", "hardest 20 % by lp(1)", str(len(chosen.ids)),
+                    f"{100 * len(chosen.ids) / len(labels):.1f} %",
+                    f"{len(np.unique(labels[chosen.ids]))} / {len(np.unique(labels))}"]
+        assert page.rows("subsets")[1:] == [expected]
+    from lpselect.errors import InputError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=re.escape("no *.report.json")):
+        write_report(run, subsets=[tmp_path / "empty"])
+    (tmp_path / "lonely.json").write_text("[]")
+    with pytest.raises(InputError, match=re.escape("no lonely.json.report.json beside")):
+        write_report(run, subsets=[tmp_path / "lonely.json"])
+    (tmp_path / "bad.json.report.json").write_text("{")
+    with pytest.raises(InputError, match="not a readable subset report"):
+        write_report(run, subsets=[tmp_path / "bad.json.report.json"])
 
 
 # ---- the numbers behind the figures ------------------------------------------------------------------------
@@ -343,14 +574,16 @@ def test_52k_rows_with_1000_clusters_in_seconds(tmp_path: Path):
     for p in (3, 10):  # the reports select_subset would write (the report recomputes the ids)
         (run / "subsets" / f"{p}_low_lp1-tiny.json.report.json").write_text(json.dumps(
             {"metric": "lp", "epoch": 1, "percent": p, "band": "low", "strategy": "cluster",
-             "clusters": str(run / "clusters.parquet"), "order": "reference", "seed": 42}))
+             "scores": str(run / "scores.parquet"), "clusters": str(run / "clusters.parquet"),
+             "order": "reference", "seed": 42}))
     t0 = time.perf_counter()
     page = render(run)
     elapsed = time.perf_counter() - t0
     assert elapsed < 60, f"report took {elapsed:.1f} s"  # about 3 s on one free core
     assert (run / "report.html").stat().st_size < 5_000_000
-    assert len(page.sections["subsets"]["images"]) == 2
-    assert "5,000 of" in page.text("data-map")
+    assert len(page.sections["subset-details"]["images"]) == 2
+    assert "5,000 of 51,998 rows drawn (a fixed-seed sample" in page.text("data-map")  # 4 rows NaN
+    assert len(page.sections["data-map"]["circles"]) == 5000
 
 
 def test_report_on_the_reference_opt350m(tmp_path: Path):
@@ -362,7 +595,7 @@ def test_report_on_the_reference_opt350m(tmp_path: Path):
     quality = {r[0]: r[1] for r in page.rows("quality")}
     assert quality["reference rows 1.0 at every epoch (no response token)"] == "1"
     assert float(page.rows("agreement")[1][0]) == pytest.approx(0.81, abs=0.01)  # SPEC §6
-    assert "no n_scored_tokens column" in page.text("subsets")
+    assert "no n_scored_tokens column" in page.text("subset-details")
 
 
 # ---- headless Chromium -------------------------------------------------------------------------------------
@@ -410,3 +643,94 @@ def test_chromium_renders_every_section(tmp_path: Path):
     assert pixels.std() > 0.05  # not a blank page
     colours = np.unique((pixels[::7, ::7] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 100  # figures drawn, not only text
+
+
+# ---- a real browser: Chromium through selenium and Debian's chromium-driver -------------------------------
+
+
+def _chromedriver() -> tuple[str, str]:
+    """(chromium, chromedriver); a missing one skips, or fails under LPSELECT_REQUIRE_SHARED=1 (CI)."""
+    binary = _chromium()
+    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver")
+                                              else None)
+    why = "" if driver else "chromedriver not installed (apt-get install chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        why = why or "selenium not installed (pip install -e '.[dev]')"
+    if why and os.environ.get("LPSELECT_REQUIRE_SHARED") == "1":
+        pytest.fail(f"LPSELECT_REQUIRE_SHARED=1 but {why}")
+    if why:
+        pytest.skip(f"{why}: the page is not checked in a browser")
+    return binary, str(driver)
+
+
+def test_browser_first_screen_tooltip_and_filters(tmp_path: Path):
+    """At 1400 x 900 the subsets, the map and both sample tables (with responses) are on the first screen;
+    hovering the topmost point shows its row; a band filter and a click on a point change what is shown."""
+    binary, driver_path = _chromedriver()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    run = make_run(tmp_path, n=400)
+    url = write_report(run).resolve().as_uri()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--no-first-run",
+                "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.set_window_size(1400, 900)
+        driver.get(url)
+        height = driver.execute_script("return window.innerHeight")
+        assert 700 <= height <= 900
+
+        def box(css: str) -> dict:
+            return driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()",
+                                         driver.find_element(By.CSS_SELECTOR, css))
+
+        for css in ("#subsets table", "#map-svg", "#extremes .scroll:nth-of-type(1) tr:nth-child(2)"):
+            assert box(css)["bottom"] <= height, css
+        sample_tables = driver.find_elements(By.CSS_SELECTOR, "#extremes table")
+        assert len(sample_tables) == 2
+        for table in sample_tables:  # the header and the first sample, with its response, are on screen
+            first = table.find_elements(By.CSS_SELECTOR, "tbody tr")[0]
+            assert driver.execute_script("return arguments[0].getBoundingClientRect().bottom", first) <= height
+            assert [th.text for th in table.find_elements(By.TAG_NAME, "th")][-2:] == ["instruction", "response"]
+            assert first.find_elements(By.TAG_NAME, "td")[-1].text.startswith("answer ")
+
+        # the tooltip of the topmost (last drawn) point, against the files
+        circles = driver.find_elements(By.CSS_SELECTOR, "#map-svg circle")
+        data = json.loads(driver.find_element(By.ID, "map-data").get_attribute("textContent"))
+        target = circles[-1]
+        row = data["id"][int(target.get_attribute("data-k"))]
+        ActionChains(driver).move_to_element(target).perform()
+        tip = driver.find_element(By.ID, "map-tip")
+        assert tip.is_displayed()
+        lp = lp1(read_ppl(run))
+        labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+        source = json.loads((tmp_path / "dolly.json").read_text())[row]
+        text = tip.text
+        assert f"row {row} " in text and f"cluster {labels[row]} " in text and f"LP(1) {lp[row]:.4g}" in text
+        assert source["instruction"][:100] in text and f"response{source['response']}" in text.replace("\n", "")
+
+        def visible() -> int:
+            return driver.execute_script(
+                "return Array.from(document.querySelectorAll('#map-svg circle'))"
+                ".filter(c => getComputedStyle(c).display !== 'none').length")
+
+        drawn = [data["id"][int(c.get_attribute("data-k"))] for c in circles]
+        assert visible() == len(drawn)
+        driver.find_element(By.CSS_SELECTOR, '.filters button[data-filter="band"][data-value="0"]').click()
+        bands = _band(lp)
+        assert visible() == sum(bands[i] == 0 for i in drawn) < len(drawn)
+        driver.find_element(By.CSS_SELECTOR, '.filters button[data-filter="band"][data-value=""]').click()
+        assert visible() == len(drawn)
+        ActionChains(driver).move_to_element(target).click().perform()  # a point: its cluster only
+        assert visible() == sum(labels[i] == labels[row] for i in drawn) < len(drawn)
+        assert driver.find_element(By.ID, "map-count").text.startswith(f"{visible():,} of {len(drawn):,}")
+    finally:
+        driver.quit()

@@ -219,8 +219,18 @@ def test_score_job_manifest(baseline, data_file):
     assert counts["scored_tokens"] == int(read_scores(folder)["n_scored_tokens"].sum())
     assert set(m["train_loss"]) == {"1", "2"}
     assert m["precision"] == "fp32"
-    # the checkpoint is removed unless asked for
-    assert not (folder / "score" / "checkpoint").exists()
+    # 2 epochs of a 3-epoch schedule: the last checkpoint is kept, so that --epochs 3 can extend the run
+    assert json.loads((folder / "score" / "checkpoint" / "state.json").read_text())["epoch"] == 2
+
+
+def test_the_checkpoint_is_removed_when_the_run_cannot_be_extended(data_file, tiny_model_dir, tmp_path):
+    """epochs = schedule_epochs: a longer run would need another LR schedule, so the checkpoint has no use."""
+    score(data_file, tmp_path / "run", tiny_config(tiny_model_dir, epochs=1, schedule_epochs=1), progress=False)
+    assert (tmp_path / "run" / "scores.parquet").exists()
+    assert not (tmp_path / "run" / "score" / "checkpoint").exists()
+    score(data_file, tmp_path / "kept", tiny_config(tiny_model_dir, epochs=1, schedule_epochs=1,
+                                                    keep_checkpoint=True), progress=False)
+    assert (tmp_path / "kept" / "score" / "checkpoint" / "state.json").exists()
 
 
 def test_training_with_a_large_lr_lowers_perplexity(baseline):
@@ -269,8 +279,10 @@ def test_other_settings_on_the_same_folder_are_refused_unless_forced(baseline, d
     folder = tmp_path / "run"
     shutil.copytree(src, folder)
     other = tiny_config(tiny_model_dir, epochs=1, lr=2e-3)
-    with pytest.raises(RunFolderError, match="config"):
+    with pytest.raises(RunFolderError) as refused:
         score(data_file, folder, other, progress=False)
+    assert str(refused.value) == (f"{folder}: step 'score' was run with other config (lr: 0.001 → 0.002, "
+                                  "epochs: 2 → 1); use another folder, or --force to discard its results")
     assert manifest(folder)["config"] == cfg.model_dump()  # untouched
     assert_has_columns(read_scores(folder), 2)
 
@@ -289,8 +301,13 @@ def test_changed_input_file_is_refused(baseline, tmp_path, data_file):
     rows = json.loads(data_file.read_text())
     rows[0]["output"] = "Something else."
     changed.write_text(json.dumps(rows))
-    with pytest.raises(RunFolderError, match="inputs"):
+    with pytest.raises(RunFolderError) as refused:
         score(changed, folder, cfg, progress=False)
+    old_sha = hashlib.sha256(data_file.read_bytes()).hexdigest()[:12]
+    new_sha = hashlib.sha256(changed.read_bytes()).hexdigest()[:12]
+    assert str(refused.value) == (f"{folder}: step 'score' was run with other inputs (data: {old_sha} "
+                                  f"{data_file.resolve()} → {new_sha} {changed.resolve()}); use another folder, "
+                                  "or --force to discard its results")
 
 
 def test_a_moved_input_file_with_the_same_bytes_is_the_same_input(baseline, tmp_path, data_file, monkeypatch):
@@ -523,3 +540,135 @@ def test_lora_scorer_trains_adapters_only_and_resumes(baseline, tiny_model_dir, 
 def _checkpoint_epoch(run: Path) -> int:
     """The epoch of the score job's checkpoint (its position; written last, so only a complete one counts)."""
     return json.loads((run / "score" / "checkpoint" / "state.json").read_text())["epoch"]
+
+
+# -------------------------------------------------------------------------------- (f) extending a run
+
+
+def _pass_mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (folder / "score" / "passes").glob("*.npy")}
+
+
+def test_more_epochs_extend_a_run_to_exactly_the_longer_runs_scores(baseline, data_file, tiny_model_dir, tmp_path,
+                                                                    monkeypatch, caplog):
+    """--epochs 1 then --epochs 2 on one folder: the 1-epoch run trained exactly epoch 1 of the 3-epoch schedule,
+    so only epoch 2 is trained (from the kept checkpoint), P0 and P1 are kept, and the scores are the
+    uninterrupted 2-epoch run's, bit for bit (fp32)."""
+    _, cfg, expected = baseline
+    folder = tmp_path / "run"
+    score(data_file, folder, cfg.model_copy(update={"epochs": 1}), progress=False)
+    assert _checkpoint_epoch(folder) == 1
+    kept = _pass_mtimes(folder)
+    assert set(kept) == {"ppl_0.npy", "prob_0.npy", "ppl_1.npy", "prob_1.npy", "ppl_online_1.npy"}
+    real = job.train_epoch
+    calls: list[int] = []
+
+    def counting(*args, epoch, **kw):
+        calls.append(epoch)
+        return real(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "train_epoch", counting)
+    monkeypatch.setattr(job, "tokenize_samples", lambda *a, **k: pytest.fail("the token table is kept"))
+    with caplog.at_level("INFO", logger="lpselect"):
+        score(data_file, folder, cfg, progress=False)
+    assert calls == [2]
+    assert {k: v for k, v in _pass_mtimes(folder).items() if k in kept} == kept  # not rewritten
+    got = read_scores(folder)
+    assert list(got) == list(expected)
+    for c in expected:
+        np.testing.assert_array_equal(got[c], expected[c], err_msg=c)
+    m = manifest(folder)
+    assert m["config"] == cfg.model_dump() and m["status"] == "complete"
+    assert m["extended"] == [{"epochs": [1, 2]}]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("lpselect")]
+    assert f"extending {folder} from 1 to 2 epochs: reused tokens, P0..P1, checkpoint at epoch 1 end" in lines
+
+
+def test_an_extension_without_the_checkpoint_retrains_from_the_start(baseline, data_file, tmp_path, monkeypatch,
+                                                                     caplog):
+    """A 1-epoch run whose checkpoint is gone (deleted, or written by an older lpselect): epoch 1 is trained again,
+    P0 is kept, and the scores are still the 2-epoch run's."""
+    _, cfg, expected = baseline
+    folder = tmp_path / "run"
+    score(data_file, folder, cfg.model_copy(update={"epochs": 1}), progress=False)
+    shutil.rmtree(folder / "score" / "checkpoint")
+    p0 = (folder / "score" / "passes" / "ppl_0.npy").stat().st_mtime_ns
+    real = job.train_epoch
+    calls: list[int] = []
+    monkeypatch.setattr(job, "train_epoch", lambda *a, epoch, **k: calls.append(epoch) or real(*a, epoch=epoch, **k))
+    with caplog.at_level("INFO", logger="lpselect"):
+        score(data_file, folder, cfg, progress=False)
+    assert calls == [1, 2]
+    assert (folder / "score" / "passes" / "ppl_0.npy").stat().st_mtime_ns == p0
+    got = read_scores(folder)
+    for c in expected:
+        np.testing.assert_array_equal(got[c], expected[c], err_msg=c)
+    assert any(r.getMessage() == f"extending {folder} from 1 to 2 epochs: reused tokens, P0; no checkpoint of the "
+               "trained epochs: training again from epoch 1" for r in caplog.records)
+
+
+def test_fewer_epochs_or_another_schedule_are_refused_by_name(baseline, data_file, tiny_model_dir, tmp_path):
+    src, cfg, _ = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    with pytest.raises(RunFolderError) as fewer:
+        score(data_file, folder, cfg.model_copy(update={"epochs": 1}), progress=False)
+    assert "was run with other config (epochs: 2 → 1); use another folder" in str(fewer.value)
+    with pytest.raises(RunFolderError) as longer:  # 2 -> 4 epochs: the schedule would span 4 epochs, not 3
+        score(data_file, folder, cfg.model_copy(update={"epochs": 4}), progress=False)
+    assert "(epochs: 2 → 4); it cannot be extended: its LR schedule spans 3 epochs, this one 4" in str(longer.value)
+    with pytest.raises(RunFolderError, match=r"\(seed: 42 → 1, epochs: 2 → 3\);"):  # more epochs and a change
+        score(data_file, folder, cfg.model_copy(update={"epochs": 3, "seed": 1}), progress=False)
+    assert manifest(folder)["config"] == cfg.model_dump()
+
+
+def test_how_a_job_saves_its_work_is_no_other_config(baseline, data_file, tmp_path, monkeypatch):
+    """save_steps, save_minutes and keep_checkpoint change no result: a re-run may change them."""
+    src, cfg, scores = baseline
+    folder = tmp_path / "run"
+    shutil.copytree(src, folder)
+    monkeypatch.setattr(job, "train_epoch", lambda *a, **k: pytest.fail("nothing should be recomputed"))
+    score(data_file, folder, cfg.model_copy(update={"save_steps": 3, "save_minutes": 5.0, "keep_checkpoint": True}),
+          progress=False)
+    np.testing.assert_array_equal(read_scores(folder)["ppl_2"], scores["ppl_2"])
+
+
+@pytest.mark.parametrize("broken", ["null_output", "missing"])
+def test_a_run_that_failed_on_its_input_does_not_claim_the_folder(broken, data_file, tiny_model_dir, tmp_path):
+    """score on a file with a null output (or no file) fails in one line; the corrected re-run needs no --force."""
+    folder = tmp_path / "run"
+    bad = tmp_path / "bad.json"
+    rows = json.loads(data_file.read_text())
+    if broken == "null_output":
+        rows[3]["output"] = None
+        bad.write_text(json.dumps(rows))
+    cfg = tiny_config(tiny_model_dir, epochs=0)
+    with pytest.raises(Exception, match=r"bad.json, row 3, field 'output': is null" if broken == "null_output"
+                       else "bad.json: file not found"):
+        score(bad, folder, cfg, progress=False)
+    rows[3]["output"] = "Fixed."
+    bad.write_text(json.dumps(rows))
+    result = score(bad, folder, cfg, progress=False)
+    assert result.n_rows == 14
+    assert manifest(folder)["inputs"]["data"]["sha256"] == hashlib.sha256(bad.read_bytes()).hexdigest()
+
+
+def test_a_resumed_run_says_what_it_reused(baseline, data_file, tmp_path, monkeypatch, caplog):
+    """After a crash in epoch 2: one line naming the token table, P0..P1 and the epoch-1 checkpoint."""
+    _, cfg, _ = baseline
+    folder = tmp_path / "run"
+    real = job.train_epoch
+
+    def crash_in_epoch_2(*args, epoch, **kw):
+        if epoch == 2:
+            raise Crash("simulated crash")
+        return real(*args, epoch=epoch, **kw)
+
+    monkeypatch.setattr(job, "train_epoch", crash_in_epoch_2)
+    with pytest.raises(Crash):
+        score(data_file, folder, cfg, progress=False)
+    monkeypatch.setattr(job, "train_epoch", real)
+    with caplog.at_level("INFO", logger="lpselect"):
+        score(data_file, folder, cfg, progress=False)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming")]
+    assert said == [f"resuming {folder}: reused tokens, P0..P1, checkpoint at epoch 1 end"]

@@ -184,11 +184,12 @@ def test_hand_example_seven_members_three_parts() -> None:
 
 
 def test_hand_example_ties_broken_by_id_not_position_in_cluster() -> None:
-    # all values equal: the order is pure id order inside every cluster; clusters ascending by number
-    m = np.zeros(6)
-    c = np.array([5, 2, 5, 2, 5, 2])
-    assert as_list(select(m, c, 50, "low")) == [1, 3, 0, 2]
-    assert as_list(select(m, c, 50, "high")) == [5, 4]
+    # all values of clusters 2 and 5 equal: the order is pure id order inside them; clusters ascending by
+    # number; row 6 (cluster 9, alone) gives the metric its spread
+    m = np.array([0, 0, 0, 0, 0, 0, 1.0])
+    c = np.array([5, 2, 5, 2, 5, 2, 9])
+    assert as_list(select(m, c, 50, "low")) == [1, 3, 0, 2, 6]
+    assert as_list(select(m, c, 50, "high")) == [5, 4]  # array_split([6], 2) leaves cluster 9's last part empty
 
 
 def test_negative_and_large_cluster_numbers_sorted_numerically() -> None:

@@ -133,21 +133,34 @@ def test_one_epoch_equals_scorer_train_epoch(tiny_model_dir, alpaca_file, tmp_pa
     from lpselect.engine.train import make_optimizer, train_epoch
 
     cfg = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=2, grad_accum=2, lr=1e-3, save_steps=0,
-                      max_tokens_per_micro_batch=64)
+                      max_tokens_per_micro_batch=64, precision="fp32")  # exact: fp32 on any CPU
     train_target(alpaca_file, tmp_path / "t", cfg, progress=False)
 
     tok = load_tokenizer(str(tiny_model_dir))
     data = tokenize_samples(read_dataset(alpaca_file).samples, tok, max_length=512)
     model = load_causal_lm(str(tiny_model_dir))
-    s = FineTuneSettings(lr=1e-3, batch_size=2, grad_accum=2, max_tokens_per_micro_batch=64)
+    s = FineTuneSettings(lr=1e-3, batch_size=2, grad_accum=2, max_tokens_per_micro_batch=64, precision="fp32")
     opt, sched = make_optimizer(model, s, 3)
-    train_epoch(model, data, opt, sched, s, epoch=1, pad_id=tok.pad_token_id)
+    train_epoch(model, data, opt, sched, s, epoch=1, pad_id=tok.pad_token_id, precision="fp32")
     ref = {k: v.detach() for k, v in model.state_dict().items()}
     assert _max_diff(_state(tmp_path / "t"), ref) < 1e-7
 
 
+def test_bf16_training_tracks_fp32_within_bf16_tolerance(tiny_model_dir, alpaca_file, tmp_path):
+    """The bf16 path (what ``auto`` picks on a CPU with bf16 units or a GPU) trains like fp32: bf16 keeps 8
+    mantissa bits (relative rounding 2^-8 = 0.4 %), so the epoch's mean loss agrees to about 1 %, not to 1e-7."""
+    base = dict(model=str(tiny_model_dir), epochs=1, batch_size=2, grad_accum=2, lr=1e-3, save_steps=0)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        train_target(alpaca_file, tmp_path / precision, TrainConfig(**base, precision=precision), progress=False)
+        step = json.loads((tmp_path / precision / "manifest.json").read_text())["steps"]["train"]
+        assert step["precision"] == precision
+        losses[precision] = step["train_loss"]["1"]
+    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02, losses
+
+
 def test_gradient_checkpointing_same_update(tiny_model_dir, alpaca_file, tmp_path):
-    base = dict(model=str(tiny_model_dir), epochs=1, batch_size=4, grad_accum=1, lr=1e-3)
+    base = dict(model=str(tiny_model_dir), epochs=1, batch_size=4, grad_accum=1, lr=1e-3, precision="fp32")
     train_target(alpaca_file, tmp_path / "a", TrainConfig(**base), progress=False)
     train_target(alpaca_file, tmp_path / "b", TrainConfig(**base, gradient_checkpointing=True), progress=False)
     assert _max_diff(_state(tmp_path / "a"), _state(tmp_path / "b")) < 1e-6

@@ -272,6 +272,72 @@ def test_chat_scores_only_assistant_turns(tok, tmp_path):
     assert tok.decode(data.row(1)[0]) == "<|user|>Name a fox.<eos><|assistant|>Quick brown fox.<eos>"
 
 
+BRIEF_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<eos>{% endfor %}"  # no gen. prompt
+
+
+@pytest.mark.parametrize("template", ["tiny", "no_generation_prompt"])
+def test_chat_scored_positions_of_a_two_turn_conversation(tok, template):
+    """The scored positions, stated piece by piece: a piece's tokens are scored iff it is an assistant turn's
+    content or the end-of-turn token after it. The template without a generation prompt used to score the
+    ``<|assistant|>`` marker (the turns before an answer, rendered, end before its header)."""
+    import copy
+
+    t = copy.deepcopy(tok)
+    if template == "no_generation_prompt":
+        t.chat_template = BRIEF_TEMPLATE
+    messages = [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "It is 5."},
+                {"role": "user", "content": "And 4 and 4?"}, {"role": "assistant", "content": "8"}]
+    pieces = [("<|user|>", False), ("Add 2 and 3.", False), ("<eos>", False),
+              ("<|assistant|>", False), ("It is 5.", True), ("<eos>", True),
+              ("<|user|>", False), ("And 4 and 4?", False), ("<eos>", False),
+              ("<|assistant|>", False), ("8", True), ("<eos>", True)]
+    expected_ids: list[int] = []
+    expected_mask: list[bool] = []
+    for text, scored in pieces:
+        ids = t("".join(text), add_special_tokens=False).input_ids
+        expected_ids += ids
+        expected_mask += [scored] * len(ids)
+    data = tokenize_samples([Sample(0, "", "", "", messages=tuple(messages))], t, max_length=512)
+    ids, mask = data.row(0)
+    assert list(ids) == expected_ids, "precondition: the tiny tokenizer does not merge across these pieces"
+    assert np.flatnonzero(mask).tolist() == np.flatnonzero(expected_mask).tolist()
+    # by hand: <|user|> 7 tokens, "Add 2 and 3." 10, <eos> 1, <|assistant|> 11 -> "It is 5." (6) starts at 29,
+    # its <eos> is 35; then 7 + 10 + 1 + 11 more -> "8" at 65, its <eos> at 66
+    assert [int(i) for i in np.flatnonzero(mask)] == [*range(29, 36), 65, 66]
+
+
+def test_chat_assistant_first_turn_and_system_turn_are_not_scored(tok):
+    """An assistant turn at position 0 is scored from its content on; a system turn never is."""
+    messages = ({"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Bye."})
+    data = tokenize_samples([Sample(0, "", "", "", messages=messages)], tok, max_length=512)
+    assert decoded(tok, data, 0)[1] == "Hello.<eos>Bye.<eos>"
+    system = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+              {"role": "assistant", "content": "Yo."})
+    data = tokenize_samples([Sample(0, "", "", "", messages=system)], tok, max_length=512)
+    assert decoded(tok, data, 0) == ("<|system|>Be brief.<eos><|user|>Hi<eos><|assistant|>", "Yo.<eos>")
+
+
+def test_conversational_prompt_completion_scores_only_the_completion(tok, tmp_path):
+    """TRL's prompt/completion with messages: an assistant turn inside the prompt is context, not a label."""
+    row = {"prompt": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "It is 5."},
+                      {"role": "user", "content": "Doubled?"}],
+           "completion": [{"role": "assistant", "content": "It is 10."}]}
+    ds = read_dataset(_chat_file(tmp_path, [row]))
+    data = tokenize_samples(ds.samples, tok, max_length=512)
+    assert decoded(tok, data, 0) == (
+        "<|user|>Add 2 and 3.<eos><|assistant|>It is 5.<eos><|user|>Doubled?<eos><|assistant|>", "It is 10.<eos>")
+
+
+def test_sharegpt_scores_like_chat(tok, tmp_path):
+    row = {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+                             {"from": "gpt", "value": "Yo."}, {"from": "human", "value": "Bye"},
+                             {"from": "gpt", "value": "Ciao."}]}
+    data = tokenize_samples(read_dataset(_chat_file(tmp_path, [row])).samples, tok, max_length=512)
+    assert decoded(tok, data, 0) == (
+        "<|system|>Be brief.<eos><|user|>Hi<eos><|assistant|><|user|>Bye<eos><|assistant|>", "Yo.<eos>Ciao.<eos>")
+
+
 def test_chat_and_alpaca_rows_keep_their_order(tok, tmp_path):
     """A chunk with chat rows between plain rows keeps row i at position i."""
     samples = [

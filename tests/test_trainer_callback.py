@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from conftest import alpaca_rows
 from typer.testing import CliRunner
 
 from lpselect.data.template import render_prompt
-from lpselect.errors import LPSelectError
+from lpselect.errors import InputError, LPSelectError
 from lpselect.integrations import LPCallback, tokenized_from_dataset
 
 
@@ -65,8 +66,11 @@ def test_callback_in_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
                              report_to=[], save_strategy="no", use_cpu=True, learning_rate=1e-3,
                              disable_tqdm=True, logging_steps=1)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=_collate(tokenizer.pad_token_id),
-                      callbacks=[LPCallback(out, data=data_file)])
-    trainer.train()
+                      processing_class=tokenizer, callbacks=[LPCallback(out, data=data_file)])
+    with warnings.catch_warnings(record=True) as caught:  # the rows mask their prompts: no mask warning
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "LPCallback" in str(w.message)]
 
     table = pq.read_table(out / "scores.parquet")
     cols = {c: table.column(c).to_numpy() for c in table.column_names}
@@ -178,6 +182,129 @@ def test_rows_to_token_table() -> None:
         tokenized_from_dataset([{"input_ids": [1, 2, 3], "labels": [1, 2, 4]}])
     with pytest.raises(LPSelectError, match="no 'input_ids'"):
         tokenized_from_dataset([{"text": "raw"}])
+
+
+class _Steps:
+    """A callback that counts training steps: a refused train set must be refused before the first."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        outer = self
+        self.steps = 0
+
+        class Count(TrainerCallback):
+            def on_step_begin(self, *args, **kwargs) -> None:
+                outer.steps += 1
+
+        self.callback = Count()
+
+
+def _trainer(model_dir: Path, train: list[dict], out: Path, hf_dir: Path, data_file: Path, steps: _Steps, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    args = TrainingArguments(output_dir=str(hf_dir), num_train_epochs=1, per_device_train_batch_size=4,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    return Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                   data_collator=kwargs.pop("collator", _collate(tokenizer.pad_token_id)),
+                   callbacks=[LPCallback(out, data=data_file, **kwargs), steps.callback])
+
+
+def test_refuses_other_rows_before_first_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A train set of 7 rows for an 8-row data file, or the 8 rows reversed, is refused at train begin: one line
+    that names the file, no training step, no run folder claimed."""
+    from transformers import AutoTokenizer
+
+    rows = alpaca_rows(8)
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps(rows))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    train = _encode(tokenizer, rows)
+    cases = [(train[:7], r"has 8 rows but the train set has 7"), (train[::-1], r"row 0: train set row 0 does not hold")]
+    for i, (rows_given, message) in enumerate(cases):
+        steps, out = _Steps(), tmp_path / f"run{i}"
+        trainer = _trainer(tiny_model_dir, rows_given, out, tmp_path / "hf", data_file, steps)
+        with pytest.raises(InputError, match=message) as refused:
+            trainer.train()
+        text = str(refused.value)
+        assert text.startswith(str(data_file)) and "\n" not in text
+        assert steps.steps == 0 and trainer.state.global_step == 0
+        assert not (out / "manifest.json").exists()
+    # check_rows=False keeps the count check but trusts the text: the reversed rows train (a user's rewritten rows)
+    steps = _Steps()
+    _trainer(tiny_model_dir, train[::-1], tmp_path / "trusted", tmp_path / "hf", data_file, steps,
+             check_rows=False).train()
+    assert steps.steps == 2 and (tmp_path / "trusted" / "scores.parquet").exists()
+
+
+def test_row_text_check(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """What the text check accepts: rows cut inside the response (max_length), chat rows by their first user and
+    assistant turns; and what it refuses: a row whose response is another row's."""
+    from transformers import AutoTokenizer
+
+    from lpselect.integrations.transformers import check_rows_match
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = alpaca_rows(3)
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps(rows))
+    train = _encode(tokenizer, rows)
+    check_rows_match(tokenized_from_dataset(train), data_file, tokenizer)
+    n_prompt = [r["labels"].count(-100) for r in train]
+    cut = [{k: v[: n + 3] for k, v in r.items()} for r, n in zip(train, n_prompt, strict=True)]  # 3 response tokens
+    check_rows_match(tokenized_from_dataset(cut), data_file, tokenizer)
+    swapped = [dict(train[0]), train[1], train[2]]
+    other = tokenizer(render_prompt(rows[0]["instruction"], rows[0]["input"]) + rows[1]["output"]).input_ids
+    swapped[0] = {"input_ids": other, "labels": [-100] * n_prompt[0] + other[n_prompt[0]:]}
+    with pytest.raises(InputError, match=r"row 0: train set row 0 does not hold this row's response"):
+        check_rows_match(tokenized_from_dataset(swapped), data_file, tokenizer)
+    check_rows_match(tokenized_from_dataset(swapped), data_file, tokenizer, text=False)  # count only
+
+    chat = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Sum {i}?"},
+                          {"role": "assistant", "content": f"It is {i}."}, {"role": "user", "content": "Sure?"},
+                          {"role": "assistant", "content": "Yes."}]} for i in (11, 12)]
+    chat_file = tmp_path / "chat.jsonl"
+    chat_file.write_text("".join(json.dumps(r) + "\n" for r in chat))
+    chat_rows = [{"input_ids": tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)
+                  ["input_ids"]} for r in chat]
+    check_rows_match(tokenized_from_dataset(chat_rows), chat_file, tokenizer)
+    with pytest.raises(InputError, match=r"chat.jsonl, row 0: .* user"):
+        check_rows_match(tokenized_from_dataset(chat_rows[::-1]), chat_file, tokenizer)
+
+
+def test_warns_when_nothing_is_masked(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Rows without labels under DataCollatorForLanguageModeling (the usual LM set-up): LP scores prompt and
+    response, and the callback says so once, before the first step; rows with labels = input_ids likewise."""
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+
+    rows = alpaca_rows(4)
+    data_file = tmp_path / "alpaca.json"
+    data_file.write_text(json.dumps(rows))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    plain = [{"input_ids": r["input_ids"]} for r in _encode(tokenizer, rows)]
+    steps = _Steps()
+    trainer = _trainer(tiny_model_dir, plain, tmp_path / "run", tmp_path / "hf", data_file, steps,
+                       collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    mine = [str(w.message) for w in caught if "LPCallback" in str(w.message)]
+    assert len(mine) == 1 and "scores the prompt and the response alike" in mine[0] and "-100" in mine[0]
+    with warnings.catch_warnings(record=True) as again:  # once per callback: a second train() stays quiet
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in again if "LPCallback" in str(w.message)] and steps.steps == 2
+    # every token after the first is scored: n_scored = length - 1, counted here from the rows themselves
+    scored = pq.read_table(tmp_path / "run" / "scores.parquet").column("n_scored_tokens").to_numpy()
+    np.testing.assert_array_equal(scored, [len(r["input_ids"]) - 1 for r in plain])
+
+    from lpselect.integrations.transformers import _masks_nothing
+
+    same = [{"input_ids": r["input_ids"], "labels": r["input_ids"]} for r in plain]
+    assert _masks_nothing(tokenized_from_dataset(same))
+    assert not _masks_nothing(tokenized_from_dataset(_encode(tokenizer, rows)))
 
 
 if __name__ == "__main__":  # a rank of test_callback_under_ddp's torchrun job

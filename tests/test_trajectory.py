@@ -289,7 +289,7 @@ def test_cli_select_trajectory(scored, tmp_path) -> None:
             "--order", "original"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
-    assert "9 of 23 rows; 3 without a score left out" in " ".join(r.output.split())  # rich may wrap lines
+    assert "9 of 23 rows = 39.1 %; 3 without a score left out" in " ".join(r.output.split())  # rich may wrap lines
     rep = json.loads(Path(str(out) + ".report.json").read_text())
     assert rep["seed"] == 7 and rep["order"] == "original" and sorted(rep["per_cluster"].values()) == [2, 3, 4]
     got = json.loads(out.read_text())

@@ -56,7 +56,11 @@ class FineTuneSettings(_Strict):
     fsdp: bool = Field(False, description="Under torchrun/accelerate launch: shard the weights, gradients and "
                                           "optimizer state over the processes (FSDP)")
     keep_checkpoint: bool = Field(False, description="Keep the last checkpoint (weights, optimizer, position) "
-                                                     "after the run finishes")
+                                                     "after the run finishes (score keeps it anyway while --epochs "
+                                                     "< --schedule-epochs: a later --epochs N extends the run)")
+    save_minutes: float = Field(30, ge=0, description="Also checkpoint inside an epoch every this many minutes of "
+                                                      "training (0 = off; --save-steps wins when set); one "
+                                                      "checkpoint of SmolLM2-135M takes ~1-5 s on a CPU (1.6 GB)")
     # LoRA adapters (peft) instead of full fine-tuning
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of every weight")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
@@ -83,8 +87,8 @@ class ScoreConfig(FineTuneSettings):
         0, ge=0, description="Padded-token budget of a scoring-pass batch; 0 = auto (CPU 2048, CUDA 16384)")
     pass_chunk_rows: int = Field(4096, ge=1, description="Rows per saved chunk of a pass (resume granularity)")
     ifd: bool = Field(False, description="Also score each response alone, for IFD (one extra pass per epoch)")
-    save_steps: int = Field(0, ge=0, description="Also checkpoint every N optimizer steps inside an epoch (0 = at "
-                                                 "epoch ends only); a re-run resumes from the last one")
+    save_steps: int = Field(0, ge=0, description="Also checkpoint every N optimizer steps inside an epoch (0 = "
+                                                 "every --save-minutes); a re-run resumes from the last one")
 
 
 class TrainConfig(FineTuneSettings):
@@ -98,8 +102,8 @@ class TrainConfig(FineTuneSettings):
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
     save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved "
                                                                                          "weights")
-    save_steps: int = Field(100, ge=0, description="Checkpoint every N optimizer steps, and at each epoch end "
-                                                   "(0 = epoch ends only); a re-run resumes from the last one")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N optimizer steps, and at each epoch end "
+                                                 "(0 = every --save-minutes); a re-run resumes from the last one")
 
 
 class ClusterConfig(_Strict):
@@ -147,11 +151,13 @@ class JudgeConfig(_Strict):
     api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable holding the API key "
                                                            "(the key itself is never written anywhere)")
     concurrency: int = Field(4, ge=1, description="Requests in flight at most")
-    max_retries: int = Field(6, ge=0, description="Retries of a request on 429/5xx/timeouts/connection errors "
+    max_retries: int = Field(6, ge=0, description="Retries of a request on 429/5xx/connection errors "
                                                   "(exponential backoff, Retry-After)")
     parse_retries: int = Field(2, ge=0, description="Extra requests when a reply's first line has no two grades; "
                                                     "then it counts as unparsed")
-    timeout: float = Field(120.0, gt=0, description="Seconds per request")
+    timeout: float = Field(600.0, gt=0, description="Seconds to wait for a reply; one that does not come is not "
+                                                    "asked again (the server may still be working on it): it "
+                                                    "counts as failed and a rerun asks again")
     temperature: float = Field(0.0, ge=0, description="The judge's sampling temperature, not the answers' "
                                                       "(0 = greedy)")
     max_tokens: int = Field(512, ge=1, description="Most tokens of a judge reply")
@@ -159,7 +165,9 @@ class JudgeConfig(_Strict):
 
 
 Metric = Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]
-Band = Literal["low", "mid", "high"]
+Band = Literal["hardest", "easiest", "middle", "low", "mid", "high"]
+BAND_HELP = ("hardest (the method), easiest, middle: by the metric's direction (docs/metrics.md); low, mid, high: "
+             "the literal parts of the ascending ranking")
 
 
 class _SubsetRule(_Strict):
@@ -176,6 +184,11 @@ class _SubsetRule(_Strict):
                                                       "IFD policy: 1.0); counted")
     trajectory_k: int = Field(100, ge=1, description="Strategy trajectory (S2L): k-means clusters of the loss "
                                                      "trajectories, capped at the rows with a finite trajectory")
+    exact: bool = Field(False, description="Take exactly round(N x p / 100) of the N rows with a score, shared "
+                                           "over the clusters by size (largest remainder), instead of the "
+                                           "paper's round(100/p) parts of every cluster")
+    n: int | None = Field(None, ge=1, description="Take exactly this many rows (shared over the clusters like "
+                                                  "--exact); replaces --percent")
 
 
 class SubsetSpec(_SubsetRule):
@@ -185,8 +198,9 @@ class SubsetSpec(_SubsetRule):
                                                  "rows are ranked ascending")
     epoch: int = Field(1, ge=0, description="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
     percent: float = Field(10, gt=0, le=100, description="Percentage p: each cluster is cut into round(100/p) "
-                                                         "parts")
-    band: Band = Field("low", description="low = hardest (the method), mid, high")
+                                                         "parts, the paper's rule (the share taken is printed); "
+                                                         "--exact takes p % exactly")
+    band: Band = Field("hardest", description=BAND_HELP)
 
 
 class SelectSpec(_SubsetRule):
@@ -195,7 +209,7 @@ class SelectSpec(_SubsetRule):
     metrics: list[Metric] = ["lp_app"]
     epochs: list[int] = [1]
     percents: list[float] = [10]
-    bands: list[Band] = ["low"]
+    bands: list[Band] = ["hardest"]
 
     @field_validator("percents")
     @classmethod

@@ -42,7 +42,7 @@ def environment() -> dict[str, str]:
     """Versions, device, CPU features, threads, the precision ``auto`` picks, and the offline models."""
     import torch
 
-    from lpselect.engine.precision import choose_precision, cpu_matrix_features, pick_device
+    from lpselect.engine.precision import CPU_FEATURES_ENV, choose_precision, cpu_matrix_features, pick_device
 
     info = {"platform": platform.platform(), "python": platform.python_version()}
     for pkg in PACKAGES:
@@ -56,6 +56,8 @@ def environment() -> dict[str, str]:
     info["cpu"] = f"{cpu_model_name()}, {os.cpu_count()} logical cores"
     features = cpu_matrix_features()
     info["cpu matrix features"] = ", ".join(f for f, present in features.items() if present) or "none detected"
+    if os.environ.get(CPU_FEATURES_ENV) is not None:
+        info["cpu matrix features"] += f" (forced by {CPU_FEATURES_ENV}, not detected)"
     info["torch cpu capability"] = torch.backends.cpu.get_cpu_capability()
     info["torch threads"] = f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
     device = pick_device("auto")

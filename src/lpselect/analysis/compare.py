@@ -17,8 +17,10 @@ import numpy as np
 from scipy import stats
 
 from lpselect.analysis import runio
+from lpselect.core.metrics import recorded_epochs
 from lpselect.core.selection import select
 from lpselect.errors import InputError
+from lpselect.runs.provenance import verify_tables
 
 CORRELATION_METHODS = ("spearman", "kendall")
 
@@ -78,6 +80,8 @@ class CorrelationMatrix:
     method: str
     values: np.ndarray  # k x k, 1 on the diagonal
     n: np.ndarray  # k x k rows used per pair
+    notes: list[str] = field(default_factory=list)  # what could not be checked about the runs' data
+    metric: str = ""  # the metric compared (compare_many resolves the default)
 
 
 def finite_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +181,7 @@ class Comparison:
     n_rows: int
     correlation: Correlation
     overlap: SelectionOverlap
+    notes: list[str] = field(default_factory=list)  # what could not be checked about the tables' data
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes null). The flat headline keys (``spearman``, ``kendall``, ``n``,
@@ -198,34 +203,49 @@ class Comparison:
             "overlap_clustered": _overlap_dict(ov.clustered) if ov.clustered else None,
             "per_cluster_mean": {"fraction": mean_frac, "jaccard": mean_jac} if ov.per_cluster else None,
             "per_cluster": [{"cluster": c, **_overlap_dict(o)} for c, o in ov.per_cluster.items()],
+            "notes": self.notes,
         })
 
 
-def compare_runs(a: str | Path, b: str | Path, metric: str = "lp", epoch: int = 1, percent: float = 10, *,
+def default_metric(*tables: runio.ScoresTable) -> str:
+    """LP (the paper's) when every run trained two epochs or more; LP_app otherwise, since LP(1) of a one-epoch
+    run is 1 on every row."""
+    return "lp" if all(recorded_epochs(t.table) >= 2 for t in tables) else "lp_app"
+
+
+def compare_runs(a: str | Path, b: str | Path, metric: str | None = None, epoch: int = 1, percent: float = 10, *,
                  metric_b: str | None = None, epoch_b: int | None = None,
                  clusters: str | Path | None = None, band: str = "low") -> Comparison:
-    """Compare two runs (folders or scores.parquet files) on one metric; ``metric_b``/``epoch_b`` let the two
-    sides differ (e.g. LP(1) vs LP_app(1) of the same run). ``clusters`` adds the per-cluster overlap."""
+    """Compare two runs (folders or scores.parquet files) on one metric (default: :func:`default_metric`);
+    ``metric_b``/``epoch_b`` let the two sides differ (e.g. LP(1) vs LP_app(1) of the same run). ``clusters``
+    adds the per-cluster overlap."""
     sa, sb = runio.read_scores(a), runio.read_scores(b)
+    metric = metric or default_metric(sa, sb)
     if sa.n_rows != sb.n_rows:
         raise InputError(sb.path, f"{sb.n_rows} rows, but {sa.path} has {sa.n_rows}: not the same data")
-    metric_b, epoch_b = metric_b or metric, epoch_b or epoch
+    notes = verify_tables([sa.path, sb.path] + ([runio.resolve_clusters(clusters)] if clusters is not None else []))
+    # None means "as the first side"; 0 is an epoch (P0-based metrics) and must not fall back
+    metric_b = metric if metric_b is None else metric_b
+    epoch_b = epoch if epoch_b is None else epoch_b
     va = runio.metric_values(sa, metric, epoch)
     vb = runio.metric_values(sb, metric_b, epoch_b)
     labels = runio.read_clusters(clusters, sa.n_rows) if clusters is not None else None
     return Comparison(runio.run_label(a), runio.run_label(b), metric, epoch, metric_b, epoch_b, sa.n_rows,
-                      rank_correlation(va, vb), selection_overlap(va, vb, percent, labels, band))
+                      rank_correlation(va, vb), selection_overlap(va, vb, percent, labels, band), notes)
 
 
-def compare_many(runs: Sequence[str | Path], metric: str = "lp", epoch: int = 1,
+def compare_many(runs: Sequence[str | Path], metric: str | None = None, epoch: int = 1,
                  method: str = "spearman") -> CorrelationMatrix:
-    """The correlation matrix of one metric over several runs of the same data."""
+    """The correlation matrix of one metric (default: :func:`default_metric`) over several runs of the same
+    data."""
     if len(runs) < 2:
         raise InputError(", ".join(map(str, runs)) or "runs", "give at least two runs to compare")
     metrics: dict[str, np.ndarray] = {}
+    paths: list[Path] = []
     n_rows = None
-    for r in runs:
-        scores = runio.read_scores(r)
+    tables = [runio.read_scores(r) for r in runs]
+    metric = metric or default_metric(*tables)
+    for r, scores in zip(runs, tables, strict=True):
         if n_rows is not None and scores.n_rows != n_rows:
             raise InputError(scores.path, f"{scores.n_rows} rows, but the first run has {n_rows}")
         n_rows = scores.n_rows
@@ -233,7 +253,11 @@ def compare_many(runs: Sequence[str | Path], metric: str = "lp", epoch: int = 1,
         while name in metrics:  # two folders of one name: keep both columns
             name += "'"
         metrics[name] = runio.metric_values(scores, metric, epoch)
-    return correlation_matrix(metrics, method)
+        paths.append(scores.path)
+    matrix = correlation_matrix(metrics, method)
+    matrix.notes = verify_tables(paths)
+    matrix.metric = metric
+    return matrix
 
 
 def _overlap_dict(o: Overlap) -> dict[str, Any]:

@@ -1,13 +1,17 @@
 """``report.html``: one self-contained page that shows what a run measured and what its subsets picked.
 
-Reads the run folder (manifest, scores, clusters, subset reports, and the data when still readable),
-computes with :mod:`~lpselect.analysis.summary`, draws with :mod:`~lpselect.analysis.figures`. Scatter plots
-show a fixed-seed sample of rows; histograms and every number use all rows.
+The answer comes first: the first screen holds the subsets (rows, share, clusters hit), the interactive data map
+and the hardest and easiest samples with their responses; distributions follow, and the run's configuration and
+versions sit collapsed at the end. Reads the run folder (manifest, scores, clusters, subset reports, and the data
+when still readable), computes with :mod:`~lpselect.analysis.summary`, draws with
+:mod:`~lpselect.analysis.figures` and :mod:`~lpselect.analysis.datamap`. Scatter plots show a fixed-seed sample of
+rows; histograms and every number use all rows.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,30 +19,35 @@ from typing import Any
 
 import numpy as np
 
-from lpselect.analysis import figures, runio, summary
+from lpselect.analysis import datamap, figures, runio, summary
 from lpselect.analysis import html as h
 from lpselect.analysis.compare import rank_correlation
 from lpselect.core.metrics import learning_percentage, learning_percentage_approx
-from lpselect.data.formats import Dataset
+from lpselect.data.formats import Dataset, Sample
 from lpselect.errors import LPSelectError
 from lpselect.runs.io import atomic_path
 from lpselect.runs.layout import CLUSTERS, REPORT
+from lpselect.runs.provenance import verify_data, verify_tables
 
 SECTIONS = (
-    ("summary", "Run summary"),
+    ("subsets", "Subsets"),
+    ("data-map", "Data map"),
+    ("extremes", "Hardest and easiest samples"),
+    ("subset-details", "Subsets vs the whole set"),
     ("perplexity", "Perplexity per epoch"),
     ("learning-percentage", "LP(i) and LP_app(i)"),
     ("agreement", "LP(1) vs LP_app(1)"),
-    ("data-map", "Data map"),
-    ("subsets", "Selected subsets vs the whole set"),
-    ("extremes", "Hardest and easiest samples"),
+    ("extreme-numbers", "Hardest and easiest: every number"),
     ("quality", "Missing scores and truncation"),
+    ("summary", "Run, configuration and versions"),
 )
 SECTION_IDS = tuple(i for i, _ in SECTIONS)
+FIRST_SCREEN = (("subsets", "data-map"), ("extremes",))  # side by side, before everything else
 SCATTER_POINTS = 5000
 SUBSET_FIGURES = 8  # subsets beyond this are in the table only, to keep the page light
 N_EXTREMES = 10
-TEXT_CHARS = 200
+TEXT_CHARS = 400  # instruction / response in the samples table (3 lines shown; the cell holds the rest)
+MAP_SUBSETS = 8  # subsets the map can filter by
 
 
 @dataclass
@@ -50,15 +59,27 @@ class RunData:
     dataset: Dataset | None = None
     notes: dict[str, str] = field(default_factory=dict)  # why something is missing, keyed by what
     subsets: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    resolved: list[SubsetRows] | None = None  # the subsets' rows, found once per page by subset_rows_of
 
 
-def load_run(run_dir: str | Path) -> RunData:
-    """Everything the report shows; a missing or unusable optional part becomes a note, not an error."""
+@dataclass
+class SubsetRows:
+    """One subset as the page shows it: its report, its rows (None when they cannot be told) and from where."""
+
+    name: str
+    report: dict[str, Any]
+    ids: np.ndarray | None
+    source: str
+
+
+def load_run(run_dir: str | Path, subsets: Sequence[str | Path] = ()) -> RunData:
+    """Everything the report shows; a missing or unusable optional part becomes a note, not an error.
+    ``subsets``: subset files (or folders of them) written outside ``RUN/subsets``, shown too."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise runio.InputError(run_dir, "not a run folder")
     scores = runio.read_scores(run_dir)
-    run = RunData(run_dir, runio.read_manifest(run_dir), scores, subsets=runio.subset_reports(run_dir))
+    run = RunData(run_dir, runio.read_manifest(run_dir), scores, subsets=runio.subset_reports(run_dir, subsets))
     if (run_dir / CLUSTERS).exists():
         try:
             run.clusters = runio.read_clusters(run_dir / CLUSTERS, scores.n_rows)
@@ -69,12 +90,19 @@ def load_run(run_dir: str | Path) -> RunData:
     run.dataset, why = runio.try_read_dataset(runio.data_path_of(run.manifest), scores.n_rows)
     if why:
         run.notes["data"] = why
+    # scores, clusters and the data shown beside them must be of the same rows: refused otherwise
+    tables = [scores.path] + ([run_dir / CLUSTERS] if run.clusters is not None else [])
+    notes = verify_tables(tables)
+    if run.dataset is not None:
+        notes += [n for t in tables if (n := verify_data(run.dataset, t)) and n not in notes]
+    if notes:
+        run.notes["provenance"] = "; ".join(notes)
     return run
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, subsets: Sequence[str | Path] = ()) -> Path:
     """Write ``report.html`` (default: in the run folder) and return its path."""
-    run = load_run(run_dir)
+    run = load_run(run_dir, subsets)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
     text = render(run)
     with atomic_path(path) as tmp:
@@ -86,12 +114,43 @@ def render(run: RunData) -> str:
     builders = {
         "summary": _summary, "perplexity": _perplexity, "learning-percentage": _learning_percentage,
         "agreement": _agreement, "data-map": _data_map, "subsets": _subsets, "extremes": _extremes,
-        "quality": _quality,
+        "subset-details": _subset_details, "extreme-numbers": _extreme_numbers, "quality": _quality,
     }
+    run.resolved = subset_rows_of(run)
     sections = [(sid, title, h.section(sid, title, builders[sid](run))) for sid, title in SECTIONS]
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    intro = h.note(f"{run.run_dir.resolve()} — generated {stamp} by lpselect")
-    return h.page(f"lpselect run report: {run.run_dir.resolve().name}", sections, intro)
+    s = run.scores
+    ranking = summary.main_metric(s.ppl)
+    facts = [f"{s.n_rows:,} rows", f"{s.n_epochs} trained epoch{'s' if s.n_epochs != 1 else ''}",
+             f"{len(np.unique(run.clusters)):,} clusters" if run.clusters is not None else "no clusters",
+             f"ranked by {ranking[1]}" if ranking else "no trained epoch"]
+    intro = h.note(f"{run.run_dir.resolve()} — {', '.join(facts)} — generated {stamp} by lpselect")
+    if "provenance" in run.notes:
+        intro += h.note("Data check incomplete: see 'Run, configuration and versions' at the end.", warn=True)
+    return h.page(f"lpselect run report: {run.run_dir.resolve().name}", sections, intro, top=FIRST_SCREEN)
+
+
+def subset_rows_of(run: RunData) -> list[SubsetRows]:
+    """The rows of every subset of the run (or, with none, the hardest 10 % computed for the page)."""
+    reports = list(run.subsets)
+    ranking = summary.main_metric(run.scores.ppl)
+    if not reports and ranking is not None:
+        strategy = "cluster" if run.clusters is not None else "global"
+        reports = [(f"10_low_{ranking[0]}1 (not written: computed for this report)",
+                    {"metric": ranking[0], "epoch": 1, "percent": 10, "band": "low", "strategy": strategy,
+                     "clusters": "run" if run.clusters is not None else None, "computed_here": True})]
+    clusters_path = run.run_dir / CLUSTERS if run.clusters is not None else None
+    out = []
+    for name, rep in reports:
+        if rep.get("computed_here"):
+            try:
+                ids, source = summary.recompute_selection(run.scores.table, run.clusters, rep), "computed here"
+            except ValueError as e:  # e.g. a metric with no spread ranks nothing
+                ids, source = None, f"cannot select: {e}"
+        else:
+            ids, source = runio.subset_rows(rep, run.scores, run.clusters, clusters_path, run.manifest)
+        out.append(SubsetRows(name, rep, ids, source))
+    return out
 
 
 # ---- sections: each returns a list of HTML parts ----------------------------------------------------------
@@ -107,16 +166,21 @@ def _summary(run: RunData) -> list[str]:
         ("epochs recorded", f"P0 .. P{s.n_epochs} ({s.n_epochs} trained)"),
         ("clusters", f"{len(np.unique(run.clusters)):,}" if run.clusters is not None else "none"),
         ("data", str(runio.data_path_of(run.manifest) or "unknown")),
-        ("subsets in the run", len(run.subsets)),
+        ("data check", run.notes.get("provenance", "the scores (and clusters) match the data's record")),
+        ("subsets shown", len(run.subsets)),
         ("ranking metric of this report", ranking[1] if ranking else "none (no trained epoch)"),
     ]
     parts = [h.table(["item", "value"], facts, text_columns=(1,))]
+    if "provenance" in run.notes:
+        parts.append(h.note(f"Not checked: {run.notes['provenance']}"))
     steps = run.manifest.get("steps") or {}
     if not steps:
         parts.append(h.note("no manifest.json (or no steps in it)"))
     for name, record in steps.items():
         rows = _flatten(record) if isinstance(record, dict) else [("", record)]
-        parts.append(f"<h3>step: {h.esc(name)}</h3>" + h.table(["field", "value"], rows, text_columns=(1,)))
+        what = sorted({str(r[0]).split(".", 1)[0] for r in rows if "." in str(r[0])})
+        label = f"step: {name}" + (f" ({', '.join(what)})" if what else "")
+        parts.append(h.details(label, h.table(["field", "value"], rows, text_columns=(1,))))
     return parts
 
 
@@ -182,55 +246,83 @@ def _data_map(run: RunData) -> list[str]:
     ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y) & (y > 0))
     shown = summary.sample_rows(ok, SCATTER_POINTS)
     by_cluster = run.clusters is not None
-    colour = run.clusters if by_cluster else summary.band_codes(x)
+    named = [r for r in (run.resolved or []) if r.ids is not None][:MAP_SUBSETS]
+    member = np.zeros(len(x), dtype=np.int64)
+    for j, r in enumerate(named):
+        member[r.ids] |= 1 << j
+    texts = None
+    if run.dataset is not None:
+        texts = [(datamap.cut(_prompt(run.dataset.samples[i])), datamap.cut(run.dataset.samples[i].output))
+                 for i in shown]
+    rows = datamap.MapRows(ids=shown, metric=x[shown], ppl=y[shown], band=summary.band_codes(x)[shown],
+                           cluster=np.asarray(run.clusters)[shown] if by_cluster else None,
+                           subsets=member[shown], texts=texts)
+    body, clamped = datamap.render(rows, metric_name=label, ppl_name=f"final perplexity P{run.scores.n_epochs}",
+                                   xlim=summary.view_range(x[ok]), subset_names=[r.name for r in named])
     how = "colour: cluster (20 colours, cycled)" if by_cluster else "colour: global 10 % bands of " + label
-    png = figures.data_map(x[shown], y[shown], np.asarray(colour)[shown], by_cluster=by_cluster, xlabel=label,
-                           ylabel=f"final perplexity P{run.scores.n_epochs} (log)",
-                           title=f"{len(shown):,} of {len(ok):,} rows drawn (fixed seed); {how}",
-                           xlim=summary.view_range(x[ok]))
-    return [h.image(png, "data map"),
-            h.note(f"Left = hard by {label}; up = still poorly fitted after the last epoch. "
-                   f"{len(shown):,} of {len(ok):,} rows drawn (fixed seed); {how}.")]
+    sampled = (f"{len(shown):,} of {len(ok):,} rows drawn (a fixed-seed sample, seed 0)" if len(shown) < len(ok)
+               else f"all {len(ok):,} rows with a value drawn")
+    edge = f"; {clamped:,} beyond the 0.5-99.5 % range sit on the edge" if clamped else ""
+    return [h.note(f"Hover a point for its row; click a band, subset or point to filter (click again to clear). "
+                   f"Left = hard by {label}; up = still poorly fitted after the last epoch."), body,
+            h.note(f"{sampled}{edge}; {how}.")]
 
 
 def _subsets(run: RunData) -> list[str]:
-    ranking = summary.main_metric(run.scores.ppl)
-    reports = list(run.subsets)
-    parts: list[str] = []
-    if not reports:
-        if ranking is None:
-            return [h.note("No subsets in this run, and no metric to select by (0 epochs).")]
-        strategy = "cluster" if run.clusters is not None else "global"
-        reports = [(f"10_low_{ranking[0]}1 (not written: computed for this report)",
-                    {"metric": ranking[0], "epoch": 1, "percent": 10, "band": "low", "strategy": strategy,
-                     "clusters": "run" if run.clusters is not None else None})]
-        parts.append(h.note("No subsets/*.report.json in this run: showing the hardest 10 % by "
-                            f"{ranking[1]} ({strategy} ranking) instead."))
+    """The first-screen table: what each subset holds, in rows, share of the data and clusters reached."""
+    resolved = run.resolved or []
+    if not resolved:
+        return [h.note("No subsets in this run, and no metric to select by (0 epochs).")]
+    n = run.scores.n_rows
+    rows = []
+    for r in resolved:
+        rep = r.report
+        rule = f"{rep.get('band')} {h.fmt(rep.get('percent'))} % by {rep.get('metric')}({rep.get('epoch')})"
+        if r.ids is None:
+            share = rep.get("share_percent")
+            rows.append((r.name, rule, rep.get("n_selected") if rep.get("n_selected") is not None else "—",
+                         f"{share:.1f} %" if isinstance(share, int | float) else "—", "—"))
+            continue
+        cov = summary.cluster_coverage(r.ids, run.clusters) if run.clusters is not None else None
+        rows.append((r.name, rule, len(r.ids), f"{100 * len(r.ids) / max(n, 1):.1f} %",
+                     f"{cov.n_clusters_hit:,} / {cov.n_clusters:,}" if cov else "no clusters"))
+    parts = [h.table(["subset", "rule", "rows", "share", "clusters hit"], rows, text_columns=(0, 1))]
+    if any(r.report.get("computed_here") for r in resolved):
+        parts.append(h.note("No subset report in this run: the hardest 10 % is computed for this page "
+                            "(lpselect select writes one; lpselect report --subsets finds others)."))
+    unknown = [r.name for r in resolved if r.ids is None and not r.report.get("computed_here")]
+    if unknown:
+        parts.append(h.note(f"Cannot tell which rows {', '.join(unknown)} hold{'s' if len(unknown) == 1 else ''}: "
+                            "not shown (see 'rows from' below).", warn=True))
+    return parts
+
+
+def _subset_details(run: RunData) -> list[str]:
+    resolved = run.resolved or []
+    if not resolved:
+        return [h.note("No subsets in this run, and no metric to select by (0 epochs).")]
     rows, figs = [], []
     tokens = run.scores.columns.get("n_scored_tokens")
     categories = _categories(run.dataset)
-    for k, (name, rep) in enumerate(reports):
-        try:
-            ids = summary.recompute_selection(run.scores.table, run.clusters, rep)
-        except (ValueError, KeyError, TypeError) as e:
-            rows.append((name, rep.get("metric"), rep.get("epoch"), rep.get("percent"), rep.get("band"),
-                         rep.get("strategy"), rep.get("n_selected"), None, f"cannot recompute: {e}"))
+    for k, r in enumerate(resolved):
+        rep = r.report
+        if r.ids is None:
+            rows.append((r.name, rep.get("metric"), rep.get("epoch"), rep.get("percent"), rep.get("band"),
+                         rep.get("strategy"), rep.get("n_selected"), "—", "—", r.source))
             continue
-        cov = summary.cluster_coverage(ids, run.clusters) if run.clusters is not None else None
-        expected = rep.get("n_selected")
-        check = "" if expected is None or expected == len(ids) else "differs from the report: scores changed?"
-        rows.append((name, rep.get("metric"), rep.get("epoch"), rep.get("percent"), rep.get("band"),
-                     rep.get("strategy"), expected, len(ids),
-                     check or (f"{cov.n_clusters_hit:,} / {cov.n_clusters:,}" if cov else "")))
+        cov = summary.cluster_coverage(r.ids, run.clusters) if run.clusters is not None else None
+        rows.append((r.name, rep.get("metric"), rep.get("epoch"), rep.get("percent"), rep.get("band"),
+                     rep.get("strategy"), rep.get("n_selected"), len(r.ids),
+                     f"{cov.n_clusters_hit:,} / {cov.n_clusters:,}" if cov else "", r.source))
         if k < SUBSET_FIGURES:
             png = figures.subset_panels(
                 coverage=cov, percent=float(rep["percent"]),
-                tokens_all=tokens, tokens_selected=tokens[ids] if tokens is not None else None,
-                categories=summary.category_shares(categories, ids) if categories else None)
-            body = h.image(png, f"subset {name}") if png else h.note("nothing to compare")
-            figs.append(f"<h3>{h.esc(name)}</h3>" + body)
-    parts.append(h.table(["subset", "metric", "epoch", "%", "band", "strategy", "rows (report)",
-                          "rows (recomputed)", "clusters hit / check"], rows, text_columns=(0, 8)))
+                tokens_all=tokens, tokens_selected=tokens[r.ids] if tokens is not None else None,
+                categories=summary.category_shares(categories, r.ids) if categories else None)
+            body = h.image(png, f"subset {r.name}") if png else h.note("nothing to compare")
+            figs.append(f"<h3>{h.esc(r.name)}</h3>" + body)
+    parts = [h.table(["subset", "metric", "epoch", "%", "band", "strategy", "rows (report)", "rows (shown)",
+                      "clusters hit", "rows from"], rows, text_columns=(0, 9))]
     missing = [run.notes[k] for k in ("clusters", "data") if k in run.notes]
     if tokens is None:
         missing.append("no n_scored_tokens column (e.g. imported reference scores)")
@@ -243,6 +335,41 @@ def _subsets(run: RunData) -> list[str]:
 
 
 def _extremes(run: RunData) -> list[str]:
+    """The first-screen samples: the rows the metric ranks hardest and easiest, with the response that made them
+    so (every number of theirs is in 'extreme-numbers')."""
+    ranking = summary.main_metric(run.scores.ppl)
+    if ranking is None:
+        return [h.note("Needs at least one trained epoch to rank samples.")]
+    _, label, values = ranking
+    hardest, easiest = summary.extremes(values, N_EXTREMES)
+    headers = ["id", label, *(["cluster"] if run.clusters is not None else [])]
+    clip: tuple[int, ...] = ()
+    if run.dataset is not None:
+        headers += ["instruction", "response"]
+        clip = (len(headers) - 2, len(headers) - 1)
+
+    def rows(ids: np.ndarray) -> list[list[Any]]:
+        out = []
+        for i in ids:
+            row: list[Any] = [int(i), float(values[i])]
+            if run.clusters is not None:
+                row.append(int(run.clusters[i]))
+            if run.dataset is not None:
+                s = run.dataset.samples[i]
+                row += [datamap.cut(_prompt(s), TEXT_CHARS), datamap.cut(s.output, TEXT_CHARS)]
+            out.append(row)
+        return out
+
+    parts = [f"<h3>{N_EXTREMES} hardest (lowest {h.esc(label)})</h3>",
+             '<div class="scroll">' + h.table(headers, rows(hardest), clip_columns=clip) + "</div>",
+             f"<h3>{N_EXTREMES} easiest (highest {h.esc(label)})</h3>",
+             '<div class="scroll">' + h.table(headers, rows(easiest), clip_columns=clip) + "</div>"]
+    if "data" in run.notes:
+        parts.append(h.note(f"No instruction text: {run.notes['data']}"))
+    return parts
+
+
+def _extreme_numbers(run: RunData) -> list[str]:
     ranking = summary.main_metric(run.scores.ppl)
     if ranking is None:
         return [h.note("Needs at least one trained epoch to rank samples.")]
@@ -258,7 +385,7 @@ def _extremes(run: RunData) -> list[str]:
     if run.clusters is not None:
         headers.append("cluster")
     if run.dataset is not None:
-        headers += ["category", "instruction"]
+        headers.append("category")
 
     def rows(ids: np.ndarray) -> list[list[Any]]:
         out = []
@@ -270,20 +397,15 @@ def _extremes(run: RunData) -> list[str]:
             if run.clusters is not None:
                 row.append(int(run.clusters[i]))
             if run.dataset is not None:
-                s = run.dataset.samples[i]
-                text = s.instruction if len(s.instruction) <= TEXT_CHARS else s.instruction[:TEXT_CHARS] + "…"
-                row += [s.category or "", text]
+                row.append(run.dataset.samples[i].category or "")
             out.append(row)
         return out
 
-    text_cols = (len(headers) - 2, len(headers) - 1) if run.dataset is not None else ()
-    parts = [f"<h3>{N_EXTREMES} hardest (lowest {h.esc(label)})</h3>",
-             h.table(headers, rows(hardest), text_columns=text_cols),
-             f"<h3>{N_EXTREMES} easiest (highest {h.esc(label)})</h3>",
-             h.table(headers, rows(easiest), text_columns=text_cols)]
-    if "data" in run.notes:
-        parts.append(h.note(f"No instruction text: {run.notes['data']}"))
-    return parts
+    text_cols = (len(headers) - 1,) if run.dataset is not None else ()
+    return [f"<h3>{N_EXTREMES} hardest (lowest {h.esc(label)})</h3>",
+            h.table(headers, rows(hardest), text_columns=text_cols),
+            f"<h3>{N_EXTREMES} easiest (highest {h.esc(label)})</h3>",
+            h.table(headers, rows(easiest), text_columns=text_cols)]
 
 
 def _quality(run: RunData) -> list[str]:
@@ -298,6 +420,11 @@ def _quality(run: RunData) -> list[str]:
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
+
+
+def _prompt(sample: Sample) -> str:
+    """What the model was asked: the instruction and its input (chat: the user turns), as one text."""
+    return f"{sample.instruction}\n\n{sample.input}" if sample.input.strip() else sample.instruction
 
 
 def _categories(dataset: Dataset | None) -> list[str | None] | None:

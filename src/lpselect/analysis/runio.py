@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lpselect.core.metrics import compute_metric, stacked
+from lpselect.core.metrics import compute_metric, recorded_epochs, spread_problem, stacked
 from lpselect.data.formats import Dataset, read_dataset
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.layout import CLUSTERS, MANIFEST, REPORT_SUFFIX, SCORES, SUBSETS
@@ -65,11 +66,15 @@ def read_scores(path: str | Path) -> ScoresTable:
 
 
 def metric_values(scores: ScoresTable, metric: str, epoch: int) -> np.ndarray:
-    """LP(i) / LP_app(i) of a scores table; a bad metric or epoch is the user's error, naming the file."""
+    """A metric of a scores table, to rank by; a bad metric or epoch, or one that ranks nothing (the same value
+    on every row), is the user's error, naming the file."""
     try:
-        return compute_metric(metric, scores.table, epoch)
+        values = compute_metric(metric, scores.table, epoch)
     except ValueError as e:
         raise InputError(scores.path, str(e)) from None
+    if problem := spread_problem(values, metric, epoch, recorded_epochs(scores.table)):
+        raise InputError(scores.path, problem)
+    return values
 
 
 def load_metric(path: str | Path, metric: str = "lp", epoch: int = 1) -> np.ndarray:
@@ -114,18 +119,54 @@ def data_path_of(manifest: dict[str, Any]) -> Path | None:
     return None
 
 
-def subset_reports(run_dir: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    """(subset name, report) of every ``subsets/*.report.json``, sorted by name; unreadable ones skipped."""
+def subset_reports(run_dir: str | Path, extra: Sequence[str | Path] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """(subset name, report) of every ``subsets/*.report.json`` (sorted by name; unreadable ones skipped), then
+    of each of ``extra``: a subset file (its ``.report.json`` beside it), a report itself, or a folder of them.
+    A report found twice is shown once; an ``extra`` that is not one is the user's error."""
     folder = Path(run_dir) / SUBSETS
-    out = []
-    for path in sorted(folder.glob("*" + REPORT_SUFFIX)) if folder.is_dir() else []:
+    found = sorted(folder.glob("*" + REPORT_SUFFIX)) if folder.is_dir() else []
+    paths = [p for p in found if p.is_file()]
+    for item in extra:
+        paths += _report_paths(Path(item))
+    out, seen, names = [], set(), set()
+    for path in paths:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        explicit = path not in found
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError) as e:
+            if explicit:
+                raise InputError(path, f"not a readable subset report ({e})") from None
             continue
-        if isinstance(report, dict):
-            out.append((path.name[: -len(REPORT_SUFFIX)], report))
+        if not isinstance(report, dict):
+            if explicit:
+                raise InputError(path, "not a subset report (expected a JSON object)")
+            continue
+        name = path.name[: -len(REPORT_SUFFIX)]
+        if name in names:  # the same file name in two folders: the path tells them apart
+            name = str(path)[: -len(REPORT_SUFFIX)]
+        names.add(name)
+        out.append((name, report))
     return out
+
+
+def _report_paths(path: Path) -> list[Path]:
+    """The subset reports ``--subsets PATH`` names: a folder's ``*.report.json``, a report, or a subset's."""
+    if path.is_dir():
+        reports = sorted(p for p in path.glob("*" + REPORT_SUFFIX) if p.is_file())
+        if not reports:
+            raise InputError(path, f"no *{REPORT_SUFFIX} in this folder (lpselect select writes one per subset)")
+        return reports
+    if path.name.endswith(REPORT_SUFFIX) and path.is_file():
+        return [path]
+    beside = Path(str(path) + REPORT_SUFFIX)
+    if beside.is_file():
+        return [beside]
+    if not path.exists():
+        raise InputError(path, "not found (give a subset file, its .report.json, or a folder of them)")
+    raise InputError(path, f"no {beside.name} beside this subset (lpselect select writes it)")
 
 
 def try_read_dataset(path: Path | None, n_rows: int) -> tuple[Dataset | None, str]:
@@ -141,3 +182,70 @@ def try_read_dataset(path: Path | None, n_rows: int) -> tuple[Dataset | None, st
     if len(dataset) != n_rows:
         return None, f"{path} has {len(dataset)} rows but the scores have {n_rows}: not the run's data"
     return dataset, ""
+
+
+def score_data_record(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The score step's data record ({path, sha256, rows_sha256}) of a run's manifest, if any."""
+    record = ((manifest.get("steps") or {}).get("score") or {})
+    data = (record.get("inputs") or {}).get("data") if isinstance(record, dict) else None
+    return data if isinstance(data, dict) and data.get("sha256") else None
+
+
+def _names_file(value: Any, target: Path) -> bool | None:
+    """Whether a path a subset report recorded is ``target``. A relative path (relative to where select ran,
+    which is not recorded) is taken as ``target`` when it names its last folders, e.g. ``run/scores.parquet``."""
+    if not isinstance(value, str) or not value:
+        return None
+    p = Path(value)
+    if p.is_absolute():
+        return p.resolve() == target.resolve()
+    parts = [part for part in p.parts if part != "."]
+    if ".." in parts or not parts:
+        return None
+    return list(target.resolve().parts[-len(parts):]) == parts
+
+
+def subset_rows(report: dict[str, Any], scores: ScoresTable, clusters: np.ndarray | None,
+                clusters_path: Path | None, manifest: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The rows a subset holds, as ids of this run's data, and where they come from; (None, why) when it cannot
+    tell. A report's ``ids`` (select writes them) are taken as they are. An older report without them is
+    selected again only when it was made from this run's own scores and clusters: with other tables the same
+    rule picks other rows."""
+    from lpselect.analysis.summary import recompute_selection
+    from lpselect.runs.provenance import same_rows
+
+    n_rows = scores.n_rows
+    run_data = score_data_record(manifest)
+    if run_data is not None and report.get("data_sha256"):
+        same = same_rows({"path": report.get("data"), "sha256": report["data_sha256"]}, run_data)
+        if same is False or (same is None and report["data_sha256"] != run_data.get("sha256")):
+            return None, f"unknown: selected from other data ({report.get('data')}), not this run's"
+    ids = report.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or any(not isinstance(i, int) or not 0 <= i < n_rows for i in ids):
+            return None, f"unknown: its report's ids are not row ids 0..{n_rows - 1} of this run's data"
+        if len(set(ids)) != len(ids):
+            return None, "unknown: its report's ids repeat a row"
+        return np.asarray(ids, dtype=np.int64), "ids in its report"
+    if report.get("consensus_of"):
+        return None, (f"unknown: a consensus of {len(report['consensus_of'])} score files, and its report lists "
+                      "no ids (select it again to record them)")
+    own_scores = _names_file(report.get("scores"), scores.path)
+    if report.get("clusters") is None or report.get("strategy") == "trajectory":
+        own_clusters: bool | None = True
+    else:
+        own_clusters = _names_file(report.get("clusters"), clusters_path) if clusters_path is not None else False
+    if not own_scores or not own_clusters:
+        other = [f"scores {report.get('scores')}" if not own_scores else "",
+                 f"clusters {report.get('clusters')}" if not own_clusters else ""]
+        return None, (f"unknown: selected with {' and '.join(o for o in other if o)}, not provably this run's, "
+                      "and its report lists no ids (select it again to record them)")
+    try:
+        recomputed = recompute_selection(scores.table, clusters, report)
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"unknown: cannot select it again ({e})"
+    expected = report.get("n_selected")
+    if expected is not None and expected != len(recomputed):
+        return None, (f"unknown: selected again from this run's scores and clusters, {len(recomputed)} rows "
+                      f"but its report says {expected} (changed since?); select it again to record its ids")
+    return recomputed, "selected again from this run's scores and clusters (its report lists no ids)"

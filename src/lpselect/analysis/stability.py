@@ -10,7 +10,7 @@ reads run folders.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from lpselect.core.consensus import consensus_metric
 from lpselect.core.selection import select
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.layout import CLUSTERS
+from lpselect.runs.provenance import verify_tables
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Stability:
     band: str
     n_rows: int
     overlaps: StabilityOverlaps
+    notes: list[str] = field(default_factory=list)  # what could not be checked about the tables' data
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes null); pairs name runs by their label (``runs``), as the table does."""
@@ -92,6 +94,7 @@ class Stability:
             "consensus_n_nan": ov.consensus_n_nan, "consensus_n_selected": len(ov.consensus_ids),
             "pairs": pairs, "consensus": cons,
             "mean_pair": mean_overlap(list(ov.pairs.values())), "mean_consensus": mean_overlap(ov.consensus),
+            "notes": self.notes,
         })
 
 
@@ -118,6 +121,8 @@ def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: in
         if missing and len(missing) < len(runs):
             raise LPSelectError(f"{', '.join(missing)} have no {CLUSTERS} but the other runs do: give "
                                 f"--clusters FILE to select every run within one assignment")
+    # every run, and every clusters file, must come from the same rows (a clusters file once)
+    notes = verify_tables([t.path for t in tables] + list(dict.fromkeys(p for p in cluster_paths if p is not None)))
     labels = [runio.read_clusters(p, n_rows) if p is not None else None for p in cluster_paths]
     names: list[str] = []
     for r in runs:  # two folders of one name: keep both apart
@@ -130,7 +135,7 @@ def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: in
         clusters=[str(p) if p is not None else None for p in cluster_paths],
         consensus_clusters=str(cluster_paths[0]) if cluster_paths[0] is not None else None,
         metric=metric, epoch=epoch, percent=percent, band=band, n_rows=n_rows,
-        overlaps=stability_overlaps(values, labels, percent, band, consensus_labels=labels[0]))
+        overlaps=stability_overlaps(values, labels, percent, band, consensus_labels=labels[0]), notes=notes)
 
 
 def mean_overlap(overlaps: Sequence[Overlap]) -> dict[str, float]:

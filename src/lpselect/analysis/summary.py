@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from lpselect.core.metrics import compute_metric, learning_percentage, learning_percentage_approx
-from lpselect.core.selection import select
+from lpselect.core.metrics import HARD_END, compute_metric, learning_percentage, learning_percentage_approx
+from lpselect.core.selection import literal_band, select
 
 BAND_NAMES = ("hardest", "middle", "easiest")  # colour codes 0, 1, 2 of band_codes; NaN rows are -1
 
@@ -120,6 +120,9 @@ def band_codes(metric: np.ndarray, percent: float = 10) -> np.ndarray:
     metric = np.asarray(metric, dtype=np.float64)
     codes = np.full(len(metric), -1, dtype=np.int64)
     codes[np.isfinite(metric)] = 1
+    finite = metric[np.isfinite(metric)]
+    if len(finite) and finite.min() == finite.max():
+        return codes  # a constant metric has no hardest or easiest rows
     codes[select(metric, None, percent, "low", strategy="global").ids] = 0
     codes[select(metric, None, percent, "high", strategy="global").ids] = 2
     return codes
@@ -177,8 +180,8 @@ def category_shares(categories: list[str | None], selected: np.ndarray,
 
 def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | None,
                         report: Mapping[str, Any]) -> np.ndarray:
-    """The ids a subset report describes, selected again from the run's score table (as select_subset
-    does; subset files keep no ids)."""
+    """The ids a subset report describes, selected again from a score table (as select_subset does): for a
+    report without ``ids`` (written before select recorded them), with the tables it was selected from."""
     if report.get("consensus_of"):  # ranked by the mean rank over other runs' scores too, not this table alone
         raise ValueError(f"a consensus of {len(report['consensus_of'])} score files (see its report)")
     if report.get("strategy") == "trajectory":  # S2L: k-means over the loss trajectories, not the metric
@@ -193,6 +196,8 @@ def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | 
         values = np.where(values > float(report["max_value"]), np.nan, values)
     labels = clusters if report.get("clusters") is not None else None
     strategy = str(report.get("strategy", "cluster"))
-    return select(values, labels, float(report["percent"]), str(report.get("band", "low")), strategy=strategy,
+    metric = str(report["metric"])  # hardest / easiest / middle follow the metric's direction, as select did
+    band = literal_band(str(report.get("band", "low")), HARD_END.get(metric, "low"))
+    return select(values, labels, float(report["percent"]), band, strategy=strategy,
                   order=str(report.get("order", "reference")), seed=int(report.get("seed", 42))).ids
 

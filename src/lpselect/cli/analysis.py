@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -28,7 +28,8 @@ def compare_cmd(
     ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SCORES...", help="Two run folders or "
                                                     "scores.parquet files (with --all: two or more).")],
-    metric: Annotated[str, typer.Option(help="Metric of both sides (lp, lp_app, ...).")] = "lp",
+    metric: Annotated[str | None, typer.Option(help="Metric of both sides (lp, lp_app, ...); default: lp when "
+                                                    "every run trained 2+ epochs, else lp_app.")] = None,
     epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
     metric_b: Annotated[str | None, typer.Option("--metric-b", help="Metric of the second side, if it "
                                                                     "differs (e.g. lp vs lp_app).")] = None,
@@ -39,7 +40,8 @@ def compare_cmd(
                                                                      "adds the per-cluster overlap.")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Print the correlation matrix of all the runs "
                                                          "given.")] = False,
-    method: Annotated[str, typer.Option(help="--all matrix: spearman or kendall.")] = "spearman",
+    method: Annotated[Literal["spearman", "kendall"], typer.Option(help="--all matrix: spearman or "
+                                                                        "kendall.")] = "spearman",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
 ) -> None:
     """How far two scorers agree: rank correlation of a metric and overlap of the selections it makes."""
@@ -48,17 +50,18 @@ def compare_cmd(
 
     if all_runs:
         m = compare_many(runs, metric, epoch, method)
-        table = Table(title=f"{method} of {metric}({epoch}) between runs (NaN rows dropped per pair)")
+        table = Table(title=f"{method} of {m.metric}({epoch}) between runs (NaN rows dropped per pair)")
         table.add_column("")
         for name in m.names:
             table.add_column(name, justify="right")
         for i, name in enumerate(m.names):
             table.add_row(name, *(_num(v) for v in m.values[i]))
         out.print(table)
+        _print_notes(m.notes)
         if json_path is not None:
-            write_json(json_path, {"metric": metric, "epoch": epoch, "method": method, "names": m.names,
+            write_json(json_path, {"metric": m.metric, "epoch": epoch, "method": method, "names": m.names,
                                    "values": [[_json_num(v) for v in row] for row in m.values],
-                                   "n": m.n.tolist()})
+                                   "n": m.n.tolist(), "notes": m.notes})
         return
     if len(runs) != 2:
         raise LPSelectError(f"give exactly two runs to compare (got {len(runs)}); use --all for a matrix")
@@ -83,6 +86,7 @@ def compare_cmd(
         table.add_row(f"{sel}: mean over {len(ov.per_cluster):,} clusters, overlap / Jaccard",
                       f"{_num(frac)} / {_num(jac)}")
     out.print(table)
+    _print_notes(c.notes)
     if json_path is not None:
         write_json(json_path, c.to_dict())
 
@@ -125,6 +129,7 @@ def stability_cmd(
     out.print(f"mean over pairs: overlap {_num(pair['fraction'])}, Jaccard {_num(pair['jaccard'])}; consensus vs "
               f"each run: overlap {_num(cons['fraction'])}, Jaccard {_num(cons['jaccard'])}\n"
               f"rows without a value (never selected): {nan}; consensus {ov.consensus_n_nan:,}")
+    _print_notes(s.notes)
     if json_path is not None:
         write_json(json_path, s.to_dict())
 
@@ -134,11 +139,29 @@ def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (scores.parquet, manifest.json, ...).")],
     out_path: Annotated[Path | None, typer.Option("--out", help="HTML file to write "
                                                                 "(default RUN_DIR/report.html).")] = None,
+    subsets: Annotated[list[Path] | None, typer.Option(
+        "--subsets", help="A subset written outside RUN_DIR/subsets (the subset file, its "
+                                          ".report.json, or a folder of them); repeat for more.")] = None,
 ) -> None:
-    """Write one self-contained HTML page: distributions, agreement, data map, subsets, extremes."""
+    """Write one self-contained HTML page: subsets, data map and hardest/easiest samples first, then
+    distributions, agreement and the run's configuration.
+
+    Examples:
+
+      lpselect report runs/dolly
+
+      lpselect report runs/dolly --subsets picked/ --out dolly.html
+    """
     from lpselect.analysis.report import write_report
 
-    out.print(f"report: {write_report(run_dir, out_path)}")
+    out.print(f"report: {write_report(run_dir, out_path, subsets or ())}", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+def _print_notes(notes: list[str]) -> None:
+    """What could not be checked about the tables' data (e.g. imported reference scores): said, not hidden."""
+    for note in notes:
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _num(v: float) -> str:

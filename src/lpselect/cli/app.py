@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -31,19 +33,61 @@ out = results_console()
 _state = {"debug": False}
 
 
+BUG_REPORT = ("this is a bug in lpselect, not a mistake of yours: please report it with the traceback above and "
+              "the output of `lpselect env`")
+INTERRUPTED = ("run the same command again to resume from the last saved point (finished work in "
+               "the run folder is kept)")
+_PATH_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _one_line(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(message.split()), err=True)
+    return typer.Exit(code)
+
+
+def _path_message(e: OSError) -> str:
+    """'PATH: not found' (or the OS's reason) for a file error, naming the path when the error carries one."""
+    if e.filename is None:
+        return str(e)
+    reason = "not found" if isinstance(e, FileNotFoundError) else (e.strerror or type(e).__name__).lower()
+    return f"{e.filename}: {reason}"
+
+
+def _message(e: Exception) -> str:
+    """The one line of a mistake: a file error names its path, refused settings name each field (pydantic's own
+    text runs over several lines and links its docs)."""
+    if isinstance(e, OSError):
+        return _path_message(e)
+    if isinstance(e, ValidationError):
+        fields = [(".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
+                  + err["msg"].removeprefix("Value error, ") for err in e.errors()]
+        return f"{e.title}: " + "; ".join(fields)
+    return str(e)
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Errors a user can fix are one red line (exit 2); ``--debug`` shows the traceback instead."""
+    """A mistake the user can fix (an :class:`LPSelectError`, settings pydantic refuses, a missing file) is one
+    red line, exit 2; Ctrl-C one line on how to resume, exit 130; anything else is a bug: its traceback and a
+    request for a bug report, exit 1, because a one-line ValueError from deep inside hides where it came from.
+    ``--debug`` shows the traceback of a mistake too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (LPSelectError, ValidationError, ValueError, FileNotFoundError) as e:
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except (LPSelectError, ValidationError, FileNotFoundError, *_PATH_ERRORS) as e:
             ctx = kwargs.get("ctx")  # a command that takes its context: --debug of whichever app it is on
             if _state["debug"] or (ctx is not None and ctx.find_root().params.get("debug")):
                 raise
-            typer.echo(typer.style("error: ", fg="red", bold=True) + " ".join(str(e).split()), err=True)
-            raise typer.Exit(2) from None
+            raise _one_line(_message(e)) from None
+        except KeyboardInterrupt:
+            typer.echo("\n" + typer.style("interrupted: ", fg="yellow", bold=True) + INTERRUPTED, err=True)
+            raise typer.Exit(130) from None
+        except Exception:
+            traceback.print_exc()
+            raise _one_line(BUG_REPORT, 1) from None
 
     return wrapper
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from lpselect.cli.app import DataOpt, ForceOpt, OutRun, QuietOpt, app, friendly, out
 from lpselect.cli.config_options import config_options
 from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec
+from lpselect.errors import LPSelectError
 
 
 @app.command("score")
@@ -35,7 +36,11 @@ def score_cmd(
         return
     from lpselect.steps.seeds import parse_seeds, score_seeds
 
-    results = score_seeds(data, out_dir, config, parse_seeds(seeds), force=force, progress=not quiet)
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as e:  # the user's --seeds
+        raise LPSelectError(str(e)) from None
+    results = score_seeds(data, out_dir, config, seed_list, force=force, progress=not quiet)
     for r in results:
         _print_score(r)
     out.print("consensus: lpselect select --data ... " + " ".join(f"--scores {r.scores_path}" for r in results)
@@ -49,7 +54,7 @@ def _print_score(r: Any) -> None:
 
 
 # score options a plan has no use for: it probes in one process and writes nothing
-PLAN_IGNORES = ("save_steps", "keep_checkpoint", "pass_chunk_rows", "fsdp")
+PLAN_IGNORES = ("save_steps", "save_minutes", "keep_checkpoint", "pass_chunk_rows", "fsdp")
 
 
 @app.command("plan")
@@ -129,8 +134,8 @@ def cluster_cmd(
 
 @app.command("select")
 @friendly
-@config_options(SubsetSpec, only=["metric", "epoch", "percent", "band", "strategy", "order", "seed", "max_value",
-                                  "trajectory_k"])
+@config_options(SubsetSpec, only=["metric", "epoch", "percent", "exact", "n", "band", "strategy", "order", "seed",
+                                  "max_value", "trajectory_k"])
 def select_cmd(
     data: DataOpt,
     scores: Annotated[list[Path], typer.Option("--scores", help="scores.parquet from `lpselect score`; repeat it "
@@ -144,23 +149,37 @@ def select_cmd(
     from lpselect.steps.select import select_subset
 
     r = select_subset(data, scores, out_path, clusters=clusters, **config.model_dump())
-    out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows; "
-              f"{r.report['n_nan_left_out']} without a score left out)\nreport: {r.report_path}\n"
+    out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows = "
+              f"{r.report['share_percent']:.1f} %; {r.report['n_nan_left_out']} without a score left out)\n"
+              f"report: {r.report_path}\n"
               f"card:   {r.report['card']}" + (f"  ({r.report['card_note']})" if r.report["card_note"] else ""))
+    for note in r.report["provenance_notes"]:
+        out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("run")
 @friendly
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML run config (see docs: data, out, score, cluster, select).")],
+    sets: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override a key of the "
+                                                   "config, e.g. --set score.epochs=2 (repeatable; the value is "
+                                                   "YAML).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and the steps it would "
+                                                            "run, and stop.")] = False,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run score -> cluster -> select (a grid of metrics x epochs x percents x bands) into one run folder."""
+    """Run score -> cluster -> select (a grid of metrics x epochs x percents x bands) into one run folder.
+    Relative data and out paths in the file are resolved against the file's folder."""
+    from lpselect.steps.pipeline import dry_run as plan_steps
     from lpselect.steps.pipeline import load_run_config, run_pipeline
 
-    r = run_pipeline(load_run_config(config), force=force, progress=not quiet)
-    _print_run(r)
+    cfg = load_run_config(config, sets=sets or [])
+    if dry_run:
+        for line in plan_steps(cfg):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
+    _print_run(run_pipeline(cfg, force=force, progress=not quiet))
 
 
 @app.command("demo")
@@ -240,6 +259,7 @@ def _print_run(r: Any) -> None:
     if r.clusters_path:
         out.print(f"clusters:   {r.clusters_path}")
     for s in r.subsets:
-        out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows)")
+        out.print(f"subset:     {s.path}  ({s.report['n_selected']} of {s.report['n_rows']} rows = "
+                  f"{s.report['share_percent']:.1f} %)")
     if r.report_path:
         out.print(f"report:     {r.report_path}")

@@ -14,6 +14,11 @@ import numpy as np
 
 METRICS = ("lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online")
 
+# Which end of each metric's ascending ranking holds the hard samples (the table docs/metrics.md shows): the
+# bands by meaning (hardest / easiest / middle, SPEC §8) are read from it.
+HARD_END: dict[str, str] = {"lp": "low", "lp_app": "low", "confidence": "low", "lp_online": "low",
+                            "ppl": "high", "ifd": "high", "variability": "high"}
+
 
 def learning_percentage(ppl: np.ndarray, epoch: int) -> np.ndarray:
     """LP(i) = (P(i-1) - P(i)) / (P0 - Pn); 0 where P0 == Pn (as in the reference). NaN stays NaN."""
@@ -75,6 +80,29 @@ def compute_metric(name: str, table: Mapping[str, np.ndarray], epoch: int) -> np
     raise ValueError(f"unknown metric {name!r}; expected one of {METRICS}")
 
 
+def recorded_epochs(table: Mapping[str, np.ndarray]) -> int:
+    """n: the score table records perplexities of epochs 0..n (-1 when it has none)."""
+    n = -1
+    while f"ppl_{n + 1}" in table:
+        n += 1
+    return n
+
+
+def spread_problem(values: np.ndarray, metric: str, epoch: int, n_epochs: int) -> str | None:
+    """Why ``values`` rank nothing (one value on every row that has one), with what to do; None when they rank.
+    LP(1) of a run that trained one epoch is the usual case: P(0) - P(1) = P0 - Pn, so it is 1 everywhere."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if len(finite) < 2 or finite.min() != finite.max():
+        return None
+    if metric == "lp" and n_epochs == 1:
+        return (f"lp({epoch}) is 1 for every row of a run that trained one epoch (LP(1) = (P0-P1)/(P0-P1)), so "
+                "it ranks nothing: use --metric lp_app (LP_app(1), the one-epoch metric), or score with "
+                "--epochs 3 for LP")
+    return (f"{metric}({epoch}) is {finite[0]:g} for all {len(finite)} rows with a value, so it ranks nothing: "
+            "choose another metric or epoch (docs/metrics.md)")
+
+
 def stacked(table: Mapping[str, np.ndarray], prefix: str, start: int = 0) -> np.ndarray:
     """Columns ``{prefix}_{start}``, ``{prefix}_{start+1}``, ... as one (rows x epochs) array."""
     cols = []
@@ -83,28 +111,32 @@ def stacked(table: Mapping[str, np.ndarray], prefix: str, start: int = 0) -> np.
         cols.append(np.asarray(table[f"{prefix}_{e}"], dtype=np.float64))
         e += 1
     if not cols:
-        raise ValueError(f"the scores have no {prefix}_{start} column (was the score job run with what "
-                         f"this metric needs?)")
+        what = "online losses: they are recorded by `lpselect score` (not in imported scores)" \
+            if prefix == "ppl_online" else "perplexities: `lpselect score` writes them"
+        raise ValueError(f"the scores have no {prefix}_{start} column ({what})")
     return np.column_stack(cols)
 
 
 def _column(table: Mapping[str, np.ndarray], name: str) -> np.ndarray:
     if name not in table:
-        raise ValueError(f"the scores have no column {name!r} (was the score job run with what this metric needs?)")
+        fix = "--ifd (IFD scores each response alone)" if name.startswith("ppl_resp_") else "more --epochs"
+        raise ValueError(f"the scores have no column {name!r}: re-run `lpselect score` with {fix}")
     return np.asarray(table[name], dtype=np.float64)
 
 
 def _epochs_1_to_n(prob: np.ndarray) -> np.ndarray:
     prob = np.asarray(prob, dtype=np.float64)
     if prob.ndim != 2 or prob.shape[1] < 2:
-        raise ValueError("confidence/variability need at least one training epoch (prob_0 and prob_1)")
+        raise ValueError("confidence/variability need at least one training epoch (prob_0 and prob_1): re-run "
+                         "`lpselect score` with --epochs 1 or more")
     return prob[:, 1:]
 
 
 def _check(ppl: np.ndarray, epoch: int) -> np.ndarray:
     ppl = np.asarray(ppl, dtype=np.float64)
     if ppl.ndim != 2 or ppl.shape[1] < 2:
-        raise ValueError(f"need perplexities of at least epochs 0 and 1, got shape {ppl.shape}")
+        raise ValueError(f"need perplexities of at least epochs 0 and 1, got shape {ppl.shape}: re-run "
+                         "`lpselect score` with --epochs 1 or more")
     n = ppl.shape[1] - 1
     if not 1 <= epoch <= n:
         raise ValueError(f"epoch must be in 1..{n} (the scores record epochs 0..{n}), got {epoch}")

@@ -1,4 +1,8 @@
-"""The selection rule of SPEC §8: pure numpy over (metric, cluster) arrays, ids are row positions."""
+"""The selection rule of SPEC §8: pure numpy over (metric, cluster) arrays, ids are row positions.
+
+Two budgets: the paper's parts rule (each cluster cut into round(100/p) parts, ``total=None``), or an exact
+total of rows shared out over the clusters in proportion to their size (largest remainder).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BANDS = ("low", "mid", "high")
+BANDS = ("low", "mid", "high")  # literal: the ordered values, ascending
+MEANING_BANDS = ("hardest", "easiest", "middle")  # by the metric's direction (core.metrics.HARD_END)
 STRATEGIES = ("cluster", "global", "clust_rand", "random", "trajectory")  # trajectory: lpselect.core.trajectory
 ORDERS = ("reference", "original")
 
@@ -19,6 +24,46 @@ class Selection:
     n_parts: int
     n_nan: int
     per_cluster: dict[int, int]
+
+
+class NoSpreadError(ValueError):
+    """The metric has one value for every ranked row: a ranking by it would be the id order."""
+
+
+def literal_band(band: str, hard_end: str) -> str:
+    """``hardest`` / ``easiest`` / ``middle`` as ``low`` / ``high`` / ``mid`` for a metric whose hard samples
+    sit at ``hard_end`` ("low" or "high") of the ascending ranking; a literal band is returned unchanged."""
+    if band in BANDS:
+        return band
+    if band not in MEANING_BANDS:
+        raise ValueError(f"band must be one of {MEANING_BANDS + BANDS}, got {band!r}")
+    if hard_end not in ("low", "high"):
+        raise ValueError(f"hard_end must be 'low' or 'high', got {hard_end!r}")
+    easy_end = "high" if hard_end == "low" else "low"
+    return {"hardest": hard_end, "easiest": easy_end, "middle": "mid"}[band]
+
+
+def exact_quotas(sizes: np.ndarray, total: int) -> np.ndarray:
+    """``total`` rows shared over clusters of ``sizes`` (in ascending cluster number) in proportion to their
+    size: floor(total * n_c / N) each, then one more to the largest remainders, ties by cluster order."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = int(sizes.sum())
+    if not 0 <= total <= n:
+        raise ValueError(f"cannot take {total} rows from {n}")
+    if n == 0:
+        return sizes.copy()
+    scaled = sizes * int(total)  # integers: the remainders compare exactly
+    quotas, remainders = scaled // n, scaled % n
+    extra = int(total - quotas.sum())
+    quotas[np.argsort(-remainders, kind="stable")[:extra]] += 1
+    return quotas
+
+
+def band_rows(members: np.ndarray, count: int, band: str) -> np.ndarray:
+    """``count`` rows of a ranked cluster: the first (low), the last (high) or the middle ones (mid, starting
+    at (n - count) // 2), in ranking order."""
+    start = {"low": 0, "high": len(members) - count, "mid": (len(members) - count) // 2}[band]
+    return members[start:start + count]
 
 
 def n_parts(percent: float) -> int:
@@ -49,8 +94,12 @@ def select(
     strategy: str = "cluster",
     order: str = "reference",
     seed: int = 42,
+    total: int | None = None,
 ) -> Selection:
-    """Pick ids per SPEC §8. NaN (and ±inf) rows are removed before any split and are never selected."""
+    """Pick ids per SPEC §8. NaN (and ±inf) rows are removed before any split and are never selected.
+
+    ``total``: an exact budget instead of the parts rule (each cluster gives its share, :func:`exact_quotas`).
+    A ranking (strategies cluster and global) by a metric with no spread is refused (:class:`NoSpreadError`)."""
     metric = np.asarray(metric, dtype=np.float64)
     n = len(metric)
     if strategy not in STRATEGIES:
@@ -66,6 +115,12 @@ def select(
         raise ValueError(f"strategy {strategy!r} needs a cluster assignment")
     ids = np.arange(n)
     valid = np.isfinite(metric)  # an inf perplexity gives an inf/NaN metric: no rank to trust
+    finite = metric[valid]
+    if strategy in ("cluster", "global") and len(finite) > 1 and finite.min() == finite.max():
+        raise NoSpreadError(f"the metric is {finite[0]:g} for all {len(finite)} rows with a value: it ranks "
+                            "nothing")
+    if total is not None and not 0 <= total <= len(finite):
+        raise ValueError(f"cannot take {total} rows: {len(finite)} have a value")
     parts = n_parts(percent)
     labels = np.zeros(n, dtype=np.int64) if clusters is None or strategy == "global" else np.asarray(clusters)
     if len(labels) != n:
@@ -75,15 +130,20 @@ def select(
     ranked = ids[valid][np.lexsort((ids[valid], metric[valid], labels[valid]))]
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
-    if strategy == "random":  # same total size as the low parts of the clusters
-        size = sum(len(band_part(m, parts, "low")) for m in _groups(ranked, labels))
+    groups = _groups(ranked, labels)
+    if total is None:  # the parts rule: a cluster's share is its first array_split part
+        shares = [len(band_part(m, parts, "low")) for m in groups]
+    else:
+        shares = exact_quotas(np.array([len(m) for m in groups], dtype=np.int64), total).tolist()
+    if strategy == "random":  # same total size as the low parts of the clusters (or the exact total)
+        size = sum(shares)
         picked = rng.choice(ids[valid], size=size, replace=False) if size else ids[:0]
         chosen.append(picked[np.lexsort((picked, metric[picked]))])
     else:
-        for members in _groups(ranked, labels):
-            part = band_part(members, parts, band)
+        for members, share in zip(groups, shares, strict=True):
+            part = band_part(members, parts, band) if total is None else band_rows(members, share, band)
             if strategy == "clust_rand":  # a uniform draw of the size of the cluster's low part
-                drawn = rng.choice(members, size=len(band_part(members, parts, "low")), replace=False)
+                drawn = rng.choice(members, size=share, replace=False)
                 part = drawn[np.lexsort((drawn, metric[drawn]))]
             chosen.append(part)
     out = np.concatenate(chosen) if chosen else ids[:0]

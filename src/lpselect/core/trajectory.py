@@ -112,11 +112,13 @@ def select_trajectory(
     order: str = "reference",
     seed: int = 42,
     columns: list[str] | None = None,
+    budget: int | None = None,
 ) -> TrajectorySelection:
     """S2L selection over a (rows x T) loss-trajectory matrix; rows with any non-finite value are left out.
 
     ``order``: ``reference`` = the fill's order (clusters by ascending size, ties by id; rows by ascending id
-    within a cluster, as S2L concatenates its per-cluster draws); ``original`` = ascending id.
+    within a cluster, as S2L concatenates its per-cluster draws); ``original`` = ascending id. ``budget``: a
+    row count instead of ``percent`` % of the rows with a finite trajectory.
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -127,7 +129,10 @@ def select_trajectory(
         raise ValueError(f"trajectory must be (rows x points), got shape {x.shape}")
     valid = np.isfinite(x).all(axis=1)
     ids = np.flatnonzero(valid)
-    budget = trajectory_budget(len(ids), percent)
+    if budget is None:
+        budget = trajectory_budget(len(ids), percent)
+    elif not 0 <= budget <= len(ids):
+        raise ValueError(f"cannot take {budget} rows: {len(ids)} have a finite loss trajectory")
     valid_labels = trajectory_labels(x[valid], k, seed)
     out = ids[balanced_fill(valid_labels, budget, np.random.default_rng(seed))]
     if order == "original":
@@ -145,7 +150,8 @@ def select_trajectory(
 
 
 def select_trajectory_from_table(table: Mapping[str, np.ndarray], percent: float, *, k: int = DEFAULT_K,
-                                 order: str = "reference", seed: int = 42) -> TrajectorySelection:
+                                 order: str = "reference", seed: int = 42,
+                                 budget: int | None = None) -> TrajectorySelection:
     """:func:`select_trajectory` on the loss trajectory of a score table (as read from scores.parquet)."""
     x, columns = loss_trajectory(table)
-    return select_trajectory(x, percent, k=k, order=order, seed=seed, columns=columns)
+    return select_trajectory(x, percent, k=k, order=order, seed=seed, columns=columns, budget=budget)

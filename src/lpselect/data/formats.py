@@ -24,6 +24,9 @@ from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.io import atomic_path, jsonl_objects
 
 CHAT_ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}  # as LLaMA-Factory and axolotl read it
+ACCEPTED_SHAPES = ("instruction/input/output (Alpaca), instruction/context/response (Dolly), messages (chat), "
+                   "conversations with from/value (ShareGPT) or prompt/completion (TRL)")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Sample:
     output: str
     messages: tuple[dict[str, str], ...] | None = None
     category: str | None = None
+    first_scored_turn: int = 0  # chat: assistant turns before this index are context (a conversational prompt)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Dataset:
 
     path: Path
     file_format: str  # json | jsonl | parquet | csv | hf
-    schema: str  # alpaca | dolly | chat
+    schema: str  # alpaca | dolly | chat | sharegpt | prompt_completion
     records: list[dict[str, Any]]
     samples: list[Sample]
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -68,7 +72,8 @@ class Dataset:
         seen: set[tuple[Any, ...]] = set()
         n = 0
         for s in self.samples:
-            key = (s.instruction, s.input, s.output, s.messages)
+            turns = tuple((m["role"], m["content"]) for m in s.messages) if s.messages is not None else None
+            key = (s.instruction, s.input, s.output, turns)  # a turn is a dict (unhashable): key on its text
             n += key in seen
             seen.add(key)
         return n
@@ -102,7 +107,7 @@ def _read_dataset(p: Path, path: str | Path) -> Dataset:
         records, extra["hf"] = _read_hf_folder(p)
         file_format = "hf"
     elif not p.exists():
-        if _looks_like_hub_id(str(path)):
+        if looks_like_hub_id(str(path)):
             records, extra["hf"] = _read_hf_hub(str(path))
             file_format = "hf"
         else:
@@ -256,7 +261,7 @@ def _read_hf_hub(name: str) -> tuple[list[dict[str, Any]], Any]:
     return ds.to_list(), ds
 
 
-def _looks_like_hub_id(s: str) -> bool:
+def looks_like_hub_id(s: str) -> bool:
     parts = s.split("/")
     return len(parts) == 2 and all(parts) and not s.startswith((".", "/")) and "." not in parts[1][-6:]
 
@@ -269,14 +274,18 @@ def _detect_schema(path: Path, rec: Any, row: int) -> str:
         raise InputError(path, f"expected an object, found {type(rec).__name__}", row=row)
     if "messages" in rec:
         return "chat"
+    if "conversations" in rec:
+        return "sharegpt"
+    if "prompt" in rec and "completion" in rec:
+        return "prompt_completion"
     if "instruction" in rec and ("response" in rec or "context" in rec):
         return "dolly"
     if "instruction" in rec or "output" in rec:
         return "alpaca"
     raise InputError(
         path,
-        f"cannot tell the format from fields {sorted(rec)[:8]}; expected instruction/input/output (Alpaca), "
-        "instruction/context/response (Dolly) or messages (chat)",
+        f"cannot tell the format from fields {sorted(rec)[:8]}; expected {ACCEPTED_SHAPES}, "
+        "or name your fields with --fields output=answer,...",
         row=row,
     )
 
@@ -309,6 +318,10 @@ def _to_sample(path: Path, row: int, rec: Any, schema: str) -> Sample:
         )
     if schema == "chat":
         return _chat_sample(path, row, rec)
+    if schema == "sharegpt":
+        return _chat_sample(path, row, rec, field="conversations")
+    if schema == "prompt_completion":
+        return _prompt_completion_sample(path, row, rec)
     category = rec.get("category") if isinstance(rec.get("category"), str) else None
     if schema == "dolly":
         return Sample(
@@ -327,24 +340,35 @@ def _to_sample(path: Path, row: int, rec: Any, schema: str) -> Sample:
     )
 
 
-def _chat_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
-    messages = rec["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise InputError(path, "expected a non-empty list of {role, content}", row=row, field="messages")
+def _turns(path: Path, row: int, turns: Any, field: str) -> list[dict[str, str]]:
+    """``{role, content}`` turns of a chat list (``messages``, a conversational prompt or completion), or of a
+    ShareGPT ``conversations`` list (``{from, value}``, from system/human/gpt), as ``{role, content}``."""
+    sharegpt = field == "conversations"
+    role_key, text_key = ("from", "value") if sharegpt else ("role", "content")
+    roles = tuple(SHAREGPT_ROLES) if sharegpt else CHAT_ROLES
+    if not isinstance(turns, list) or not turns:
+        raise InputError(path, f"expected a non-empty list of {{{role_key}, {text_key}}}", row=row, field=field)
     clean = []
-    for j, m in enumerate(messages):
-        where = f"messages[{j}]"
+    for j, m in enumerate(turns):
+        where = f"{field}[{j}]"
         if not isinstance(m, dict):
             raise InputError(path, f"expected an object, found {type(m).__name__}", row=row, field=where)
-        if m.get("role") not in CHAT_ROLES:
-            raise InputError(path, f"role {m.get('role')!r} is not one of {CHAT_ROLES}", row=row, field=where)
-        if not isinstance(m.get("content"), str):
-            raise InputError(path, "content must be text", row=row, field=where + ".content")
-        _check_encodable(path, m["content"], row, where + ".content")
-        clean.append({"role": m["role"], "content": m["content"]})
-    answers = [m["content"] for m in clean if m["role"] == "assistant"]
+        if m.get(role_key) not in roles:
+            raise InputError(path, f"{role_key} {m.get(role_key)!r} is not one of {roles}", row=row, field=where)
+        if not isinstance(m.get(text_key), str):
+            raise InputError(path, f"{text_key} must be text", row=row, field=f"{where}.{text_key}")
+        _check_encodable(path, m[text_key], row, f"{where}.{text_key}")
+        role = SHAREGPT_ROLES[m[role_key]] if sharegpt else m[role_key]
+        clean.append({"role": role, "content": m[text_key]})
+    return clean
+
+
+def _chat_sample(path: Path, row: int, rec: dict[str, Any], field: str = "messages", *,
+                 turns: list[dict[str, str]] | None = None, first_scored_turn: int = 0) -> Sample:
+    clean = _turns(path, row, rec[field], field) if turns is None else turns
+    answers = [m["content"] for m in clean[first_scored_turn:] if m["role"] == "assistant"]
     if not any(a.strip() for a in answers):
-        raise InputError(path, "no assistant turn with content: nothing to score", row=row, field="messages")
+        raise InputError(path, "no assistant turn with content: nothing to score", row=row, field=field)
     questions = [m["content"] for m in clean if m["role"] == "user"]
     return Sample(
         id=row,
@@ -352,5 +376,26 @@ def _chat_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
         input="",
         output="\n".join(answers),
         messages=tuple(clean),
+        category=rec.get("category") if isinstance(rec.get("category"), str) else None,
+        first_scored_turn=first_scored_turn,
+    )
+
+
+def _prompt_completion_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
+    """TRL's prompt/completion: plain strings (the prompt is the instruction, under the template of SPEC §3), or
+    lists of messages (the chat template; only the completion's assistant turns are scored, as TRL trains)."""
+    prompt, completion = rec["prompt"], rec["completion"]
+    if isinstance(prompt, list) or isinstance(completion, list):
+        if not (isinstance(prompt, list) and isinstance(completion, list)):
+            raise InputError(path, "prompt and completion must both be text or both be lists of messages",
+                             row=row, field="completion" if isinstance(prompt, list) else "prompt")
+        head = _turns(path, row, prompt, "prompt")
+        tail = _turns(path, row, completion, "completion")
+        return _chat_sample(path, row, rec, "completion", turns=head + tail, first_scored_turn=len(head))
+    return Sample(
+        id=row,
+        instruction=_text(path, rec, row, "prompt", required=True),
+        input="",
+        output=_text(path, rec, row, "completion", required=True),
         category=rec.get("category") if isinstance(rec.get("category"), str) else None,
     )

@@ -24,6 +24,14 @@ def render_prompt(instruction: str, input: str, *, with_input: bool | None = Non
 
 
 def embedding_text(sample: Sample) -> str:
-    """SPEC §7: the text each sample is embedded by for clustering."""
+    """SPEC §7: the text each sample is embedded by for clustering.
+
+    A conversation reads as its turns in order ("Instruction: q1 Response: a1 Instruction: q2 ..."), so each
+    answer sits next to its question and the embedder's token limit cuts the last turns, not every answer; a
+    single turn gives exactly SPEC §7's text. The system turn is left out: often shared by every row, it would
+    pull unrelated rows together."""
+    if sample.messages is not None:
+        labels = {"user": "Instruction: ", "assistant": "Response: "}
+        return " ".join(labels[m["role"]] + m["content"].strip() for m in sample.messages if m["role"] in labels)
     question = (sample.instruction.strip() + " " + sample.input.strip()).strip()
     return "Instruction: " + question + " Response: " + sample.output.strip()

@@ -208,18 +208,39 @@ def _encode_chat(s: Sample, tokenizer, max_length: int) -> tuple[list[int], list
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or i < s.first_scored_turn:
             continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not text.startswith(upto) or not upto.startswith(before):
+        if not text.startswith(upto):
             raise InputError(
                 "<tokenizer>", "chat template is not prefix-stable; cannot locate assistant turns", row=s.id
             )
-        spans.append((len(before), len(upto)))
+        spans.append((_content_start(tokenizer, messages, i, upto, s.id), len(upto)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc.input_ids
     mask = [any(a <= start < b for a, b in spans) for start, _ in enc.offset_mapping]
     if len(ids) > max_length:
         return ids[:max_length], mask[:max_length], len(ids) - max_length, False
     return ids, mask, 0, False
+
+
+_SENTINEL = "\ue000lpselect-turn\ue001"  # private-use characters: never in real text, kept as-is by templates
+
+
+def _content_start(tokenizer, messages: list[dict[str, str]], i: int, upto: str, row: int) -> int:
+    """Where assistant turn ``i``'s content starts in ``upto`` (the text rendered up to and including it).
+
+    The turn is rendered once more with a sentinel for its content: what precedes the sentinel is the turn's
+    header (role marker, BOS, a template's default system prompt), which is never scored. This holds for
+    templates without a generation prompt too, where rendering the turns before it would end before the
+    header and score the role marker. A template that rewrites the content (trims it, say) falls back to the
+    generation prompt's end."""
+    probe = [*messages[:i], {**messages[i], "content": _SENTINEL}]
+    marked = tokenizer.apply_chat_template(probe, tokenize=False)
+    at = marked.find(_SENTINEL)
+    if at >= 0 and marked[:at] + messages[i]["content"] + marked[at + len(_SENTINEL):] == upto:
+        return at
+    before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+    if not upto.startswith(before):
+        raise InputError("<tokenizer>", "chat template is not prefix-stable; cannot locate assistant turns", row=row)
+    return len(before)

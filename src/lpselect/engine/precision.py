@@ -2,12 +2,16 @@
 
 ``auto`` picks bf16 only where the hardware computes it natively (a CUDA GPU with bf16, or a CPU with AMX-BF16
 or AVX512-BF16): on a CPU without those units torch emulates bf16, several times slower than fp32.
+
+``LPSELECT_CPU_FEATURES`` (e.g. ``avx2`` or ``avx2,avx512f,avx512_bf16``) replaces the CPU's detected units, so
+``auto`` resolves as on another kind of CPU: the test suite runs both ways on one machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +21,7 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 MATRIX_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _CPUINFO = Path("/proc/cpuinfo")
+CPU_FEATURES_ENV = "LPSELECT_CPU_FEATURES"
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +36,11 @@ class PrecisionChoice:
 
 @lru_cache(maxsize=1)
 def cpu_matrix_features() -> dict[str, bool]:
-    """The CPU's vector/matrix units that decide bf16 speed: torch's own run-time detection (cpuinfo), else
-    the flags of /proc/cpuinfo."""
+    """The CPU's vector/matrix units that decide bf16 speed: ``$LPSELECT_CPU_FEATURES`` when set, else torch's
+    own run-time detection (cpuinfo), else the flags of /proc/cpuinfo."""
+    forced = os.environ.get(CPU_FEATURES_ENV)
+    if forced is not None:
+        return forced_features(forced)
     caps = getattr(torch.cpu, "get_capabilities", None)
     if caps is not None:
         with contextlib.suppress(Exception):
@@ -40,6 +48,16 @@ def cpu_matrix_features() -> dict[str, bool]:
             return {"avx2": bool(c.get("avx2")), "avx512f": bool(c.get("avx512_f")),
                     "avx512_bf16": bool(c.get("avx512_bf16")), "amx_bf16": bool(c.get("amx_bf16"))}
     return cpuinfo_features(_CPUINFO.read_text() if _CPUINFO.exists() else "")
+
+
+def forced_features(spec: str) -> dict[str, bool]:
+    """The features named in a comma-separated ``spec`` (the value of ``$LPSELECT_CPU_FEATURES``)."""
+    named = {f.strip().lower() for f in spec.split(",") if f.strip()}
+    unknown = sorted(named - set(MATRIX_FEATURES))
+    if unknown:
+        raise ValueError(f"{CPU_FEATURES_ENV}={spec!r}: unknown feature(s) {unknown}; name some of "
+                         f"{', '.join(MATRIX_FEATURES)}")
+    return {f: f in named for f in MATRIX_FEATURES}
 
 
 def cpuinfo_features(cpuinfo: str) -> dict[str, bool]:

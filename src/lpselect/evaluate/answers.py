@@ -42,7 +42,7 @@ def read_answers(path: str | Path) -> list[Answer]:
     """Read and validate an answers file; errors name the file, the line (0-based) and the field."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "answers file not found")
+        raise InputError(path, "not found: `lpselect generate --out FILE` writes an answers file")
     rows: list[Answer] = []
     seen: set[tuple[str, str]] = set()
     for i, obj in jsonl_objects(path):

@@ -1,15 +1,16 @@
 """A client of any OpenAI-compatible chat-completions endpoint, on httpx (connection pool, timeouts) and tenacity
 (the retry loop).
 
-Transient failures (429, 408, 425, 5xx, timeouts, refused or dropped connections, a body that is not the
-expected JSON) are retried with exponential backoff and jitter; a ``Retry-After`` header (seconds or an HTTP
+Transient failures (429, 408, 425, 5xx, connect timeouts, refused or dropped connections, a body that is not
+the expected JSON) are retried with exponential backoff and jitter; a ``Retry-After`` header (seconds or an HTTP
 date, which neither library reads for us) sets the wait instead. Other HTTP errors (400, 401, 404, ...) fail at
 once: retrying cannot fix them. The API key lives only in memory and is masked out of every error message.
 
-A server that is too slow for the timeout (a local CPU model, an overloaded endpoint) keeps generating the
-replies the client gave up on, so plain retries multiply its load. On a timeout the client therefore lowers
-how many requests it keeps in flight (halved, at least one; raised again one by one as replies arrive) and
-waits twice as long on that request's next attempt (up to 8x), and says once what to change.
+A reply that does not come within the timeout is never asked for again: the server got the request and may
+still be generating it (a local model on a CPU), so a second copy would only add to the load it is behind on.
+That order counts as failed and a rerun asks it again; the default timeout is generous (10 minutes). A request
+that never reached the server (refused, connect timeout) is retried; at most ``concurrency`` requests (the
+judge's thread pool) are in flight.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {408, 425, 429}
 MAX_RETRY_AFTER_S = 600.0
-MAX_TIMEOUT_GROWTH = 8.0
+DEFAULT_TIMEOUT_S = 600.0
+CONNECT_TIMEOUT_S = 10.0
 
 
 class JudgeRequestError(LPSelectError):
@@ -46,11 +48,15 @@ class RetriesExhausted(JudgeRequestError):
     goes on, and a rerun asks it again (a failure is never cached)."""
 
 
+class NoReply(RetriesExhausted):
+    """The server took the request but sent no reply within the timeout: not sent again (it may still be
+    working on it), so that order counts as failed, as after spent retries, and a rerun asks it again."""
+
+
 class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, timed_out: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-        self.timed_out = timed_out
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -78,57 +84,13 @@ def backoff_delay(retry: int, base: float, cap: float, rand: Callable[[], float]
     return d / 2 + rand() * d / 2
 
 
-class InFlightLimit:
-    """How many requests may be in flight (AIMD): unlimited (the caller's pool bounds it) until a timeout, then
-    halved on every timeout (at least 1) and raised by one after as many replies as the current limit; back to
-    unlimited once it reaches the most that were ever in flight."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.in_flight = self.peak = 0
-        self.limit: int | None = None
-        self._successes = 0
-
-    def __enter__(self) -> InFlightLimit:
-        with self._cond:
-            while self.limit is not None and self.in_flight >= self.limit:
-                self._cond.wait()
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self.in_flight -= 1
-            self._cond.notify_all()
-
-    def timed_out(self) -> int:
-        """A request timed out: halve the limit; returns the new one."""
-        with self._cond:
-            self.limit = max(1, (self.limit or self.peak) // 2)
-            self._successes = 0
-            return self.limit
-
-    def answered(self) -> None:
-        with self._cond:
-            if self.limit is None:
-                return
-            self._successes += 1
-            if self._successes >= self.limit:
-                self._successes = 0
-                self.limit += 1
-                if self.limit >= self.peak:
-                    self.limit = None
-                self._cond.notify_all()
-
-
 class OpenAIChatClient:
     """``complete(messages) -> str`` against POST {base_url}/chat/completions."""
 
     deterministic = False  # an API may answer differently when asked again
 
     def __init__(self, model: str, *, base_url: str = DEFAULT_BASE_URL, api_key: str | None = None,
-                 temperature: float = 0.0, max_tokens: int = 512, timeout: float = 120.0,
+                 temperature: float = 0.0, max_tokens: int = 512, timeout: float = DEFAULT_TIMEOUT_S,
                  max_retries: int = 6, backoff_base: float = 1.0, backoff_max: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep):
         if max_retries < 0 or timeout <= 0:
@@ -142,8 +104,8 @@ class OpenAIChatClient:
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._http = httpx.Client(headers=headers, timeout=timeout)
-        self.in_flight = InFlightLimit()
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout,
+                                                                                           CONNECT_TIMEOUT_S)))
         self._warned = threading.Event()
 
     def __repr__(self) -> str:  # never shows the key
@@ -160,19 +122,9 @@ class OpenAIChatClient:
     def complete(self, messages: list[dict[str, str]]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
                            "max_tokens": self.max_tokens}).encode()
-        timeout = [self.timeout]  # this request's: grows after each of its timeouts
 
         def attempt() -> str:
-            with self.in_flight:
-                try:
-                    reply = self._post(body, timeout[0])
-                except _Transient as e:
-                    if e.timed_out:
-                        self._slow_server(timeout[0])
-                        timeout[0] = min(timeout[0] * 2, self.timeout * MAX_TIMEOUT_GROWTH)
-                    raise
-            self.in_flight.answered()
-            return reply
+            return self._post(body)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1), wait=self._wait,
@@ -197,22 +149,24 @@ class OpenAIChatClient:
         log.info("judge request failed (%s); retry %d/%d in %.2fs", err, state.attempt_number,
                  self.max_retries, wait)
 
-    def _slow_server(self, timeout: float) -> None:
-        limit = self.in_flight.timed_out()
+    def _no_reply(self) -> NoReply:
         if not self._warned.is_set():
             self._warned.set()
-            log.warning("%s gave no reply within %g s: now at most %d request(s) in flight and longer waits on "
-                        "retries. For a slow server (e.g. a local model on a CPU) use --concurrency 1, a smaller "
-                        "--max-tokens (e.g. 64) or a larger --timeout.", self.base_url, timeout, limit)
+            log.warning("%s gave no reply within %g s: such requests are not sent again (the server may still be "
+                        "working on them) and count as failed. For a slow server (e.g. a local model on a CPU) "
+                        "use a larger --timeout, --concurrency 1 or a smaller --max-tokens.", self.base_url,
+                        self.timeout)
+        return NoReply(f"{self.url}: no reply within {self.timeout:g} s; not sent again, since the server may "
+                       f"still be working on it (a rerun asks again; a slow server needs a larger --timeout)")
 
-    def _post(self, body: bytes, timeout: float | None = None) -> str:
+    def _post(self, body: bytes) -> str:
         """One HTTP attempt."""
         try:
-            resp = self._http.post(self.url, content=body, headers={"Content-Type": "application/json"},
-                                   timeout=timeout or self.timeout)
-        except httpx.TimeoutException as e:
-            raise _Transient(f"timed out after {timeout or self.timeout:g} s ({type(e).__name__})",
-                             timed_out=True) from None
+            resp = self._http.post(self.url, content=body, headers={"Content-Type": "application/json"})
+        except httpx.ReadTimeout:  # the server has the request: asking again would only add to its load
+            raise self._no_reply() from None
+        except httpx.TimeoutException as e:  # connect/write/pool: the request never reached the server whole
+            raise _Transient(f"timed out ({type(e).__name__})") from None
         except httpx.TransportError as e:  # refused, reset, protocol errors
             raise _Transient(self._mask(f"{type(e).__name__}: {e}")) from None
         if resp.status_code >= 400:

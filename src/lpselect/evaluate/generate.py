@@ -180,7 +180,9 @@ def generate_answers(
         raise LPSelectError("batch_size must be at least 1")
     out = Path(out_jsonl)
     label = model_name or _model_label(model_dir)
-    settings = {"model": label, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    # the model is its resolved path and its weights, not the label: runs/x/final and runs/y/final share a label
+    settings = {"model": label, "model_path": _model_identity(model_dir), "weights": _weights_fingerprint(model_dir),
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     done = _read_done(out, label)
     _check_settings(out, settings)
     pending = [q for q in testsets if q.key not in done]
@@ -248,6 +250,31 @@ def _model_label(model_dir: str | Path | None) -> str:
         return DEFAULT_SCORER
     p = Path(model_dir)
     return p.resolve().name if p.exists() else str(model_dir)
+
+
+def _model_identity(model_dir: str | Path | None) -> str:
+    """What answered: a local model's resolved full path, else the hub id or the default's name."""
+    if model_dir is None or str(model_dir) == "":
+        from lpselect.engine.models import DEFAULT_SCORER
+
+        return DEFAULT_SCORER
+    p = Path(model_dir).expanduser()
+    return str(p.resolve()) if p.exists() else str(model_dir)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _weights_fingerprint(model_dir: str | Path | None) -> str | None:
+    """A cheap fingerprint of a local model's weight files (name, size, modification time), so a model trained
+    again into the same folder is another model; None for a hub id or the default."""
+    import hashlib
+
+    if model_dir is None or not Path(model_dir).is_dir():
+        return None
+    files = sorted(f for f in Path(model_dir).iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    text = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _source_of(model_dir: str | Path | None, model_source) -> str:

@@ -188,7 +188,7 @@ def read_reviews(paths: Iterable[str | Path], fmt: str = "own") -> list[Review]:
     out: list[Review] = []
     for p in paths:
         if not Path(p).is_file():
-            raise InputError(p, "review file not found")
+            raise InputError(p, "not found: `lpselect judge --out FILE` writes a review file")
         out.extend(reader(p))
     return out
 

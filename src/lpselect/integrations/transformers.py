@@ -12,6 +12,12 @@ scored; the model shifts them internally), so token j is scored exactly where ``
 position 0 never is (nothing predicts it) -- the same tokens ``model(input_ids, labels=labels).loss`` averages
 over. Without ``labels``, TRL's ``completion_mask`` / ``assistant_masks`` are used if present, else every
 token after the first is scored (a causal LM's default ``labels = input_ids``).
+
+Checks at train begin (before the first step), because a mistake here is silent until ``select``: the train set
+must be the data file's rows in the file's order (scores are keyed by row position), so a different row count,
+or a sampled row whose tokens do not hold that file row's text, is refused; and a train set in which no row
+masks any token (no labels, or labels = input_ids as ``DataCollatorForLanguageModeling`` makes them) gets a
+warning, since LP then scores the prompt as well as the response.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import logging
 import math
 import shutil
 import time
+import unicodedata
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +44,7 @@ from lpselect.data.tokenize import TokenizedData
 from lpselect.engine.batching import token_budget_batches
 from lpselect.engine.distributed import Workers
 from lpselect.engine.passes import finish, pass_sums
-from lpselect.errors import LPSelectError
+from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.folder import RunFolder, describe_input
 from lpselect.runs.io import save_npy, write_parquet
 from lpselect.runs.layout import SCORES
@@ -47,6 +55,8 @@ SOURCE = "trainer callback"
 IGNORE_INDEX = -100  # Hugging Face's "no loss here" label
 MASK_COLUMNS = ("completion_mask", "assistant_masks")  # TRL's loss masks, used when a row has no labels
 _ROWS_PER_READ = 1024  # rows fetched per slice of a datasets.Dataset: column reads, not one row at a time
+_CHECKED_ROWS = 5  # rows whose text is compared with the data file: the first, the last and 3 evenly between
+_HEAD_CHARS = 40  # leading characters (whitespace dropped) of a row's prompt and response that must be found
 
 
 def tokenized_from_dataset(dataset: Any) -> TokenizedData:
@@ -125,6 +135,66 @@ def _row_arrays(row: Any, i: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, scored
 
 
+def check_rows_match(tokens: TokenizedData, data: str | Path, processing_class: Any = None, *,
+                     text: bool = True) -> None:
+    """Refuse a train set that is not the data file's rows in order: scores are keyed by row position, and
+    ``select`` would otherwise pick other rows than the ones scored. Checks the row count and, when the Trainer
+    has a tokenizer to decode with, that a few rows (first, last, evenly between) hold the start of their file
+    row's prompt (instruction, or first user turn) and of its response (which may be cut at the row's end).
+    ``text=False``: the row count only."""
+    from lpselect.data.formats import read_dataset
+
+    dataset = read_dataset(data)
+    if len(tokens) != len(dataset):
+        raise InputError(data, f"the data file has {len(dataset)} rows but the train set has {len(tokens)}; "
+                         "LPCallback keys scores by row position, so the train set must be the file's rows in its "
+                         "order (none dropped, added or packed)")
+    if not text:
+        return
+    tok = getattr(processing_class, "tokenizer", processing_class)
+    if not callable(getattr(tok, "decode", None)):
+        log.warning("LPCallback: the Trainer has no tokenizer (processing_class), so only the row count of the "
+                    "train set was checked against %s, not its text", data)
+        return
+    unk = getattr(tok, "unk_token_id", None)
+    for i in np.unique(np.linspace(0, len(tokens) - 1, _CHECKED_ROWS).round().astype(int)).tolist():
+        ids = tokens.row(i)[0]
+        if unk is not None and (ids == unk).any():
+            continue  # text the tokenizer could not represent: decoding cannot give it back
+        row_text = _squeeze(tok.decode(ids.tolist(), skip_special_tokens=True))
+        sample = dataset.samples[i]
+        if sample.messages is not None:
+            parts = {role: next((m["content"] for m in sample.messages if m["role"] == role), "")
+                     for role in ("user", "assistant")}
+        else:
+            parts = {"instruction": sample.instruction, "response": sample.output}
+        (p_name, p_raw), (r_name, r_raw) = parts.items()
+        prompt, response = _squeeze(p_raw)[:_HEAD_CHARS], _squeeze(r_raw)[:_HEAD_CHARS]
+        cut = any(row_text.endswith(response[:k]) for k in range(1, len(response)))  # row ends inside the response
+        if prompt not in row_text or not (response in row_text or cut):
+            name, raw = (p_name, p_raw) if prompt not in row_text else (r_name, r_raw)
+            raise InputError(data, f"train set row {i} does not hold this row's {name} (it starts {raw[:30]!r}); "
+                             "LPCallback keys scores by row position, so the train set must be the file's rows in "
+                             "its order (not shuffled or filtered); pass check_rows=False if your rows rewrite "
+                             "the text", row=i)
+
+
+def _squeeze(text: str) -> str:
+    """Text compared whatever the tokenizer did to spacing, case or Unicode forms."""
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _masks_nothing(tokens: TokenizedData) -> bool:
+    """True when every token of every row (after the first, which nothing predicts) is scored."""
+    return len(tokens) > 0 and bool(np.array_equal(tokens.n_scored, np.maximum(tokens.lengths - 1, 0)))
+
+
+MASK_WARNING = ("LPCallback: no row of the train set masks a token from the loss (no labels, or labels equal to "
+                "input_ids, as DataCollatorForLanguageModeling makes them), so LP scores the prompt and the "
+                "response alike. To score the response only, give each row 'labels' with -100 on its prompt "
+                "tokens, or use TRL's SFTTrainer on prompt/completion rows (completion_only_loss)")
+
+
 def _workers(model: torch.nn.Module) -> Workers:
     """This process's place in the job: the Trainer (accelerate) has already joined the process group."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -193,11 +263,18 @@ class LPCallback(TrainerCallback):
     instructions). ``dataset``: the rows to score, if not the Trainer's ``train_dataset``. ``precision``:
     ``fp32`` or ``bf16`` (default: ``bf16`` when the Trainer trains in bf16). ``force``: replace a folder whose
     score step came from other data or settings (refused otherwise, as ``lpselect score`` refuses it).
+
+    Checked at train begin, before the first step: with ``data``, the train set must have the file's row count,
+    and a few rows (first, last, evenly between) must hold the start of their file row's prompt and response
+    (decoded with the Trainer's ``processing_class``; row count only without one); otherwise an ``InputError``
+    names the file and both sizes, or the first row that differs. ``check_rows=False`` keeps the count check but
+    skips the text check, for rows whose text was rewritten. When no row masks any token from the loss (no
+    labels, or labels = input_ids), a ``UserWarning`` says that LP scores prompt and response alike.
     """
 
     def __init__(self, out_dir: str | Path, *, data: str | Path | None = None, dataset: Sequence[Any] | None = None,
                  model_name: str | None = None, precision: str | None = None,
-                 max_tokens_per_batch: int | None = None, force: bool = False) -> None:
+                 max_tokens_per_batch: int | None = None, force: bool = False, check_rows: bool = True) -> None:
         if precision not in (None, "fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.out_dir = Path(out_dir)
@@ -207,6 +284,8 @@ class LPCallback(TrainerCallback):
         self.precision = precision
         self.max_tokens_per_batch = max_tokens_per_batch
         self.force = force
+        self.check_rows = check_rows
+        self._warned_mask = False
         self.tokens: TokenizedData | None = None
         self.workers = Workers()
         self.run: RunFolder | None = None
@@ -222,7 +301,8 @@ class LPCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: torch.nn.Module | None = None, processing_class: Any = None,
                        train_dataloader: Any = None, **kwargs: Any) -> None:
-        """Tokens from the dataset, the run folder claimed, then P0 (or, on a resumed run, the passes kept)."""
+        """Tokens from the dataset, checked against the data file, the run folder claimed, then P0 (or, on a
+        resumed run, the passes kept)."""
         if model is None:
             raise LPSelectError("LPCallback got no model from the Trainer")
         _check_supported(args, model)
@@ -237,20 +317,26 @@ class LPCallback(TrainerCallback):
         self.run = RunFolder(self.out_dir, writer=main)
         resumed = state.global_step > 0
         start = math.floor((state.epoch or 0) + 1e-6) if resumed else 0  # epochs fully trained before this call
-        error, have = "", -1
+        error: LPSelectError | None = None
+        have = -1
         if main:
             try:
+                if self.data is not None:  # before the folder is claimed: a refused train set leaves it as it was
+                    check_rows_match(self.tokens, self.data, processing_class, text=self.check_rows)
                 self._begin(args, state, model, device)
                 if resumed:
                     have = finished_passes(self.passes, start, ["ppl", "prob"])
                 else:
                     shutil.rmtree(self.passes, ignore_errors=True)  # a fresh run: no pass of an earlier one stays
             except LPSelectError as e:
-                error = str(e)
+                error = e
         # every rank must take the same path, or the others would wait forever in the pass's all_reduce
         failed, have = self.workers.sum(np.array([float(bool(error)), float(have if main else 0)]))
         if failed:
-            raise LPSelectError(error or "LPCallback: the main process refused the run folder")
+            raise error or LPSelectError("LPCallback: the main process refused the train set or the run folder")
+        if main and not self._warned_mask and _masks_nothing(self.tokens):
+            self._warned_mask = True  # after the ranks agreed: a warning turned error cannot strand them mid-sum
+            warnings.warn(MASK_WARNING, UserWarning, stacklevel=2)
         if resumed and have < start:
             log.warning("LPCallback: resumed after epoch %d, but %s holds %s; the missing passes cannot be "
                         "recomputed from later weights, so this run records nothing", start, self.passes,

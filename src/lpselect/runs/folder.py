@@ -1,12 +1,15 @@
 """Run folders: the manifest of each step (inputs with sha256, settings, versions, timings, counts).
 
 A step re-run on the same folder with the same inputs and settings reuses what is finished; with other
-inputs or settings it is refused unless ``force``, so results of different jobs never mix.
+inputs or settings it is refused unless ``force`` (naming each change), so results of different jobs never mix.
+A step that saved nothing (it failed on a bad input file, a missing model ...) claims nothing: the corrected
+re-run just starts. A step may also accept a change that only extends its finished work (``score --epochs``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -15,6 +18,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +27,13 @@ from typing import Any
 from lpselect.errors import RunFolderError
 from lpselect.runs.io import sha256_of, write_json
 from lpselect.runs.layout import LOCK, LOCK_OWNER, MANIFEST
+
+log = logging.getLogger(__name__)
+
+# Settings that change how a job saves its work, never its results: a re-run may change them (resuming with
+# checkpoints every 10 steps instead of 30 minutes gives the same scores), so they are recorded, not compared.
+BOOKKEEPING_SETTINGS = frozenset({"save_steps", "save_minutes", "keep_checkpoint"})
+_ABSENT = "(not set)"
 
 
 def library_versions() -> dict[str, str]:
@@ -41,26 +52,65 @@ def describe_input(path: str | Path) -> dict[str, str]:
     return {"path": str(p.resolve()) if p.exists() else str(path), "sha256": sha256_of(p) if p.exists() else ""}
 
 
-def same_content(old: Any, new: dict[str, Any]) -> bool:
-    """Inputs are the same when their bytes are: a file that moved (same sha256) is still the same input."""
-    if not isinstance(old, dict) or old.keys() != new.keys():
-        return False
-    for key, n in new.items():
-        o = old[key]
+def _show_input(value: Any) -> str:
+    """An input as a refusal shows it: the start of its sha256 and its path (``missing`` when it was not there)."""
+    if isinstance(value, dict) and "sha256" in value:
+        digest = str(value["sha256"])[:12] or "missing"
+        return f"{digest} {value.get('path', '')}".strip()
+    return _show(value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+    return str(value)
+
+
+def input_changes(old: Any, new: dict[str, Any]) -> list[str]:
+    """``name: old → new`` of each input that differs. Inputs are the same when their bytes are: a file that
+    moved (same sha256) is still the same input."""
+    old = old if isinstance(old, dict) else {}
+    changes = []
+    for key in [*new, *(k for k in old if k not in new)]:
+        o, n = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(o, dict) and isinstance(n, dict) and o.get("sha256") and n.get("sha256"):
-            if o["sha256"] != n["sha256"]:
-                return False
-        elif o != n:
-            return False
-    return True
+            if o["sha256"] == n["sha256"]:
+                continue
+        elif o == n:
+            continue
+        changes.append(f"{key}: {_show_input(o)} → {_show_input(n)}")
+    return changes
+
+
+def setting_changes(old: Any, new: dict[str, Any], defaults: dict[str, Any] | None = None,
+                    ignore: Iterable[str] = BOOKKEEPING_SETTINGS) -> list[tuple[str, Any, Any]]:
+    """(name, old, new) of each setting that differs. A setting the old run did not record (added by a later
+    lpselect) counts as its default, so upgrading does not invalidate finished work; ``ignore``d settings never
+    count."""
+    merged = {**(defaults or {}), **(old if isinstance(old, dict) else {})}
+    skip = set(ignore)
+    keys = [*new, *(k for k in merged if k not in new)]
+    return [(k, merged.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys
+            if k not in skip and merged.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+def same_content(old: Any, new: dict[str, Any]) -> bool:
+    """Whether the inputs are the same (see :func:`input_changes`)."""
+    return isinstance(old, dict) and not input_changes(old, new)
 
 
 def same_settings(old: Any, new: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
-    """Settings are the same when equal; a setting the old run did not record (added by a later lpselect)
-    counts as its default, so upgrading does not invalidate finished work."""
-    if not isinstance(old, dict):
-        return False
-    return {**(defaults or {}), **old} == new
+    """Whether the settings are the same (see :func:`setting_changes`)."""
+    return isinstance(old, dict) and not setting_changes(old, new, defaults)
+
+
+def has_work(folder: Path, outputs: Iterable[str]) -> bool:
+    """Whether any of a step's ``outputs`` holds something: a file, or a folder with a file in it."""
+    for rel in outputs:
+        target = folder / rel
+        if target.is_file() or (target.is_dir() and any(p.is_file() for p in target.rglob("*"))):
+            return True
+    return False
 
 
 # One flock per run folder and process, shared by every RunFolder of that folder in the process (a pipeline's
@@ -194,23 +244,36 @@ class RunFolder:
         write_json(self.manifest_path, m)
 
     def begin_step(self, name: str, *, inputs: dict[str, Any], config: dict[str, Any], outputs: list[str],
-                   force: bool = False, defaults: dict[str, Any] | None = None) -> bool:
+                   force: bool = False, defaults: dict[str, Any] | None = None,
+                   extends: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None) -> bool:
         """Claim the step for these inputs/settings (and the folder's lock, kept until :meth:`release`).
-        Returns True when earlier work may be reused."""
+        Returns True when earlier work may be reused.
+
+        An earlier record of the step whose ``outputs`` hold nothing (the step failed before saving anything)
+        is dropped: nothing is lost, so the re-run needs no ``--force``. Otherwise other inputs or settings are
+        refused in one line naming each change, unless ``force`` (which deletes ``outputs``) or, with the same
+        inputs, ``extends(old config, new config)`` says the new settings only continue the finished work."""
         if not self.writer:
             return self.step(name) is not None
         self.lock()
         for stale in self.path.glob(".*.tmp"):  # left by a process killed while writing
             stale.unlink()
         old = self.step(name)
-        same_inputs = old is not None and same_content(old.get("inputs"), inputs)
-        same_config = old is not None and same_settings(old.get("config"), config, defaults)
-        if old is not None and (not same_inputs or not same_config):
+        if old is not None and not has_work(self.path, outputs):
+            log.debug("%s: step '%s' left no results; starting afresh", self.path, name)
+            self._drop(name)
+            old = None
+        new_inputs = input_changes(old.get("inputs"), inputs) if old is not None else []
+        new_config = setting_changes(old.get("config"), config, defaults) if old is not None else []
+        extended = False
+        if old is not None and not new_inputs and new_config and extends is not None and not force:
+            extended = extends({**(defaults or {}), **(old.get("config") or {})}, config)
+        if old is not None and (new_inputs or new_config) and not extended:
             if not force:
-                changed = [k for k, same in (("inputs", same_inputs), ("config", same_config))
-                           if not same]
+                kinds = " and ".join(k for k, c in (("inputs", new_inputs), ("config", new_config)) if c)
+                changes = new_inputs + [f"{k}: {_show(o)} → {_show(n)}" for k, o, n in new_config]
                 raise RunFolderError(
-                    f"{self.path}: step '{name}' was run with other {' and '.join(changed)}; "
+                    f"{self.path}: step '{name}' was run with other {kinds} ({', '.join(changes)}); "
                     "use another folder, or --force to discard its results"
                 )
             for rel in outputs:
@@ -219,13 +282,21 @@ class RunFolder:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-            m = self.manifest()
-            m["steps"].pop(name, None)
-            write_json(self.manifest_path, m)
+            self._drop(name)
             old = None
         started = old.get("started") if old else datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.update_step(name, inputs=inputs, config=config, versions=library_versions(), started=started)
+        fields: dict[str, Any] = {}
+        if extended:
+            assert old is not None
+            fields = {"status": "running", "extended": [*old.get("extended", []),
+                                                        {k: [o, n] for k, o, n in new_config}]}
+        self.update_step(name, inputs=inputs, config=config, versions=library_versions(), started=started, **fields)
         return old is not None
+
+    def _drop(self, name: str) -> None:
+        m = self.manifest()
+        m.setdefault("steps", {}).pop(name, None)
+        write_json(self.manifest_path, m)
 
     @contextmanager
     def timed(self, name: str, phase: str):

@@ -16,7 +16,7 @@ from lpselect.errors import InputError
 
 def read_score_table(path: str | Path, n_rows: int | None = None) -> dict[str, np.ndarray]:
     """Every column of a scores.parquet as numpy arrays, ids checked against the data's row count."""
-    table = _read_keyed(path, n_rows)
+    table = _read_keyed(path, n_rows, made_by="lpselect score")
     epochs = sorted(int(m.group(1)) for c in table.column_names if (m := re.fullmatch(r"ppl_(\d+)", c)))
     if not epochs or epochs != list(range(len(epochs))):
         raise InputError(path, f"expected columns ppl_0 .. ppl_n, found {table.column_names}")
@@ -29,7 +29,7 @@ def read_ppl_table(path: str | Path, n_rows: int | None = None) -> np.ndarray:
 
 
 def read_cluster_labels(path: str | Path, n_rows: int | None = None) -> np.ndarray:
-    table = _read_keyed(path, n_rows)
+    table = _read_keyed(path, n_rows, made_by="lpselect cluster")
     if "cluster" not in table.column_names:
         raise InputError(path, "no 'cluster' column", field="cluster")
     labels = table.column("cluster").to_numpy(zero_copy_only=False)
@@ -38,7 +38,13 @@ def read_cluster_labels(path: str | Path, n_rows: int | None = None) -> np.ndarr
     return labels.astype(np.int64)
 
 
-def _read_keyed(path: str | Path, n_rows: int | None):
+def _read_keyed(path: str | Path, n_rows: int | None, *, made_by: str):
+    """The table, its ids checked; a missing file is refused naming the command that makes it (``made_by``),
+    since it is usually a step not run yet rather than a broken file."""
+    if not Path(path).exists():
+        raise InputError(path, f"not found: `{made_by}` makes it (in its --out run folder)")
+    if Path(path).is_dir():
+        raise InputError(path, f"is a folder, not a Parquet file (`{made_by}` writes one into its --out folder)")
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as e:

@@ -22,6 +22,7 @@ from lpselect.faults import crash_point
 from lpselect.runs.folder import RunFolder, describe_input
 from lpselect.runs.io import write_json, write_parquet
 from lpselect.runs.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
+from lpselect.runs.provenance import record_fingerprint
 
 if TYPE_CHECKING:
     from lpselect.data.formats import Sample
@@ -201,6 +202,7 @@ def cluster(data: str | Path, out: str | Path, config: ClusterConfig | None = No
                    outputs=[CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS], force=force,
                    defaults=ClusterConfig().model_dump())
     dataset = read_dataset(data)
+    record_fingerprint(run, "cluster", dataset)  # what select/report check the data against
     emb_path = run.path / EMBEDDINGS
     if not emb_path.exists():
         t0 = time.perf_counter()

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from lpselect.config import RunConfig
-from lpselect.data.formats import read_dataset, subset_suffix
+from lpselect.config import RunConfig, SubsetSpec
+from lpselect.core.metrics import HARD_END
+from lpselect.core.selection import literal_band
+from lpselect.data.formats import looks_like_hub_id, read_dataset, subset_suffix
 from lpselect.engine.models import DEFAULT_SCORER
 from lpselect.errors import InputError
 from lpselect.runs.folder import RunFolder
-from lpselect.runs.layout import SUBSETS
+from lpselect.runs.layout import LOCK_FILES, MANIFEST, REPORT, SUBSETS
 from lpselect.steps.cluster import cluster
 from lpselect.steps.score import score
 from lpselect.steps.select import SubsetResult, select_subset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,24 +39,85 @@ class RunResult:
     report_path: Path | None = None
 
 
-def load_run_config(path: str | Path, **overrides: object) -> RunConfig:
-    """Parse a YAML run config; unknown or mistyped keys are refused with their name."""
+def load_run_config(path: str | Path, *, sets: Sequence[str] = (), **overrides: object) -> RunConfig:
+    """Parse a YAML run config; unknown or mistyped keys are refused with their name.
+
+    Relative ``data`` and ``out`` in the file are resolved against the file's folder (a ``data`` that is no
+    file there but looks like a hub id stays a hub id). ``sets`` (``score.epochs=2``, the value read as YAML)
+    and ``overrides`` then replace keys as given on the command line, relative to the working directory."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InputError(path, "not found") from None
     except (OSError, yaml.YAMLError) as e:
         raise InputError(path, f"cannot read YAML: {e}") from None
     if not isinstance(raw, dict):
         raise InputError(path, "expected a mapping at the top level")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
     base = Path(path).parent
-    for key in ("data", "out"):
-        if isinstance(raw.get(key), str) and not Path(raw[key]).is_absolute() and (base / raw[key]).exists():
-            raw[key] = str(base / raw[key])
+    data = raw.get("data")
+    if isinstance(data, str) and not Path(data).is_absolute() and ((base / data).exists()
+                                                                   or not looks_like_hub_id(data)):
+        raw["data"] = str((base / data).resolve())
+    if isinstance(out := raw.get("out"), str) and not Path(out).is_absolute():
+        raw["out"] = str((base / out).resolve())
+    for item in sets:
+        _set_key(raw, item, path)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise InputError(path, problems) from None
+
+
+def _set_key(raw: dict[str, Any], item: str, path: str | Path) -> None:
+    """Apply one ``KEY=VALUE`` override: a dotted key (``score.epochs``, ``select.0.percents``), a YAML value."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise InputError(path, f"--set {item!r}: expected KEY=VALUE, e.g. score.epochs=2")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(path, f"--set {item!r}: the value is not YAML ({e})") from None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise InputError(path, f"--set {item!r}: {'.'.join(parts[:depth + 1])} is not a mapping or an index "
+                                   "of a list in the config")
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise InputError(path, f"--set {item!r}: {'.'.join(parts[:-1])} is not a mapping in the config")
+
+
+def dry_run(cfg: RunConfig) -> list[str]:
+    """What ``run`` would do, without doing it: the resolved config, then each step (run or reuse) and each
+    subset file. Reads the run folder's manifest only; creates nothing."""
+    out = Path(cfg.out)
+    steps = {}
+    with contextlib.suppress(OSError, ValueError):
+        steps = json.loads((out / MANIFEST).read_text()).get("steps", {})
+    lines = ["config (resolved):", *("  " + line for line in yaml.safe_dump(
+        cfg.model_dump(mode="json"), sort_keys=False).splitlines())]
+    subsets = grid(cfg)
+    for name, needed in (("score", True), ("cluster", cfg.cluster is not None)):
+        if needed:
+            done = (steps.get(name) or {}).get("status") == "complete" if name == "score" else name in steps
+            lines.append(f"{name}: {'reuse the finished step in' if done else 'run into'} {out}")
+    tag = scorer_tag(cfg.score.model)
+    lines += [f"select: {out / SUBSETS / spec_name(sub, tag)}.*" for sub in subsets]
+    lines.append(f"report: {out / REPORT}")
+    return lines
 
 
 def scorer_tag(model: str | None) -> str:
@@ -55,20 +126,82 @@ def scorer_tag(model: str | None) -> str:
     return Path(name).name.replace(".gguf", "") or "scorer"
 
 
-def subset_name(percent: float, band: str, metric: str, epoch: int, scorer: str) -> str:
-    """``{percent}_{band}_{metric}{epoch}-{scorer}`` (the reference's naming, with the epoch spelled out)."""
-    p = f"{percent:g}"
-    return f"{p}_{band}_{metric}{epoch}-{scorer}"
+def spec_name(sub: SubsetSpec, scorer: str) -> str:
+    """A subset's file name (no suffix): the reference's name (with the literal band, so the paper's ``low``
+    subsets keep their names), then every setting that changes the rows and is not its default."""
+    literal = literal_band(sub.band, HARD_END[sub.metric]) if sub.strategy != "trajectory" else "low"
+    budget = f"n{sub.n}" if sub.n is not None else f"{sub.percent:g}" + ("exact" if sub.exact else "")
+    name = f"{budget}_{literal}_{sub.metric}{sub.epoch}-{scorer}"
+    if sub.strategy != "cluster":
+        name += f"-{sub.strategy}"
+    if sub.strategy in ("clust_rand", "random", "trajectory") and sub.seed != 42:
+        name += f"-seed{sub.seed}"
+    if sub.strategy == "trajectory" and sub.trajectory_k != 100:
+        name += f"-k{sub.trajectory_k}"
+    if sub.max_value is not None:
+        name += f"-max{sub.max_value:g}"
+    if sub.order != "reference":
+        name += f"-{sub.order}"
+    return name
+
+
+def grid(cfg: RunConfig) -> list[SubsetSpec]:
+    """Every subset the config asks for, as run will select it: without clusters, ``cluster`` ranks globally
+    and ``clust_rand`` draws at random overall (logged), never a ranking under a baseline's name. A subset the
+    score step cannot serve, and two entries that would write the same file, are refused before any work."""
+    subs: list[SubsetSpec] = []
+    for spec in cfg.select:
+        for sub in spec.subsets():
+            if cfg.cluster is None and sub.strategy in ("cluster", "clust_rand"):
+                instead = "global" if sub.strategy == "cluster" else "random"
+                log.warning("no clustering in %s: strategy %s becomes %s", cfg.out, sub.strategy, instead)
+                sub = sub.model_copy(update={"strategy": instead})
+            subs.append(sub)
+    for sub in subs:  # a grid the score step cannot serve fails now, not after hours of scoring
+        if sub.epoch > cfg.score.epochs or (sub.metric == "ifd" and not cfg.score.ifd):
+            raise InputError(cfg.out, f"select asks for {sub.metric} at epoch {sub.epoch}, but the score step "
+                                      f"records epochs 0..{cfg.score.epochs}"
+                                      + ("" if cfg.score.ifd else " without ifd"))
+        if sub.metric == "lp" and cfg.score.epochs == 1 and sub.strategy in ("cluster", "global"):
+            raise InputError(cfg.out, f"select asks for lp({sub.epoch}) of a score step of one epoch, where LP(1) "
+                                      "is 1 for every row and ranks nothing: use lp_app, or score.epochs >= 2")
+    names: dict[str, SubsetSpec] = {}
+    tag = scorer_tag(cfg.score.model)
+    for sub in subs:
+        name = spec_name(sub, tag)
+        if name in names:
+            raise InputError(cfg.out, f"two select entries give the same subset {name} "
+                                      f"({_spec_text(names[name])} and {_spec_text(sub)}): remove one")
+        names[name] = sub
+    return subs
+
+
+def _spec_text(sub: SubsetSpec) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sub.model_dump().items() if v is not None)
 
 
 def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> RunResult:
+    """score -> cluster -> every subset of the grid -> the report, in one locked run folder. A run that fails
+    before writing anything leaves no folder behind."""
     out = Path(cfg.out)
-    for spec in cfg.select:  # a grid the score step cannot serve fails now, not after hours of scoring
-        for sub in spec.subsets():
-            if sub.epoch > cfg.score.epochs or (sub.metric == "ifd" and not cfg.score.ifd):
-                raise InputError(cfg.out, f"select asks for {sub.metric} at epoch {sub.epoch}, but the score step "
-                                          f"records epochs 0..{cfg.score.epochs}"
-                                          + ("" if cfg.score.ifd else " without ifd"))
+    existed = out.exists()
+    try:
+        return _run(cfg, out, force=force, progress=progress)
+    except BaseException:
+        if not existed and out.is_dir() and all(_no_work(p) for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _no_work(path: Path) -> bool:
+    """A lock, the manifest of steps that claimed nothing yet, or an empty folder: nothing a re-run would reuse."""
+    if path.is_dir():
+        return not any(path.iterdir())
+    return path.name in (*LOCK_FILES, MANIFEST)
+
+
+def _run(cfg: RunConfig, out: Path, *, force: bool, progress: bool) -> RunResult:
+    subsets = grid(cfg)
     # one job: the folder stays locked from score to the report (the steps' own locks are re-entrant), so no
     # other job gets in between them; under torchrun only rank 0 holds it, as in score
     with RunFolder(out, writer=os.environ.get("RANK", "0") == "0"):
@@ -77,17 +210,11 @@ def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) 
         dataset = read_dataset(cfg.data)
         result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
         tag = scorer_tag(cfg.score.model)
-        for spec in cfg.select:
-            for sub in spec.subsets():
-                name = subset_name(sub.percent, sub.band, sub.metric, sub.epoch, tag)
-                if sub.strategy != "cluster":
-                    name += f"-{sub.strategy}"
-                target = out / SUBSETS / (name + subset_suffix(dataset))
-                if not clustered and sub.strategy not in ("global", "random", "trajectory"):
-                    sub = sub.model_copy(update={"strategy": "global"})
-                result.subsets.append(select_subset(
-                    dataset, scored.scores_path, target,
-                    clusters=clustered.clusters_path if clustered else None, **sub.model_dump()))
+        for sub in subsets:
+            target = out / SUBSETS / (spec_name(sub, tag) + subset_suffix(dataset))
+            result.subsets.append(select_subset(
+                dataset, scored.scores_path, target,
+                clusters=clustered.clusters_path if clustered else None, **sub.model_dump()))
         from lpselect.analysis.report import write_report
 
         result.report_path = write_report(out)

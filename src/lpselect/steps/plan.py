@@ -90,9 +90,12 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
     cfg = config or ScoreConfig()
     ccfg = cluster or ClusterConfig()
     if probe_seconds <= 0:
-        raise ValueError(f"probe_seconds must be > 0, got {probe_seconds}")
+        raise LPSelectError(f"--probe-seconds: probe_seconds must be > 0, got {probe_seconds}")
     if peak_tflops is not None:
-        gpu_seconds(1.0, peak_tflops, utilisation)  # validates both before any work
+        try:
+            gpu_seconds(1.0, peak_tflops, utilisation)  # validates both before any work
+        except ValueError as e:
+            raise LPSelectError(f"--peak-tflops / --mfu: {e}") from None
     device = pick_device(cfg.device)
     precision = choose_precision(cfg.precision, device).precision
     source = model_source(cfg.model, cfg.gguf_file)

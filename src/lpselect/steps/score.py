@@ -1,7 +1,14 @@
 """The score job: tokenise once, P0, then n x (train one epoch, checkpoint, Pi), then ``scores.parquet``.
 
 Every finished phase is on disk before the next starts (token table, one ``ppl_i.npy`` per pass, a
-checkpoint per trained epoch), so re-running the same command on the same folder resumes after a crash.
+checkpoint per trained epoch and every ``save_minutes`` / ``save_steps`` inside one), so re-running the same
+command on the same folder resumes after a crash, and says what it reused.
+
+``--epochs N`` on a finished run of the same settings with fewer epochs extends it when the LR schedule is the
+same (it spans max(epochs, schedule_epochs) epochs: a 1-epoch run trained exactly the first epoch of a 3-epoch
+schedule). Such a run keeps its last epoch-end checkpoint for that (while epochs < schedule_epochs), so only the
+new epochs are trained; without it (deleted, or a run of an older lpselect) training restarts from epoch 1 and
+P0 is kept.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_s
 from lpselect.engine.batching import pass_token_budget, token_budget_batches
 from lpselect.engine.checkpoint import (
     Position,
+    SaveCadence,
     checkpoint_array,
     clear_stale,
     read_checkpoint,
@@ -40,10 +48,12 @@ from lpselect.engine.passes import PassResult, finish, pass_sums
 from lpselect.engine.precision import announce, choose_precision, pick_device
 from lpselect.engine.train import EpochState, StepResult, merge_row_nll, steps_per_epoch, train_epoch
 from lpselect.engine.trainable import prepare_trainable
+from lpselect.errors import RunFolderError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.folder import BOOKKEEPING_SETTINGS, RunFolder, describe_input, setting_changes
 from lpselect.runs.io import atomic_path, save_npy
 from lpselect.runs.layout import CHECKPOINT, SCORE_WORK, SCORES
+from lpselect.runs.provenance import record_fingerprint
 
 log = logging.getLogger(__name__)
 WORK = SCORE_WORK
@@ -73,14 +83,23 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     source = model_source(cfg.model, cfg.gguf_file)  # before begin_step: a typo in --model must not claim the step
     tokenizer = load_tokenizer(source)
     t_tokenizer = time.perf_counter() - t0
+    extended_from: list[int] = []  # the epochs of the run this one extends, if it does
+
+    def extends(old: dict, new: dict) -> bool:
+        if not _extends(run.path, old, new):
+            return False
+        extended_from.append(int(old["epochs"]))
+        return True
+
     run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
-                   outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump())
+                   outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump(), extends=extends)
     run.record_time("score", "load_tokenizer", t_tokenizer)
     ckpt = work / CHECKPOINT
     if workers.is_main:
         clear_stale(work, ckpt)  # a checkpoint being written when the process was killed
     workers.barrier()
     torch.manual_seed(cfg.seed)
+    had_tokens = (work / "tokens" / "offsets.npy").exists()
     tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
     release_free_memory()  # the samples and the tokenizer's batches are gone: hand their pages back
 
@@ -96,9 +115,12 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     per_epoch = steps_per_epoch(len(tokens), cfg)
     pos, rng = read_checkpoint(ckpt)
     trained = 0 if pos is None else pos.epoch - (pos.done_in_epoch < per_epoch)  # epochs finished
-    if done < cfg.epochs and trained < done:
-        pos, rng, trained = None, None, 0  # no usable checkpoint: retrain from the start, earlier passes kept
+    retrain = done < cfg.epochs and trained < done
+    if retrain:
+        pos, rng, trained = None, None, 0  # no usable checkpoint: retrain from the start, P0 kept
         done = min(done, 0)
+    if workers.is_main:
+        _say_reused(run.path, extended_from, cfg.epochs, had_tokens, done, pos, per_epoch, retrain)
 
     if done < cfg.epochs:
         with run.timed("score", "load_model"):
@@ -112,6 +134,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         n_tokens = int(tokens.lengths.sum())
         save = save_npy if workers.is_main else _skip
         log = _event_log(work / "events.log", workers)
+        cadence = SaveCadence(cfg.save_steps, cfg.save_minutes, workers)
         for epoch in range(0, cfg.epochs + 1):
             if epoch > trained:
                 online = np.full(len(tokens), np.nan)
@@ -131,9 +154,10 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                                     Position(epoch=e, done_in_epoch=st.done, global_step=(e - 1) * per_epoch
                                              + st.done, loss_sum=st.loss_sum, token_sum=st.token_sum),
                                     workers, architecture, arrays=arrays)
+                    cadence.saved()
 
                 def on_step(r: StepResult, e: int = epoch, st: EpochState = state, rows: np.ndarray = online) -> None:
-                    if cfg.save_steps and st.done % cfg.save_steps == 0 and st.done < per_epoch:
+                    if st.done < per_epoch and cadence.due(st.done):
                         at_checkpoint(e, st, rows)  # before the log line: a logged step is on disk
                         log(f"step {e}:{r.slot} rank {workers.rank}")
                     crash_point(f"train:{e}:step:{r.slot}")
@@ -191,11 +215,57 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                             "prompt_shortened_rows": result.n_prompt_shortened,
                             **data_counts,
                             "tokens": int(tokens.lengths.sum()), "scored_tokens": int(tokens.n_scored.sum())})
-    if not cfg.keep_checkpoint and workers.is_main:
-        shutil.rmtree(work / CHECKPOINT, ignore_errors=True)
+    if workers.is_main:
+        _keep_or_drop_checkpoint(ckpt, cfg)
     workers.barrier()
     run.release()
     return result
+
+
+def _extends(folder: Path, old: dict, new: dict) -> bool:
+    """Whether settings ``new`` continue the finished run of ``old``: only ``epochs`` grew, and the LR schedule
+    (max(epochs, schedule_epochs) epochs) is the same, so the old epochs are exactly the new run's first ones.
+    Raises the refusal, with the reason, when only ``epochs`` grew but the schedule would not be the same."""
+    if setting_changes(old, new, ignore=BOOKKEEPING_SETTINGS | {"epochs"}) or new["epochs"] <= old["epochs"]:
+        return False
+    span_old, span_new = max(old["epochs"], old["schedule_epochs"]), max(new["epochs"], new["schedule_epochs"])
+    if span_old != span_new:
+        raise RunFolderError(
+            f"{folder}: step 'score' was run with other config (epochs: {old['epochs']} → {new['epochs']}); it "
+            f"cannot be extended: its LR schedule spans {span_old} epochs, this one {span_new}; use another "
+            "folder, or --force to discard its results (a run with --schedule-epochs N extends up to N epochs)")
+    return True
+
+
+def _say_reused(folder: Path, extended_from: list[int], epochs: int, had_tokens: bool, done: int,
+                pos: Position | None, per_epoch: int, retrain: bool) -> None:
+    """One line on what a resumed or extended run takes from the folder instead of computing it again."""
+    reused = ["tokens"] if had_tokens else []
+    if done >= 0:
+        reused.append(f"P0..P{done}" if done else "P0")
+    if pos is not None and done < epochs:  # a checkpoint is used only when there is training left
+        where = "end" if pos.done_in_epoch >= per_epoch else f"step {pos.done_in_epoch}/{per_epoch}"
+        reused.append(f"checkpoint at epoch {pos.epoch} {where}")
+    what = (f"extending {folder} from {extended_from[0]} to {epochs} epochs" if extended_from
+            else f"resuming {folder}")
+    if not reused and not extended_from:
+        return
+    note = "; no checkpoint of the trained epochs: training again from epoch 1" if retrain else ""
+    log.info("%s: reused %s%s", what, ", ".join(reused) or "nothing", note)
+
+
+def _keep_or_drop_checkpoint(ckpt: Path, cfg: ScoreConfig) -> None:
+    """Delete the last checkpoint, unless asked to keep it or it can extend the run (epochs < schedule_epochs:
+    ``--epochs N`` up to ``schedule_epochs`` then trains only the new epochs)."""
+    if not ckpt.exists():
+        return
+    if cfg.keep_checkpoint or cfg.epochs < cfg.schedule_epochs:
+        size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+        if not cfg.keep_checkpoint:
+            log.info("kept %s (%.1f GB) so that --epochs up to %d on this folder extends the run; delete it to "
+                     "free the space", ckpt, size / 1e9, cfg.schedule_epochs)
+        return
+    shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _chunked_pass(model, data: TokenizedData, folder: Path, tag: str, workers: Workers,
@@ -249,6 +319,7 @@ def _tokenized_data(data: str | Path, tokenizer, cfg: ScoreConfig, run: RunFolde
     from then on only the token tables are held, so memory does not grow with the dataset."""
     with run.timed("score", "read"):
         dataset = read_dataset(data)
+        record_fingerprint(run, "score", dataset)  # rows_sha256: select etc. check data against it
     tokens = _token_table(run, workers, run.path / WORK / "tokens", progress, lambda bar: tokenize_samples(
         dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),
         len(dataset))

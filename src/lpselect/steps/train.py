@@ -7,7 +7,8 @@ by default so the output is an ordinary Hugging Face model folder.
 
 The output folder holds, when done, the model and tokenizer (``save_pretrained``) and ``manifest.json``.
 While training it also holds ``checkpoint/`` (model or adapter, optimizer, scheduler, RNG, position), written
-every ``save_steps`` optimizer steps and at each epoch end by one atomic rename. Re-running the same command
+every ``save_steps`` optimizer steps (else every ``save_minutes`` of training) and at each epoch end by one
+atomic rename. Re-running the same command
 resumes from it: the row order of an epoch is a function of (seed, epoch), so the finished steps of the
 interrupted epoch are skipped, not redone, and the result equals an uninterrupted run's.
 """
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.tokenize import tokenize_samples
-from lpselect.engine.checkpoint import Position, read_checkpoint, restore_rng, save_checkpoint
+from lpselect.engine.checkpoint import Position, SaveCadence, read_checkpoint, restore_rng, save_checkpoint
 from lpselect.engine.distributed import Workers, init_workers
 from lpselect.engine.models import load_tokenizer, model_source
 from lpselect.engine.precision import announce, choose_precision, pick_device
@@ -47,9 +48,11 @@ from lpselect.faults import crash_point
 from lpselect.runs.folder import RunFolder, describe_input, same_content, same_settings
 from lpselect.runs.io import recover_dir
 from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST
+from lpselect.runs.provenance import verify_subset
 
 log = logging.getLogger(__name__)
 STEP = "train"
+FINAL_MARKERS = ("config.json", "adapter_config.json")  # a finished training folder holds one of them
 
 
 @dataclass
@@ -83,7 +86,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     workers.barrier()
     inputs = {"data": describe_input(data), "model": {"source": source}}
     old = _read_step(out)
-    finished = (out / "config.json").exists() or (out / "adapter_config.json").exists()
+    finished = any((out / name).exists() for name in FINAL_MARKERS)
     if (old and old.get("status") == "complete" and finished and same_content(old.get("inputs"), inputs)
             and same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump())):
         log.info("%s: training already complete", out)
@@ -92,6 +95,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     # read and tokenise before claiming the folder: a typo in --data or --model must not lock it
     t0 = time.perf_counter()
     dataset = read_dataset(data)
+    if note := verify_subset(dataset):  # a subset must hold the rows its <subset>.report.json describes
+        log.warning(note)
     tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for
     tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
                               truncation=cfg.truncation)
@@ -105,8 +110,9 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                  or not same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump()))):
         _clear(out)
     workers.barrier()
-    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[], force=force,
-                   defaults=TrainConfig().model_dump())
+    # the outputs: a record with none of them (a run that failed before its first checkpoint) claims nothing
+    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[CHECKPOINT, *FINAL_MARKERS],
+                   force=force, defaults=TrainConfig().model_dump())
     _add_time(run, "read_tokenize", t_read)
 
     choice = choose_precision(cfg.precision, device)
@@ -132,8 +138,9 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     _add_time(run, "load_model", time.perf_counter() - t0)
     resumed_from = pos.global_step if pos else 0
     pos = pos or Position()
-    if resumed_from:
-        log.info("%s: resuming at epoch %d, step %d", out, pos.epoch, pos.global_step)
+    if resumed_from and workers.is_main:
+        log.info("resuming %s: reused checkpoint at epoch %d step %d/%d (optimizer step %d of %d)", out, pos.epoch,
+                 pos.done_in_epoch, per_epoch, pos.global_step, total_steps)
     run.update_step(STEP, status="training", model_source=source, device=str(device), precision=precision,
                     micro_batch_budget=settings.max_tokens_per_micro_batch,
                     steps_total=total_steps, steps_per_epoch=per_epoch,
@@ -149,6 +156,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                disable=not progress, dynamic_ncols=True)
     t_train = time.perf_counter()
     my_tokens = 0  # this rank's share of the tokens trained on in this run (the manifest shows the balance)
+    cadence = SaveCadence(cfg.save_steps, cfg.save_minutes, workers)
     try:
         while pos.epoch <= cfg.epochs and pos.global_step < total_steps:
             epoch, first_step = pos.epoch, pos.global_step
@@ -168,9 +176,10 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
                 epoch_end = now.done_in_epoch == per_epoch or now.global_step >= total_steps
                 if epoch_end:
                     _finish_epoch(run, now)
-                if epoch_end or (r.stepped and cfg.save_steps and now.global_step % cfg.save_steps == 0):
+                if epoch_end or (r.stepped and cadence.due(now.global_step)):
                     save_checkpoint(ckpt, model, optimizer, scheduler, now, workers, architecture,
                                     extra={"lora": cfg.lora})
+                    cadence.saved()
                     workers.barrier()
                     _add_time(run, "train", time.perf_counter() - t_train)
                     t_train = time.perf_counter()
