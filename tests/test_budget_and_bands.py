@@ -182,6 +182,13 @@ def test_lp_of_a_one_epoch_run_is_refused_with_what_to_do(tmp_path: Path) -> Non
     with pytest.raises(LPSelectError, match=r"lp\(1\) is 1 for every row.*--metric lp_app"):
         select_subset(data, scores, tmp_path / "s.json", clusters=clusters, metric="lp", epoch=1)
     assert not (tmp_path / "s.json").exists()
+    # rows with P0 == P1 make LP(1) 0 there and 1 elsewhere: still no ranking (the rest would go by id)
+    p1 = p0 - 1
+    p1[[3, 7]] = p0[[3, 7]]
+    data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p1})
+    with pytest.raises(LPSelectError, match=r"lp\(1\) is 1 for every row"):
+        select_subset(data, scores, tmp_path / "s.json", clusters=clusters, metric="lp", epoch=1,
+                      strategy="global")
 
 
 def test_the_share_is_reported_and_a_far_one_is_warned(tmp_path: Path, caplog) -> None:
@@ -247,3 +254,14 @@ def test_grid_entries_that_differ_get_different_files_and_equal_ones_are_refused
         "n500_low_lp_app1-opt-350m", "10_high_ifd0-opt-350m", "10_low_lp_app1-opt-350m-trajectory-k50"]
     with pytest.raises(LPSelectError, match="two select entries give the same subset 10_low_lp_app1-opt-350m"):
         grid(_config([{"percents": [10]}, {"percents": [10], "seed": 7}]))  # the seed moves no ranking
+
+
+def test_an_exact_budget_of_no_row_is_refused_and_a_far_exact_share_says_why(tmp_path: Path) -> None:
+    p0 = np.linspace(5, 9, 30)
+    data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p0 - np.linspace(0, 1, 30)})
+    with pytest.raises(LPSelectError, match=r"round\(30 x 1 / 100\) = 0 rows"):  # 0.3 rounds to 0
+        select_subset(data, scores, tmp_path / "s.json", clusters=clusters, percent=1, exact=True)
+    assert not (tmp_path / "s.json").exists()
+    r = select_subset(data, scores, tmp_path / "t.json", clusters=clusters, percent=5, exact=True)
+    assert r.report["n_selected"] == 2  # round(1.5) = 2 (half to even): 6.7 %, more than a point from 5
+    assert "the exact budget is round(N x 5 / 100)" in r.report["share_note"]

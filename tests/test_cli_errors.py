@@ -94,3 +94,19 @@ def test_ctrl_c_says_how_to_resume_exit_130() -> None:
 def test_exits_pass_through() -> None:
     assert _run(typer.Exit(0)).exit_code == 0
     assert _run(typer.Exit(3)).exit_code == 3
+
+
+class OutOfMemoryError(RuntimeError):
+    """Stands for torch.cuda.OutOfMemoryError (matched by name: no CUDA build here)."""
+
+
+@pytest.mark.parametrize(("error", "words"), [
+    (MemoryError(), "out of memory"),
+    (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of GPU memory"),
+    (OSError(28, "No space left on device", "/runs/a/score/passes/ppl_1.npy"), "no space left on the disk writing"),
+])
+def test_running_out_of_a_resource_is_one_line_not_a_bug(error: BaseException, words: str) -> None:
+    r = _run(error)
+    assert r.exit_code == 1 and "Traceback" not in r.stderr and "bug" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0] and "resume" in lines[0]

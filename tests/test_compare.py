@@ -300,8 +300,8 @@ def test_compare_command_epoch_b_zero(tmp_path: Path):
 
 def _with_data_record(folder: Path, data: Path, step: str = "score") -> None:
     from lpselect.data.formats import read_dataset
+    from lpselect.data.provenance import data_fingerprint
     from lpselect.runs.folder import describe_input
-    from lpselect.runs.provenance import data_fingerprint
 
     record = {**describe_input(data), "rows_sha256": data_fingerprint(read_dataset(data))}
     manifest = folder / "manifest.json"

@@ -143,3 +143,18 @@ def test_answers_are_keyed_on_the_model_not_its_folder_name(tiny_model_dir: Path
     _negate_lm_head(x)  # trained again into the same folder: other weights
     with pytest.raises(LPSelectError, match=r"other settings \(weights"):
         generate_answers(x, qs, out, max_new_tokens=2, progress=False)
+
+
+def test_a_copied_model_folder_has_the_same_weights_fingerprint(tiny_model_dir, tmp_path):
+    """The fingerprint reads the weight files' bytes, not their dates: a copy (rsync, cp) is the same model."""
+    import os
+
+    from lpselect.evaluate.generate import _weights_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    for f in copy.iterdir():
+        os.utime(f, (1, 1))  # other modification times
+    assert _weights_fingerprint(copy) == _weights_fingerprint(tiny_model_dir) is not None
+    _negate_lm_head(copy)
+    assert _weights_fingerprint(copy) != _weights_fingerprint(tiny_model_dir)

@@ -602,3 +602,99 @@ def test_subset_named_for_another_format_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "nameitwith.jsonl" in _squash(result.output)
     assert not (tmp_path / "subset.json").exists()
+
+
+# ---- a field mapping (--fields): other column names (issue 22 item 1) -------------------------------------------
+
+QA = [{"question": "What is 2+2?", "answer": "4", "source": "a"},
+      {"question": "Name a colour.", "answer": "Blue.", "source": "b"},
+      {"question": "Say hi.", "answer": "hi", "source": "c"}]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv", ".parquet"])
+def test_fields_map_other_columns_and_the_subset_keeps_them(tmp_path: Path, suffix: str) -> None:
+    from lpselect.data.formats import parse_fields
+
+    path = tmp_path / f"qa{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(QA))
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in QA))
+    elif suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["question", "answer", "source"])
+            w.writeheader()
+            w.writerows(QA)
+    else:
+        pq.write_table(pa.Table.from_pylist(QA), path)
+    fields = parse_fields("instruction=question, output=answer")
+    assert fields == {"instruction": "question", "output": "answer"}
+    ds = read_dataset(path, fields=fields)
+    assert ds.schema == "alpaca" and ds.fields == fields
+    assert [(s.id, s.instruction, s.input, s.output) for s in ds.samples] == [
+        (0, "What is 2+2?", "", "4"), (1, "Name a colour.", "", "Blue."), (2, "Say hi.", "", "hi")]
+    assert ds.records == [dict(r) for r in QA]  # the rows as in the file
+    out = write_subset(ds, [2, 0], tmp_path / f"sub{suffix}")
+    back = read_dataset(out, fields=fields)
+    assert [r["question"] for r in back.records] == ["Say hi.", "What is 2+2?"]
+    assert set(back.records[0]) == {"question", "answer", "source"}
+
+
+def test_without_the_mapping_the_shape_is_one_line_naming_fields(tmp_path: Path) -> None:
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(QA))
+    with pytest.raises(InputError) as e:
+        read_dataset(path)
+    assert e.value.row == 0 and "--fields output=answer,instruction=question" in str(e.value)
+    assert "ShareGPT" in str(e.value) and "prompt/completion" in str(e.value)
+
+
+def test_a_mapping_to_a_missing_column_names_file_row_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(QA))
+    with pytest.raises(InputError) as e:
+        read_dataset(path, fields={"instruction": "question", "output": "reply"})
+    assert (e.value.path, e.value.row, e.value.field) == (str(path), 0, "reply")
+    assert "no column 'reply'" in str(e.value) and "\n" not in str(e.value)
+    rows = [*QA, {"question": "q"}]  # a later row without the column: that row is named
+    path.write_text(json.dumps(rows))
+    with pytest.raises(InputError) as e:
+        read_dataset(path, fields={"instruction": "question", "output": "answer"})
+    assert (e.value.row, e.value.field) == (3, "answer")
+
+
+def test_an_error_in_a_mapped_column_names_the_files_column(tmp_path: Path) -> None:
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps([{"question": "q", "answer": 3}]))
+    with pytest.raises(InputError) as e:
+        read_dataset(path, fields={"instruction": "question", "output": "answer"})
+    assert e.value.field == "answer" and "--fields output=answer" in str(e.value) and "found int" in str(e.value)
+
+
+def test_a_mapped_column_does_not_make_the_row_look_like_another_shape(tmp_path: Path) -> None:
+    """prompt/completion columns mapped to instruction/output: read as Alpaca, not as TRL's shape."""
+    path = tmp_path / "pc.json"
+    path.write_text(json.dumps([{"prompt": "p", "completion": "c", "extra": "x"}]))
+    ds = read_dataset(path, fields={"instruction": "prompt", "output": "completion", "input": "extra"})
+    assert ds.schema == "alpaca" and (ds.samples[0].instruction, ds.samples[0].input, ds.samples[0].output) == \
+        ("p", "x", "c")
+
+
+def test_sharegpt_and_chat_columns_can_be_mapped(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"dialog": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}) + "\n")
+    ds = read_dataset(path, fields={"conversations": "dialog"})
+    assert ds.schema == "sharegpt" and ds.samples[0].messages == (
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("output", "NAME=COLUMN"), ("answer=output", "answer is not a field name"),
+    ("output=a,output=b", "output is mapped twice"), ("output=", "NAME=COLUMN")])
+def test_a_bad_fields_option_is_one_clear_error(text: str, message: str) -> None:
+    from lpselect.data.formats import parse_fields
+    from lpselect.errors import LPSelectError
+
+    with pytest.raises(LPSelectError, match=message):
+        parse_fields(text)
+    assert parse_fields("") == {} and parse_fields(None) == {}

@@ -10,6 +10,7 @@ import torch
 
 from lpselect.config import ScoreConfig
 from lpselect.engine.precision import choose_precision, cpu_matrix_features, cpuinfo_features
+from lpselect.errors import LPSelectError
 from lpselect.steps.score import score
 
 CPU = torch.device("cpu")
@@ -93,7 +94,7 @@ def test_a_misspelt_forced_feature_is_refused(monkeypatch):
     monkeypatch.setenv("LPSELECT_CPU_FEATURES", "avx2,amx")
     cpu_matrix_features.cache_clear()
     try:
-        with pytest.raises(ValueError, match=r"unknown feature\(s\) \['amx'\]"):
+        with pytest.raises(LPSelectError, match=r"unknown feature\(s\) \['amx'\]"):
             cpu_matrix_features()
     finally:
         monkeypatch.undo()

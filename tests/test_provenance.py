@@ -1,4 +1,4 @@
-"""lpselect.runs.provenance: data is checked against the run that made a table (sha256, else row fingerprint),
+"""lpselect.data.provenance: data is checked against the run that made a table (sha256, else row fingerprint),
 a mismatch refused in one line naming both files, what cannot be checked said in a note."""
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import pytest
 from conftest import alpaca_rows, require_package_dir
 
 from lpselect.data.formats import read_dataset
-from lpselect.errors import RunFolderError
-from lpselect.runs.folder import RunFolder, describe_input
-from lpselect.runs.provenance import (
+from lpselect.data.provenance import (
     data_fingerprint,
     record_fingerprint,
     verify_data,
@@ -25,6 +23,8 @@ from lpselect.runs.provenance import (
     verify_subset,
     verify_tables,
 )
+from lpselect.errors import RunFolderError
+from lpselect.runs.folder import RunFolder, describe_input
 
 
 def fingerprint_by_hand(rows: list[dict], fields: tuple[str, str, str] = ("instruction", "input", "output")) -> str:
@@ -274,3 +274,15 @@ def test_train_refuses_a_subset_its_report_does_not_describe(tmp_path: Path, tin
         train_target(subset, tmp_path / "model", TrainConfig(model=str(tiny_model_dir), device="cpu"),
                      progress=False)
     assert not (tmp_path / "model" / "manifest.json").exists()  # refused before claiming anything
+
+
+def test_the_same_turns_scored_differently_are_other_data(tmp_path: Path) -> None:
+    """A chat row scores every assistant turn; the same conversation as a conversational prompt/completion scores
+    only the completion's: equal text, other scores, so other fingerprints."""
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "Add 2 and 3"}, {"role": "assistant", "content": "5"}]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"messages": turns}) + "\n")
+    pc = tmp_path / "pc.jsonl"
+    pc.write_text(json.dumps({"prompt": turns[:3], "completion": turns[3:]}) + "\n")
+    assert data_fingerprint(read_dataset(chat)) != data_fingerprint(read_dataset(pc))

@@ -666,8 +666,9 @@ def _chromedriver() -> tuple[str, str]:
 
 
 def test_browser_first_screen_tooltip_and_filters(tmp_path: Path):
-    """At 1400 x 900 the subsets, the map and both sample tables (with responses) are on the first screen;
-    hovering the topmost point shows its row; a band filter and a click on a point change what is shown."""
+    """In a 1400 x 900 window (a viewport of about 1400 x 760 in headless Chromium, stricter than 900 px) the
+    subsets, the map and both sample tables (with responses) are on the first screen; hovering the topmost point
+    shows its row; a band filter and a click on a point change what is shown."""
     binary, driver_path = _chromedriver()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

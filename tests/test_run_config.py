@@ -68,3 +68,12 @@ def test_a_run_that_fails_before_any_work_leaves_no_folder(tmp_path: Path, tiny_
     with pytest.raises(InputError, match="row 0, field 'output'"):
         run_pipeline(cfg, progress=False)
     assert not out.exists()
+
+
+def test_an_earlier_run_in_the_working_directory_is_not_silently_restarted(tmp_path: Path, monkeypatch) -> None:
+    conf = tmp_path / "configs"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "manifest.json").write_text("{}")  # where an older lpselect wrote `out: runs/x`
+    with pytest.raises(InputError, match=r"earlier run of it is at .*runs/x: give out as that absolute path"):
+        load_run_config(_config(conf, "data: /d.json\nout: runs/x\n"))

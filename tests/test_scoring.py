@@ -219,12 +219,13 @@ def test_score_job_manifest(baseline, data_file):
     assert counts["scored_tokens"] == int(read_scores(folder)["n_scored_tokens"].sum())
     assert set(m["train_loss"]) == {"1", "2"}
     assert m["precision"] == "fp32"
-    # 2 epochs of a 3-epoch schedule: the last checkpoint is kept, so that --epochs 3 can extend the run
-    assert json.loads((folder / "score" / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    # the last checkpoint is deleted unless --keep-checkpoint (it holds weights and optimizer state)
+    assert not (folder / "score" / "checkpoint").exists()
 
 
-def test_the_checkpoint_is_removed_when_the_run_cannot_be_extended(data_file, tiny_model_dir, tmp_path):
-    """epochs = schedule_epochs: a longer run would need another LR schedule, so the checkpoint has no use."""
+def test_the_checkpoint_is_kept_only_when_asked(data_file, tiny_model_dir, tmp_path):
+    """The last checkpoint is removed by default, also where a longer run could use it: a multi-GB surprise
+    otherwise; --keep-checkpoint keeps it."""
     score(data_file, tmp_path / "run", tiny_config(tiny_model_dir, epochs=1, schedule_epochs=1), progress=False)
     assert (tmp_path / "run" / "scores.parquet").exists()
     assert not (tmp_path / "run" / "score" / "checkpoint").exists()
@@ -556,7 +557,7 @@ def test_more_epochs_extend_a_run_to_exactly_the_longer_runs_scores(baseline, da
     uninterrupted 2-epoch run's, bit for bit (fp32)."""
     _, cfg, expected = baseline
     folder = tmp_path / "run"
-    score(data_file, folder, cfg.model_copy(update={"epochs": 1}), progress=False)
+    score(data_file, folder, cfg.model_copy(update={"epochs": 1, "keep_checkpoint": True}), progress=False)
     assert _checkpoint_epoch(folder) == 1
     kept = _pass_mtimes(folder)
     assert set(kept) == {"ppl_0.npy", "prob_0.npy", "ppl_1.npy", "prob_1.npy", "ppl_online_1.npy"}
@@ -591,7 +592,7 @@ def test_an_extension_without_the_checkpoint_retrains_from_the_start(baseline, d
     _, cfg, expected = baseline
     folder = tmp_path / "run"
     score(data_file, folder, cfg.model_copy(update={"epochs": 1}), progress=False)
-    shutil.rmtree(folder / "score" / "checkpoint")
+    assert not (folder / "score" / "checkpoint").exists()  # deleted by default
     p0 = (folder / "score" / "passes" / "ppl_0.npy").stat().st_mtime_ns
     real = job.train_epoch
     calls: list[int] = []

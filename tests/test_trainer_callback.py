@@ -262,6 +262,16 @@ def test_row_text_check(tiny_model_dir: Path, tmp_path: Path) -> None:
         check_rows_match(tokenized_from_dataset(swapped), data_file, tokenizer)
     check_rows_match(tokenized_from_dataset(swapped), data_file, tokenizer, text=False)  # count only
 
+    long = [dict(r) for r in rows]
+    long[0]["instruction"] = "Describe the quick brown fox in detail " + "and the lazy dog " * 30
+    long_file = tmp_path / "long.json"
+    long_file.write_text(json.dumps(long))
+    capped = [{k: v[:80] for k, v in r.items()} for r in _encode(tokenizer, long)]  # max_length cuts the prompt
+    assert capped[0]["labels"].count(-100) == 80  # row 0 holds no response token
+    check_rows_match(tokenized_from_dataset(capped), long_file, tokenizer)
+    with pytest.raises(InputError, match="row 0"):  # another row's long prompt at position 0 is still refused
+        check_rows_match(tokenized_from_dataset([capped[1], capped[0], capped[2]]), long_file, tokenizer)
+
     chat = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Sum {i}?"},
                           {"role": "assistant", "content": f"It is {i}."}, {"role": "user", "content": "Sure?"},
                           {"role": "assistant", "content": "Yes."}]} for i in (11, 12)]

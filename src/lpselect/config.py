@@ -101,7 +101,8 @@ class TrainConfig(FineTuneSettings):
                                                 "the LR schedule then spans max_steps, as in HF Trainer")
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
     save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved "
-                                                                                         "weights")
+                                                                                         "weights: float32, "
+                                                                                         "bfloat16, float16")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N optimizer steps, and at each epoch end "
                                                  "(0 = every --save-minutes); a re-run resumes from the last one")
 
@@ -194,8 +195,9 @@ class _SubsetRule(_Strict):
 class SubsetSpec(_SubsetRule):
     """One subset: ``lpselect select``."""
 
-    metric: Metric = Field("lp_app", description="lp, lp_app (SPEC §6) or a rival signal (docs/metrics.md); "
-                                                 "rows are ranked ascending")
+    metric: Metric = Field("lp_app", description="lp, lp_app (SPEC §6) or a rival signal: ppl, ifd, confidence, "
+                                                 "variability, lp_online (docs/metrics.md); rows are ranked "
+                                                 "ascending")
     epoch: int = Field(1, ge=0, description="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
     percent: float = Field(10, gt=0, le=100, description="Percentage p: each cluster is cut into round(100/p) "
                                                          "parts, the paper's rule (the share taken is printed); "
@@ -231,6 +233,18 @@ class RunConfig(_Strict):
 
     data: str
     out: str
+    fields: dict[str, str] | None = Field(None, description="The data's own column names, e.g. {output: answer} "
+                                                            "(as --fields)")
     score: ScoreConfig = ScoreConfig()
     cluster: ClusterConfig | None = ClusterConfig()
     select: list[SelectSpec] = [SelectSpec()]
+
+    @field_validator("fields")
+    @classmethod
+    def _canonical_fields(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        from lpselect.data.formats import CANONICAL_FIELDS
+
+        unknown = [n for n in v or {} if n not in CANONICAL_FIELDS]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} is not a field name; the names are {', '.join(CANONICAL_FIELDS)}")
+        return v or None

@@ -1,16 +1,26 @@
-"""Every input shape of SPEC §2 beyond Alpaca/Dolly/chat walks score -> cluster -> select, and the subset is
-written back in the input's own shape; a shape that cannot be told is refused in one line."""
+"""Every input shape and file type of SPEC §2 walks score -> cluster -> select (chat: test_journey_chat.py), and
+the subset is written back in the input's own shape and file type; a shape that cannot be told is refused in one
+line."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _journey import run_cli, tiny_score_args, write_json, write_jsonl
+from conftest import alpaca_rows
+
+
+def dolly_rows(n: int) -> list[dict]:
+    return [{"instruction": f"Who wrote book {i}?", "context": "" if i % 2 else f"Book {i} is old.",
+             "response": f"Author {i}." + " Really." * (i % 3), "category": "open_qa" if i % 2 else "closed_qa"}
+            for i in range(n)]
 
 
 def sharegpt_rows(n: int) -> list[dict]:
@@ -42,13 +52,34 @@ def conversational_prompt_completion_rows(n: int) -> list[dict]:
 
 
 FORMATS = {
+    "alpaca.jsonl": alpaca_rows,
+    "alpaca.parquet": alpaca_rows,
+    "dolly.csv": dolly_rows,
     "sharegpt.json": sharegpt_rows,
     "prompt_completion.jsonl": prompt_completion_rows,
     "prompt_completion_messages.jsonl": conversational_prompt_completion_rows,
 }
 
 
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return path
+    return (write_json if path.suffix == ".json" else write_jsonl)(path, rows)
+
+
 def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
     text = path.read_text()
     return json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines()]
 
@@ -56,7 +87,7 @@ def read_rows(path: Path) -> list[dict]:
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_format_walks_score_cluster_select(name: str, tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = FORMATS[name](8)
-    data = (write_json if name.endswith(".json") else write_jsonl)(tmp_path / name, rows)
+    data = write_rows(tmp_path / name, rows)
     run = tmp_path / "run"
     scored = run_cli("score", "--data", data, "--out", run, *tiny_score_args(tiny_model_dir, epochs=1))
     assert scored.code == 0, scored.err

@@ -17,8 +17,8 @@ from _journey import run_cli, tiny_score_args, write_json, write_jsonl
 from conftest import alpaca_rows
 
 from lpselect.data.formats import read_dataset
+from lpselect.data.provenance import verify_data
 from lpselect.errors import RunFolderError
-from lpselect.runs.provenance import verify_data
 
 ROWS = alpaca_rows(12)
 

@@ -20,7 +20,7 @@ def test_a_fixed_file_reruns_and_more_epochs_extend(tiny_model_dir: Path, tmp_pa
 
     rows[3]["output"] = "Fixed."
     write_json(data, rows)
-    fixed = run_cli(*args, *tiny_score_args(tiny_model_dir, epochs=1))  # no --force needed
+    fixed = run_cli(*args, *tiny_score_args(tiny_model_dir, epochs=1), "--keep-checkpoint")  # no --force needed
     assert fixed.code == 0, fixed.err
     assert (out / "scores.parquet").exists()
 

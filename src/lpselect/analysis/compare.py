@@ -17,10 +17,10 @@ import numpy as np
 from scipy import stats
 
 from lpselect.analysis import runio
-from lpselect.core.metrics import recorded_epochs
-from lpselect.core.selection import select
-from lpselect.errors import InputError
-from lpselect.runs.provenance import verify_tables
+from lpselect.core.metrics import HARD_END, recorded_epochs
+from lpselect.core.selection import BANDS, MEANING_BANDS, literal_band, select
+from lpselect.data.provenance import verify_tables
+from lpselect.errors import InputError, LPSelectError
 
 CORRELATION_METHODS = ("spearman", "kendall")
 
@@ -113,20 +113,23 @@ def set_overlap(a_ids: np.ndarray, b_ids: np.ndarray) -> Overlap:
 
 
 def selection_overlap(metric_a: np.ndarray, metric_b: np.ndarray, percent: float,
-                      clusters: np.ndarray | None = None, band: str = "low") -> SelectionOverlap:
-    """Select the band of each metric with :func:`lpselect.core.selection.select` and compare the id sets."""
+                      clusters: np.ndarray | None = None, band: str = "low",
+                      band_b: str | None = None) -> SelectionOverlap:
+    """Select the (literal) band of each metric with :func:`lpselect.core.selection.select` and compare the id
+    sets; ``band_b`` is the second side's band when it differs (a metric of the other direction)."""
     metric_a = np.asarray(metric_a, dtype=np.float64)
     metric_b = np.asarray(metric_b, dtype=np.float64)
     if metric_a.shape != metric_b.shape:
         raise ValueError(f"metrics have {len(metric_a)} and {len(metric_b)} rows")
+    band_b = band if band_b is None else band_b
     g_a = select(metric_a, None, percent, band, strategy="global").ids
-    g_b = select(metric_b, None, percent, band, strategy="global").ids
+    g_b = select(metric_b, None, percent, band_b, strategy="global").ids
     result = SelectionOverlap(percent=percent, band=band, global_=set_overlap(g_a, g_b))
     if clusters is None:
         return result
     clusters = np.asarray(clusters)
     c_a = select(metric_a, clusters, percent, band, strategy="cluster").ids
-    c_b = select(metric_b, clusters, percent, band, strategy="cluster").ids
+    c_b = select(metric_b, clusters, percent, band_b, strategy="cluster").ids
     result.clustered = set_overlap(c_a, c_b)
     result.per_cluster = per_cluster_overlap(c_a, c_b, clusters)
     return result
@@ -213,12 +216,28 @@ def default_metric(*tables: runio.ScoresTable) -> str:
     return "lp" if all(recorded_epochs(t.table) >= 2 for t in tables) else "lp_app"
 
 
+def check_percent(percent: float) -> None:
+    """A selection size the user gave: (0, 100], else one line."""
+    if not 0 < percent <= 100:
+        raise LPSelectError(f"--percent must be in (0, 100], got {percent:g}")
+
+
+def side_band(band: str, metric: str) -> str:
+    """The literal band a (possibly meaning) band is for this metric; an unknown band is one line."""
+    if band not in BANDS + MEANING_BANDS:
+        raise LPSelectError(f"--band must be one of {', '.join(MEANING_BANDS + BANDS)}, got {band!r}")
+    if metric not in HARD_END:
+        return band if band in BANDS else "low"  # an unknown metric is refused when it is read
+    return literal_band(band, HARD_END[metric])
+
+
 def compare_runs(a: str | Path, b: str | Path, metric: str | None = None, epoch: int = 1, percent: float = 10, *,
                  metric_b: str | None = None, epoch_b: int | None = None,
-                 clusters: str | Path | None = None, band: str = "low") -> Comparison:
+                 clusters: str | Path | None = None, band: str = "hardest") -> Comparison:
     """Compare two runs (folders or scores.parquet files) on one metric (default: :func:`default_metric`);
     ``metric_b``/``epoch_b`` let the two sides differ (e.g. LP(1) vs LP_app(1) of the same run). ``clusters``
-    adds the per-cluster overlap."""
+    adds the per-cluster overlap. ``band`` hardest / easiest / middle follows each side's metric direction."""
+    check_percent(percent)
     sa, sb = runio.read_scores(a), runio.read_scores(b)
     metric = metric or default_metric(sa, sb)
     if sa.n_rows != sb.n_rows:
@@ -231,7 +250,9 @@ def compare_runs(a: str | Path, b: str | Path, metric: str | None = None, epoch:
     vb = runio.metric_values(sb, metric_b, epoch_b)
     labels = runio.read_clusters(clusters, sa.n_rows) if clusters is not None else None
     return Comparison(runio.run_label(a), runio.run_label(b), metric, epoch, metric_b, epoch_b, sa.n_rows,
-                      rank_correlation(va, vb), selection_overlap(va, vb, percent, labels, band), notes)
+                      rank_correlation(va, vb),
+                      selection_overlap(va, vb, percent, labels, side_band(band, metric),
+                                        side_band(band, metric_b)), notes)
 
 
 def compare_many(runs: Sequence[str | Path], metric: str | None = None, epoch: int = 1,

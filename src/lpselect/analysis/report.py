@@ -24,10 +24,10 @@ from lpselect.analysis import html as h
 from lpselect.analysis.compare import rank_correlation
 from lpselect.core.metrics import learning_percentage, learning_percentage_approx
 from lpselect.data.formats import Dataset, Sample
+from lpselect.data.provenance import verify_data, verify_tables
 from lpselect.errors import LPSelectError
 from lpselect.runs.io import atomic_path
 from lpselect.runs.layout import CLUSTERS, REPORT
-from lpselect.runs.provenance import verify_data, verify_tables
 
 SECTIONS = (
     ("subsets", "Subsets"),
@@ -87,7 +87,8 @@ def load_run(run_dir: str | Path, subsets: Sequence[str | Path] = ()) -> RunData
             run.notes["clusters"] = f"clusters.parquet not used: {e}"
     else:
         run.notes["clusters"] = "no clusters.parquet in this run"
-    run.dataset, why = runio.try_read_dataset(runio.data_path_of(run.manifest), scores.n_rows)
+    run.dataset, why = runio.try_read_dataset(runio.data_path_of(run.manifest), scores.n_rows,
+                                              runio.fields_of(run.manifest))
     if why:
         run.notes["data"] = why
     # scores, clusters and the data shown beside them must be of the same rows: refused otherwise

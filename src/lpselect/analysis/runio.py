@@ -169,14 +169,26 @@ def _report_paths(path: Path) -> list[Path]:
     raise InputError(path, f"no {beside.name} beside this subset (lpselect select writes it)")
 
 
-def try_read_dataset(path: Path | None, n_rows: int) -> tuple[Dataset | None, str]:
-    """The run's data when it is still readable and has the run's row count; else None and why not."""
+def fields_of(manifest: dict[str, Any]) -> dict[str, str] | None:
+    """The field mapping (--fields) the run read its data with (score's record, else cluster's), if any."""
+    steps = manifest.get("steps") or {}
+    for step in ("score", "cluster"):
+        data = ((steps.get(step) or {}).get("inputs") or {}).get("data") or {}
+        if isinstance(data, dict) and isinstance(data.get("fields"), dict):
+            return data["fields"]
+    return None
+
+
+def try_read_dataset(path: Path | None, n_rows: int,
+                     fields: dict[str, str] | None = None) -> tuple[Dataset | None, str]:
+    """The run's data (read with the run's field mapping) when it is still readable and has the run's row count;
+    else None and why not."""
     if path is None:
         return None, "the manifest names no data file (e.g. an imported reference run)"
     if not path.exists():
         return None, f"the data file {path} is not readable here"
     try:
-        dataset = read_dataset(path)
+        dataset = read_dataset(path, fields)
     except (LPSelectError, OSError, ValueError) as e:
         return None, f"cannot read {path}: {e}"
     if len(dataset) != n_rows:
@@ -212,7 +224,7 @@ def subset_rows(report: dict[str, Any], scores: ScoresTable, clusters: np.ndarra
     selected again only when it was made from this run's own scores and clusters: with other tables the same
     rule picks other rows."""
     from lpselect.analysis.summary import recompute_selection
-    from lpselect.runs.provenance import same_rows
+    from lpselect.data.provenance import same_rows
 
     n_rows = scores.n_rows
     run_data = score_data_record(manifest)

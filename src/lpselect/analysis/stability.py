@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from lpselect.analysis import runio
-from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, set_overlap
+from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, check_percent, set_overlap, side_band
 from lpselect.core.consensus import consensus_metric
 from lpselect.core.selection import select
+from lpselect.data.provenance import verify_tables
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.layout import CLUSTERS
-from lpselect.runs.provenance import verify_tables
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Stability:
 
 
 def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: int = 1, percent: float = 10,
-                   band: str = "low", clusters: str | Path | None = None) -> Stability:
+                   band: str = "hardest", clusters: str | Path | None = None) -> Stability:
     """Read the runs (folders or scores.parquet files of one data) and compute :func:`stability_overlaps`.
 
     Clusters: ``clusters`` for every run; else each run's own clusters.parquet (all runs must have one, or
@@ -107,6 +107,8 @@ def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: in
     uses the first run's assignment. Without any, every selection is the global ranking."""
     if len(runs) < 2:
         raise InputError(", ".join(map(str, runs)) or "runs", "give at least two runs")
+    check_percent(percent)
+    literal = side_band(band, metric)
     tables = [runio.read_scores(r) for r in runs]
     n_rows = tables[0].n_rows
     for t in tables[1:]:
@@ -135,7 +137,7 @@ def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: in
         clusters=[str(p) if p is not None else None for p in cluster_paths],
         consensus_clusters=str(cluster_paths[0]) if cluster_paths[0] is not None else None,
         metric=metric, epoch=epoch, percent=percent, band=band, n_rows=n_rows,
-        overlaps=stability_overlaps(values, labels, percent, band, consensus_labels=labels[0]), notes=notes)
+        overlaps=stability_overlaps(values, labels, percent, literal, consensus_labels=labels[0]), notes=notes)
 
 
 def mean_overlap(overlaps: Sequence[Overlap]) -> dict[str, float]:

@@ -8,20 +8,32 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lpselect.cli.app import friendly
+from lpselect.cli.options import results_console
+from lpselect.config import Band
 from lpselect.errors import LPSelectError
 
-out = Console()
+out = results_console()
+# each command's help ends with these (typer's epilog)
+EXAMPLES_COMPARE = """Examples:
+  lpselect compare runs/smollm runs/qwen
+  lpselect compare runs/dolly runs/dolly --metric lp --metric-b lp_app
+  lpselect compare runs/s42 runs/s43 runs/s44 --all --method kendall"""
+EXAMPLES_STABILITY = """Examples:
+  lpselect stability runs/s42 runs/s43 runs/s44
+  lpselect stability runs/s42 runs/s43 --percent 5 --json stability.json"""
+EXAMPLES_REPORT = """Examples:
+  lpselect report runs/dolly
+  lpselect report runs/dolly --subsets picked/ --out dolly.html"""
 
 
 def register(app: typer.Typer) -> None:
     """Add the analysis commands to ``app`` (the ``lpselect`` command)."""
-    app.command("compare")(friendly(compare_cmd))
-    app.command("stability")(friendly(stability_cmd))
-    app.command("report")(friendly(report_cmd))
+    app.command("compare", epilog=EXAMPLES_COMPARE)(friendly(compare_cmd))
+    app.command("stability", epilog=EXAMPLES_STABILITY)(friendly(stability_cmd))
+    app.command("report", epilog=EXAMPLES_REPORT)(friendly(report_cmd))
 
 
 def compare_cmd(
@@ -35,7 +47,9 @@ def compare_cmd(
                                                                     "differs (e.g. lp vs lp_app).")] = None,
     epoch_b: Annotated[int | None, typer.Option("--epoch-b", help="Epoch of the second side.")] = None,
     percent: Annotated[float, typer.Option(help="Size of the compared selections, in %.")] = 10,
-    band: Annotated[str, typer.Option(help="Band of the compared selections: low, mid, high.")] = "low",
+    band: Annotated[Band, typer.Option(metavar="<band>", help="Band of the compared selections: hardest, "
+                                       "easiest, middle (each side's metric direction), or low, mid, high.")
+                    ] = "hardest",
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder): "
                                                                      "adds the per-cluster overlap.")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Print the correlation matrix of all the runs "
@@ -98,7 +112,8 @@ def stability_cmd(
     metric: Annotated[str, typer.Option(help="Metric of every run (lp, lp_app, ...).")] = "lp_app",
     epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
     percent: Annotated[float, typer.Option(help="Size of the selections, in %.")] = 10,
-    band: Annotated[str, typer.Option(help="Band of the selections: low, mid, high.")] = "low",
+    band: Annotated[Band, typer.Option(metavar="<band>", help="Band of the selections: hardest, easiest, "
+                                       "middle (the metric's direction), or low, mid, high.")] = "hardest",
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder) for "
                                                                      "every run; default: each run's own "
                                                                      "clusters.parquet, else global "
@@ -144,14 +159,7 @@ def report_cmd(
                                           ".report.json, or a folder of them); repeat for more.")] = None,
 ) -> None:
     """Write one self-contained HTML page: subsets, data map and hardest/easiest samples first, then
-    distributions, agreement and the run's configuration.
-
-    Examples:
-
-      lpselect report runs/dolly
-
-      lpselect report runs/dolly --subsets picked/ --out dolly.html
-    """
+    distributions, agreement and the run's configuration."""
     from lpselect.analysis.report import write_report
 
     out.print(f"report: {write_report(run_dir, out_path, subsets or ())}", markup=False, highlight=False,

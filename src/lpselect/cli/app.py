@@ -6,6 +6,7 @@ module and :mod:`lpselect.cli.options`, never each other or the package, so the 
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -65,6 +66,17 @@ def _message(e: Exception) -> str:
     return str(e)
 
 
+def _out_of_resource(e: BaseException) -> str | None:
+    """What ran out (memory, GPU memory, disk), with what to do; None for any other error."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        where = "GPU memory" if type(e).__name__ == "OutOfMemoryError" else "memory"
+        return (f"out of {where} ({' '.join(str(e).split())[:200]}): lower --batch-size or "
+                "--max-tokens-per-micro-batch / --max-tokens-per-batch, or use --gradient-checkpointing")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"no space left on the disk{f' writing {e.filename}' if e.filename else ''}: free some space"
+    return None
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A mistake the user can fix (an :class:`LPSelectError`, settings pydantic refuses, a missing file) is one
     red line, exit 2; Ctrl-C one line on how to resume, exit 130; anything else is a bug: its traceback and a
@@ -85,7 +97,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             typer.echo("\n" + typer.style("interrupted: ", fg="yellow", bold=True) + INTERRUPTED, err=True)
             raise typer.Exit(130) from None
-        except Exception:
+        except Exception as e:
+            if (resource := _out_of_resource(e)) is not None:  # the machine's limit, not a bug: one line
+                raise _one_line(f"{resource}; {INTERRUPTED}", 1) from None
             traceback.print_exc()
             raise _one_line(BUG_REPORT, 1) from None
 
@@ -102,11 +116,19 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
     logging.getLogger("lpselect").setLevel(logging.DEBUG if debug else logging.INFO)  # e.g. the precision chosen
 
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Instruction data: .json/.jsonl/.parquet/.csv or a "
-                                                         "dataset folder.")]
-OutRun = Annotated[Path, typer.Option("--out", help="Run folder (created; re-running resumes).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Discard earlier results in the run folder made "
-                                                         "from other inputs or settings.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+DataOpt = Annotated[Path, typer.Option("--data", rich_help_panel="Data", help="Instruction data: "
+                                       ".json/.jsonl/.parquet/.csv or a dataset folder.")]
+FieldsOpt = Annotated[str | None, typer.Option("--fields", rich_help_panel="Data", metavar="NAME=COLUMN,...",
+                                               help="The data's own column names, e.g. "
+                                               "output=answer,instruction=question (names: instruction, "
+                                               "input, output, context, response, messages, conversations, prompt, "
+                                               "completion, category); recorded in the run, so later commands "
+                                               "read the file alike.")]
+OutRun = Annotated[Path, typer.Option("--out", rich_help_panel="Output", help="Run folder (created; re-running "
+                                                                               "resumes).")]
+ForceOpt = Annotated[bool, typer.Option("--force", rich_help_panel="Output", help="Discard earlier results in the "
+                                                                                   "run folder made from other "
+                                                                                   "inputs or settings.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", rich_help_panel="Output", help="No progress bars.")]
 
 

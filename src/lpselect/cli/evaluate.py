@@ -20,6 +20,20 @@ class ReviewFormat(str, Enum):
 
 #: the generation settings ``eval`` takes (greedy answers: no temperature or seed)
 EVAL_GENERATION = ("testsets", "testset_dir", "limit", "max_new_tokens", "batch_size", "precision", "device")
+# each command's help ends with these (typer's epilog; a line ending in a backslash goes on)
+EXAMPLES_JUDGE = """Examples:
+  lpselect judge --a answers/hard10.jsonl --b answers/all.jsonl \\
+      --judge-model gpt-4o --out reviews.jsonl
+  lpselect judge --a answers/hard10.jsonl --b answers/all.jsonl \\
+      --backend local --judge-model models/judge --out reviews.jsonl"""
+EXAMPLES_EVAL = """Examples:
+  lpselect eval --a models/hard10 --b models/all --judge-model gpt-4o \\
+      --out eval/hard10
+  lpselect eval --a models/hard10 --b models/all --out eval/local \\
+      --backend local --judge-model models/judge --device cuda"""
+EXAMPLES_WINRATE = """Examples:
+  lpselect winrate eval/hard10/reviews.jsonl
+  lpselect winrate cherry/*_reviews_*.json --format cherry --plot wr.png"""
 
 
 def _make_backend(judge_model: str, cfg: JudgeConfig, console):
@@ -42,20 +56,22 @@ def register(app: typer.Typer) -> None:
     from lpselect.cli.app import console, friendly, out
     from lpselect.evaluate.reviews import model_labels
 
-    @app.command("judge")
+    @app.command("judge", epilog=EXAMPLES_JUDGE)
     @friendly
     @config_options(JudgeConfig)
     def judge_cmd(
-        a: Annotated[Path, typer.Option("--a", help="Answers of model A (JSONL: testset, id, question, "
-                                                    "answer, model).")],
-        b: Annotated[Path, typer.Option("--b", help="Answers of model B, same questions.")],
-        judge_model: Annotated[str, typer.Option("--judge-model", help="Model name at the endpoint, or "
-                                                                       "a model path (--backend local).")],
-        out_path: Annotated[Path, typer.Option("--out", help="Reviews file (JSONL) to write.")],
+        a: Annotated[Path, typer.Option("--a", rich_help_panel="Data", help="Answers of model A (JSONL: testset, "
+                                                                            "id, question, answer, model).")],
+        b: Annotated[Path, typer.Option("--b", rich_help_panel="Data", help="Answers of model B, same "
+                                                                            "questions.")],
+        judge_model: Annotated[str, typer.Option("--judge-model", rich_help_panel="Judge", help="Model name at the "
+                                                 "endpoint, or a model path (--backend local).")],
+        out_path: Annotated[Path, typer.Option("--out", rich_help_panel="Output", help="Reviews file (JSONL) to "
+                                                                                       "write.")],
         config: JudgeConfig,
-        cache_dir: Annotated[Path | None, typer.Option("--cache", help="Reply cache folder (default: <out "
-                                                                       "stem>.cache next to --out).")] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+        cache_dir: Annotated[Path | None, typer.Option("--cache", rich_help_panel="Output", help="Reply cache "
+                                                       "folder (default: <out stem>.cache next to --out).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", rich_help_panel="Output", help="No progress bar.")] = False,
     ) -> None:
         """Ask a judge to grade A's and B's answers to every question, in both orders; write the reviews."""
         from lpselect.core.tally import tally
@@ -72,20 +88,22 @@ def register(app: typer.Typer) -> None:
         label_a, label_b = model_labels(r.reviews, None, None)
         out.print(report_table(tally(tally_rows(r.reviews)), label_a, label_b))
 
-    @app.command("eval")
+    @app.command("eval", epilog=EXAMPLES_EVAL)
     @friendly
     @config_options(JudgeConfig, skip=("device",), into="judging")
     @config_options(GenerateConfig, only=EVAL_GENERATION, into="generation")
     def eval_cmd(
-        model_a: Annotated[str, typer.Option("--a", help="Model A folder (e.g. trained on the subset).")],
-        model_b: Annotated[str, typer.Option("--b", help="Model B folder (e.g. trained on all data).")],
-        judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name at the endpoint, or "
-                                                                       "a model path (--backend local).")],
-        out_dir: Annotated[Path, typer.Option("--out", help="Folder for answers, reviews and the tally "
-                                                            "(re-running resumes every step).")],
+        model_a: Annotated[str, typer.Option("--a", rich_help_panel="Model", help="Model A folder (e.g. trained on "
+                                                                                  "the subset).")],
+        model_b: Annotated[str, typer.Option("--b", rich_help_panel="Model", help="Model B folder (e.g. trained on "
+                                                                                  "all data).")],
+        judge_model: Annotated[str, typer.Option("--judge-model", rich_help_panel="Judge", help="Judge model name "
+                                                 "at the endpoint, or a model path (--backend local).")],
+        out_dir: Annotated[Path, typer.Option("--out", rich_help_panel="Output", help="Folder for answers, reviews "
+                                              "and the tally (re-running resumes every step).")],
         generation: GenerateConfig,
         judging: JudgeConfig,
-        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", rich_help_panel="Output", help="No progress bars.")] = False,
     ) -> None:
         """Generate both models' answers, judge them pairwise in both orders, and print the win rate
         (a local judge runs on --device too)."""
@@ -100,17 +118,21 @@ def register(app: typer.Typer) -> None:
                   f"unparsed, {r.judged.n_failed} failed: rerun to ask them again)\n"
                   f"tally:   {r.winrate_json}, {r.winrate_png}")
 
-    @app.command("winrate")
+    @app.command("winrate", epilog=EXAMPLES_WINRATE)
     @friendly
     def winrate_cmd(
         reviews: Annotated[list[Path], typer.Argument(help="Review files (one per test set, or any mix).")],
-        fmt: Annotated[ReviewFormat, typer.Option("--format", help="own: `lpselect judge` JSONL; cherry: the "
-                                                                   "Cherry-LLM study's *_reviews_*.json.")]
+        fmt: Annotated[ReviewFormat, typer.Option("--format", rich_help_panel="Data", help="own: `lpselect judge` "
+                                                  "JSONL; cherry: the Cherry-LLM study's *_reviews_*.json.")]
             = ReviewFormat.own,
-        plot: Annotated[Path | None, typer.Option("--plot", help="Write a stacked-bar chart (PNG).")] = None,
-        json_path: Annotated[Path | None, typer.Option("--json", help="Write the tally as JSON.")] = None,
-        label_a: Annotated[str | None, typer.Option(help="Name of model A in the table and chart.")] = None,
-        label_b: Annotated[str | None, typer.Option(help="Name of model B in the table and chart.")] = None,
+        plot: Annotated[Path | None, typer.Option("--plot", rich_help_panel="Output", help="Write a stacked-bar "
+                                                                                           "chart (PNG).")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", rich_help_panel="Output", help="Write the tally as "
+                                                                                                "JSON.")] = None,
+        label_a: Annotated[str | None, typer.Option(rich_help_panel="Output", help="Name of model A in the table "
+                                                                                   "and chart.")] = None,
+        label_b: Annotated[str | None, typer.Option(rich_help_panel="Output", help="Name of model B in the table "
+                                                                                   "and chart.")] = None,
     ) -> None:
         """Wins / ties / losses of A against B per test set and overall, and WR = (W - L) / N + 1."""
         from lpselect.core.tally import tally

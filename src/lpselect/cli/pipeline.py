@@ -9,30 +9,70 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lpselect.cli.app import DataOpt, ForceOpt, OutRun, QuietOpt, app, friendly, out
+from lpselect.cli.app import DataOpt, FieldsOpt, ForceOpt, OutRun, QuietOpt, app, friendly, out
 from lpselect.cli.config_options import config_options
 from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec
 from lpselect.errors import LPSelectError
 
+# each command's help ends with these (typer's epilog; a line ending in a backslash goes on)
+EXAMPLES_SCORE = """Examples:
+  lpselect score --data dolly.jsonl --out runs/dolly
+  lpselect score --data dolly.jsonl --out runs/dolly --epochs 1 --lora
+  lpselect score --data qa.jsonl --out runs/qa --fields output=answer"""
+EXAMPLES_PLAN = """Examples:
+  lpselect plan --data dolly.jsonl
+  lpselect plan --data dolly.jsonl --epochs 1 --peak-tflops 989 --gpu H200"""
+EXAMPLES_CLUSTER = """Examples:
+  lpselect cluster --data dolly.jsonl --out runs/dolly
+  lpselect cluster --data dolly.jsonl --out runs/dolly --k 100 --kmeans faiss"""
+EXAMPLES_SELECT = """Examples:
+  lpselect select --data dolly.jsonl --scores runs/dolly/scores.parquet \\
+      --clusters runs/dolly/clusters.parquet --out hard10.jsonl
+  lpselect select --data dolly.jsonl --scores runs/dolly/scores.parquet \\
+      --strategy global --metric ppl --percent 5 --out ppl5.jsonl"""
+EXAMPLES_RUN = """Examples:
+  lpselect run dolly.yaml
+  lpselect run dolly.yaml --dry-run
+  lpselect run dolly.yaml --set score.epochs=2 --set out=runs/e2"""
+EXAMPLES_DEMO = """Examples:
+  lpselect demo
+  lpselect demo --out runs/demo2 --quiet"""
+EXAMPLES_IMPORT_REFERENCE = """Examples:
+  lpselect import-reference --pplx epoch-pre.pkl --pplx epoch-1.pkl \\
+      --out runs/ref
+  lpselect import-reference --pplx epoch-pre.pkl --pplx epoch-1.pkl \\
+      --clustering clustering.pkl --out runs/ref"""
+EXAMPLES_EXPORT_REFERENCE = """Examples:
+  lpselect export-reference --scores runs/dolly/scores.parquet --out pkl
+  lpselect export-reference --scores runs/dolly/scores.parquet --out pkl \\
+      --clusters runs/dolly/clusters.parquet --data dolly.jsonl"""
+EXAMPLES_ENV = """Examples:
+  lpselect env
+  lpselect env --json"""
 
-@app.command("score")
+
+@app.command("score", epilog=EXAMPLES_SCORE)
 @friendly
 @config_options(ScoreConfig)
 def score_cmd(
     data: DataOpt,
     out_dir: OutRun,
     config: ScoreConfig,
-    seeds: Annotated[str | None, typer.Option(help="Several scorer seeds, e.g. 42,43,44: one run folder each "
-                                                   "(OUT/seed-42, ...), P0 computed once; select then takes "
-                                                   "one --scores per seed for a consensus ranking.")] = None,
+    seeds: Annotated[str | None, typer.Option(rich_help_panel="Training", help="Several scorer seeds, e.g. "
+                                              "42,43,44: one run folder each (OUT/seed-42, ...), P0 computed once; "
+                                              "select then takes one --scores per seed for a consensus "
+                                              "ranking.")] = None,
+    fields: FieldsOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune the scorer on all samples; write each sample's perplexity before and after every epoch."""
+    from lpselect.data.formats import parse_fields
     from lpselect.steps.score import score
 
+    mapping = parse_fields(fields)
     if seeds is None:
-        _print_score(score(data, out_dir, config, force=force, progress=not quiet))
+        _print_score(score(data, out_dir, config, force=force, progress=not quiet, fields=mapping))
         return
     from lpselect.steps.seeds import parse_seeds, score_seeds
 
@@ -40,7 +80,7 @@ def score_cmd(
         seed_list = parse_seeds(seeds)
     except ValueError as e:  # the user's --seeds
         raise LPSelectError(str(e)) from None
-    results = score_seeds(data, out_dir, config, seed_list, force=force, progress=not quiet)
+    results = score_seeds(data, out_dir, config, seed_list, force=force, progress=not quiet, fields=mapping)
     for r in results:
         _print_score(r)
     out.print("consensus: lpselect select --data ... " + " ".join(f"--scores {r.scores_path}" for r in results)
@@ -57,7 +97,7 @@ def _print_score(r: Any) -> None:
 PLAN_IGNORES = ("save_steps", "save_minutes", "keep_checkpoint", "pass_chunk_rows", "fsdp")
 
 
-@app.command("plan")
+@app.command("plan", epilog=EXAMPLES_PLAN)
 @friendly
 @config_options(ScoreConfig, skip=PLAN_IGNORES)
 @config_options(ClusterConfig, only=["embedder", "max_seq_length", "embed_chunk_rows"], into="cluster")
@@ -65,22 +105,28 @@ def plan_cmd(
     data: DataOpt,
     config: ScoreConfig,
     cluster: ClusterConfig,
-    embed: Annotated[bool, typer.Option(help="Also estimate cluster's sentence embedding.")] = True,
-    probe_seconds: Annotated[float, typer.Option(help="Time the probe may spend on timed units (after two "
-                                                      "warm-up units per phase; at least two units each).")] = 20.0,
-    peak_tflops: Annotated[float | None, typer.Option(help="Also estimate for a GPU of this dense bf16 peak, "
-                                                           "e.g. 989 (H100/H200 SXM).")] = None,
-    gpu: Annotated[str | None, typer.Option(help="The name of that GPU, for the table.")] = None,
-    mfu: Annotated[float, typer.Option(help="Share of --peak-tflops the GPU estimate assumes (model FLOPs "
-                                            "utilisation).")] = 0.4,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the plan as JSON.")] = None,
+    embed: Annotated[bool, typer.Option(rich_help_panel="Clustering", help="Also estimate cluster's sentence "
+                                                                           "embedding.")] = True,
+    probe_seconds: Annotated[float, typer.Option(rich_help_panel="Estimate", help="Time the probe may spend on "
+                                                 "timed units (after two warm-up units per phase; at least two "
+                                                 "units each).")] = 20.0,
+    peak_tflops: Annotated[float | None, typer.Option(rich_help_panel="Estimate", help="Also estimate for a GPU of "
+                                                      "this dense bf16 peak, e.g. 989 (H100/H200 SXM).")] = None,
+    gpu: Annotated[str | None, typer.Option(rich_help_panel="Estimate", help="The name of that GPU, for the "
+                                                                             "table.")] = None,
+    mfu: Annotated[float, typer.Option(rich_help_panel="Estimate", help="Share of --peak-tflops the GPU estimate "
+                                                                        "assumes (model FLOPs utilisation).")] = 0.4,
+    json_out: Annotated[Path | None, typer.Option("--json", rich_help_panel="Output", help="Also write the plan as "
+                                                                                           "JSON.")] = None,
+    fields: FieldsOpt = None,
 ) -> None:
     """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
     any training. It takes the options of `score` that shape the job's cost, and cluster's embedder."""
+    from lpselect.data.formats import parse_fields
     from lpselect.steps.plan import plan
 
     p = plan(data, config, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
-             peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu)
+             peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu, fields=parse_fields(fields))
     _print_plan(p)
     if json_out is not None:
         from lpselect.runs.io import write_json
@@ -115,40 +161,47 @@ def _print_plan(p: Any) -> None:
               + "k-means and the report are not included.")
 
 
-@app.command("cluster")
+@app.command("cluster", epilog=EXAMPLES_CLUSTER)
 @friendly
 @config_options(ClusterConfig)
 def cluster_cmd(
     data: DataOpt,
     out_dir: OutRun,
     config: ClusterConfig,
+    fields: FieldsOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Embed every sample (all-MiniLM-L6-v2) and cluster the embeddings with k-means."""
+    from lpselect.data.formats import parse_fields
     from lpselect.steps.cluster import cluster
 
-    r = cluster(data, out_dir, config, force=force, progress=not quiet)
+    r = cluster(data, out_dir, config, force=force, progress=not quiet, fields=parse_fields(fields))
     out.print(f"clusters: {r.clusters_path}  (k used: {r.k_used}, asked: {r.k_requested})")
 
 
-@app.command("select")
+@app.command("select", epilog=EXAMPLES_SELECT)
 @friendly
 @config_options(SubsetSpec, only=["metric", "epoch", "percent", "exact", "n", "band", "strategy", "order", "seed",
                                   "max_value", "trajectory_k"])
 def select_cmd(
     data: DataOpt,
-    scores: Annotated[list[Path], typer.Option("--scores", help="scores.parquet from `lpselect score`; repeat it "
-                                                    "to rank by the mean rank across runs (e.g. scorer seeds).")],
-    out_path: Annotated[Path, typer.Option("--out", help="Subset file, written in the input's format.")],
+    scores: Annotated[list[Path], typer.Option("--scores", metavar="<path>", rich_help_panel="Data",
+                                               help="scores.parquet from `lpselect score`; repeat it to rank by the "
+                                                    "mean rank across runs (e.g. scorer seeds).")],
+    out_path: Annotated[Path, typer.Option("--out", rich_help_panel="Output", help="Subset file, written in the "
+                                                                                   "input's format.")],
     config: SubsetSpec,
-    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (needed by "
-                                                                     "strategies cluster, clust_rand).")] = None,
+    clusters: Annotated[Path | None, typer.Option("--clusters", rich_help_panel="Data", help="clusters.parquet "
+                                                  "(needed by strategies cluster, clust_rand).")] = None,
+    fields: FieldsOpt = None,
 ) -> None:
     """Keep the given band of every cluster by the metric (SPEC §8); write the subset, a report and a dataset card."""
+    from lpselect.data.formats import parse_fields
     from lpselect.steps.select import select_subset
 
-    r = select_subset(data, scores, out_path, clusters=clusters, **config.model_dump())
+    r = select_subset(data, scores, out_path, clusters=clusters, fields=parse_fields(fields) or None,
+                      **config.model_dump())
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows = "
               f"{r.report['share_percent']:.1f} %; {r.report['n_nan_left_out']} without a score left out)\n"
               f"report: {r.report_path}\n"
@@ -157,7 +210,7 @@ def select_cmd(
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
-@app.command("run")
+@app.command("run", epilog=EXAMPLES_RUN)
 @friendly
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="YAML run config (see docs: data, out, score, cluster, select).")],
@@ -182,7 +235,7 @@ def run_cmd(
     _print_run(run_pipeline(cfg, force=force, progress=not quiet))
 
 
-@app.command("demo")
+@app.command("demo", epilog=EXAMPLES_DEMO)
 @friendly
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
@@ -201,15 +254,19 @@ def demo_cmd(
     out.print(table)
 
 
-@app.command("import-reference")
+@app.command("import-reference", epilog=EXAMPLES_IMPORT_REFERENCE)
 @friendly
 def import_reference_cmd(
-    pplx: Annotated[list[Path], typer.Option("--pplx", help="epoch-pre.pkl epoch-1.pkl ... in epoch order "
-                                                             "(repeat the option).")],
+    pplx: Annotated[list[Path], typer.Option("--pplx", metavar="<path>", rich_help_panel="Data",
+                                             help="epoch-pre.pkl epoch-1.pkl ... in epoch order (repeat the "
+                                                  "option).")],
     out_dir: OutRun,
-    clustering: Annotated[Path | None, typer.Option("--clustering", help="The reference's clustering pickle.")] = None,
-    keep_reference_ones: Annotated[bool, typer.Option(help="Keep rows that are 1.0 at every epoch as values "
-                                                           "(the reference's behaviour) instead of NaN.")] = False,
+    clustering: Annotated[Path | None, typer.Option("--clustering", rich_help_panel="Data", help="The reference's "
+                                                                                                "clustering "
+                                                                                                "pickle.")] = None,
+    keep_reference_ones: Annotated[bool, typer.Option("--keep-reference-ones", rich_help_panel="Data",
+                                                      help="Keep rows that are 1.0 at every epoch as values (the "
+                                                           "reference's behaviour) instead of NaN.")] = False,
 ) -> None:
     """Convert the reference implementation's pickles into scores.parquet / clusters.parquet."""
     from lpselect.interop.reference import import_reference
@@ -220,13 +277,16 @@ def import_reference_cmd(
                                                                     if r.clusters_path else ""))
 
 
-@app.command("export-reference")
+@app.command("export-reference", epilog=EXAMPLES_EXPORT_REFERENCE)
 @friendly
 def export_reference_cmd(
-    scores: Annotated[Path, typer.Option("--scores", help="scores.parquet")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for epoch-pre.pkl, epoch-1.pkl, ...")],
-    clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet -> clustering.pkl")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Data, for the clustering's embed_sentence.")] = None,
+    scores: Annotated[Path, typer.Option("--scores", rich_help_panel="Data", help="scores.parquet")],
+    out_dir: Annotated[Path, typer.Option("--out", rich_help_panel="Output", help="Folder for epoch-pre.pkl, "
+                                                                                  "epoch-1.pkl, ...")],
+    clusters: Annotated[Path | None, typer.Option("--clusters", rich_help_panel="Data", help="clusters.parquet -> "
+                                                                                             "clustering.pkl")] = None,
+    data: Annotated[Path | None, typer.Option("--data", rich_help_panel="Data", help="Data, for the clustering's "
+                                                                                     "embed_sentence.")] = None,
 ) -> None:
     """Write scores (and clusters) back in the reference implementation's pickle format."""
     from lpselect.interop.reference import export_reference
@@ -235,7 +295,7 @@ def export_reference_cmd(
         out.print(str(p))
 
 
-@app.command("env")
+@app.command("env", epilog=EXAMPLES_ENV)
 def env_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
 ) -> None:

@@ -91,14 +91,14 @@ def recorded_epochs(table: Mapping[str, np.ndarray]) -> int:
 def spread_problem(values: np.ndarray, metric: str, epoch: int, n_epochs: int) -> str | None:
     """Why ``values`` rank nothing (one value on every row that has one), with what to do; None when they rank.
     LP(1) of a run that trained one epoch is the usual case: P(0) - P(1) = P0 - Pn, so it is 1 everywhere."""
+    if metric == "lp" and n_epochs == 1:  # 1 where P0 != P1 and 0 where P0 == P1: a split, not a ranking
+        return (f"lp({epoch}) is 1 for every row of a run that trained one epoch (LP(1) = (P0-P1)/(P0-P1); 0 "
+                "where P0 = P1), so it ranks nothing: use --metric lp_app (LP_app(1), the one-epoch metric), or "
+                "score with --epochs 3 for LP")
     v = np.asarray(values, dtype=np.float64)
     finite = v[np.isfinite(v)]
     if len(finite) < 2 or finite.min() != finite.max():
         return None
-    if metric == "lp" and n_epochs == 1:
-        return (f"lp({epoch}) is 1 for every row of a run that trained one epoch (LP(1) = (P0-P1)/(P0-P1)), so "
-                "it ranks nothing: use --metric lp_app (LP_app(1), the one-epoch metric), or score with "
-                "--epochs 3 for LP")
     return (f"{metric}({epoch}) is {finite[0]:g} for all {len(finite)} rows with a value, so it ranks nothing: "
             "choose another metric or epoch (docs/metrics.md)")
 

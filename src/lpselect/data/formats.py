@@ -12,7 +12,7 @@ import gc
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,10 @@ CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}  # as LLaMA-Factory and axolotl read it
 ACCEPTED_SHAPES = ("instruction/input/output (Alpaca), instruction/context/response (Dolly), messages (chat), "
                    "conversations with from/value (ShareGPT) or prompt/completion (TRL)")
+# the names a field mapping (--fields output=answer,...) may give a file's columns: every field a shape reads
+CANONICAL_FIELDS = ("instruction", "input", "output", "context", "response", "messages", "conversations", "prompt",
+                    "completion", "category")
+FIELDS_HINT = "or name your columns with --fields (e.g. --fields output=answer,instruction=question)"
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,9 @@ class Dataset:
     path: Path
     file_format: str  # json | jsonl | parquet | csv | hf
     schema: str  # alpaca | dolly | chat | sharegpt | prompt_completion
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # the rows as in the file (a subset is written back with their own columns)
     samples: list[Sample]
+    fields: dict[str, str] = field(default_factory=dict)  # canonical name -> the file's column (--fields)
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -79,10 +84,62 @@ class Dataset:
         return n
 
 
-def read_dataset(path: str | Path) -> Dataset:
-    """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online)."""
+def read_dataset(path: str | Path, fields: Mapping[str, str] | None = None) -> Dataset:
+    """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online).
+
+    ``fields`` maps canonical names (:data:`CANONICAL_FIELDS`) to the file's own columns, e.g. ``{"instruction":
+    "question", "output": "answer"}``: the shape is told and the samples read through it, while ``records``
+    keep the file's rows as they are, so a subset is written back with the file's column names."""
+    mapping = check_fields(fields)
     with _gc_paused():
-        return _read_dataset(Path(path), path)
+        return _read_dataset(Path(path), path, mapping)
+
+
+def parse_fields(text: str | None) -> dict[str, str]:
+    """``--fields output=answer,instruction=question`` as {canonical name: column}; '' or None is no mapping."""
+    if text is None or not text.strip():
+        return {}
+    mapping: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, column = (x.strip() for x in part.partition("="))
+        if not sep or not name or not column:
+            raise LPSelectError(f"--fields {text}: expected NAME=COLUMN pairs separated by commas, e.g. "
+                                f"output=answer,instruction=question (got {part.strip()!r})")
+        if name in mapping:
+            raise LPSelectError(f"--fields {text}: {name} is mapped twice")
+        mapping[name] = column
+    return check_fields(mapping, flag=f"--fields {text}")
+
+
+def check_fields(fields: Mapping[str, Any] | None, flag: str = "fields") -> dict[str, str]:
+    """A field mapping as a plain dict, each name canonical and each column a non-empty text."""
+    if not fields:
+        return {}
+    if not isinstance(fields, Mapping):
+        raise LPSelectError(f"{flag}: expected a mapping of field names to columns, e.g. {{output: answer}}")
+    unknown = [n for n in fields if n not in CANONICAL_FIELDS]
+    if unknown:
+        raise LPSelectError(f"{flag}: {', '.join(map(str, unknown))} is not a field name; the names are "
+                            f"{', '.join(CANONICAL_FIELDS)}")
+    bad = [n for n, c in fields.items() if not isinstance(c, str) or not c]
+    if bad:
+        raise LPSelectError(f"{flag}: the column of {bad[0]} must be a non-empty text")
+    return {str(n): str(c) for n, c in fields.items()}
+
+
+def _mapped(path: Path, row: int, rec: Any, fields: dict[str, str]) -> Any:
+    """The row as the shapes read it: each mapped column under its canonical name (the column itself then left
+    out, so it cannot make the row look like another shape). A column the row lacks is refused, by name."""
+    if not fields or not isinstance(rec, dict):
+        return rec
+    missing = [c for c in fields.values() if c not in rec]
+    if missing:
+        name = next(n for n, c in fields.items() if c == missing[0])
+        raise InputError(path, f"no column '{missing[0]}' (mapped by --fields {name}={missing[0]}); the row has "
+                         f"{sorted(rec)[:8]}", row=row, field=missing[0])
+    view = {k: v for k, v in rec.items() if k not in fields.values()}
+    view.update({name: rec[column] for name, column in fields.items()})
+    return view
 
 
 @contextlib.contextmanager
@@ -101,7 +158,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _read_dataset(p: Path, path: str | Path) -> Dataset:
+def _read_dataset(p: Path, path: str | Path, fields: dict[str, str]) -> Dataset:
     extra: dict[str, Any] = {}
     if p.is_dir():
         records, extra["hf"] = _read_hf_folder(p)
@@ -130,9 +187,26 @@ def _read_dataset(p: Path, path: str | Path) -> Dataset:
             raise InputError(p, f"unknown file type '{suffix}'; expected .json, .jsonl, .parquet, .csv or a folder")
     if not records:
         raise InputError(p, "the dataset is empty")
-    schema = _detect_schema(p, records[0], 0)
-    samples = [_to_sample(p, i, rec, schema) for i, rec in enumerate(records)]
-    return Dataset(path=p, file_format=file_format, schema=schema, records=records, samples=samples, _extra=extra)
+    schema = _detect_schema(p, _mapped(p, 0, records[0], fields), 0)
+    try:
+        samples = [_to_sample(p, i, _mapped(p, i, rec, fields), schema) for i, rec in enumerate(records)]
+    except InputError as e:
+        raise _named_by_file(e, fields) from None
+    return Dataset(path=p, file_format=file_format, schema=schema, records=records, samples=samples,
+                   fields=fields, _extra=extra)
+
+
+def _named_by_file(e: InputError, fields: dict[str, str]) -> InputError:
+    """An error about a mapped field names the file's column (what the user sees in the file) and the mapping."""
+    if not fields or e.field is None:
+        return e
+    name = e.field.split("[", 1)[0].split(".", 1)[0]  # 'conversations[2].value' -> 'conversations'
+    if name not in fields:
+        return e
+    where = e.path + (f", row {e.row}" if e.row is not None else "") + f", field '{e.field}'"
+    message = str(e)[len(where) + 2:]
+    column = fields[name] + e.field[len(name):]
+    return InputError(e.path, f"{message} (--fields {name}={fields[name]})", row=e.row, field=column)
 
 
 def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
@@ -282,12 +356,8 @@ def _detect_schema(path: Path, rec: Any, row: int) -> str:
         return "dolly"
     if "instruction" in rec or "output" in rec:
         return "alpaca"
-    raise InputError(
-        path,
-        f"cannot tell the format from fields {sorted(rec)[:8]}; expected {ACCEPTED_SHAPES}, "
-        "or name your fields with --fields output=answer,...",
-        row=row,
-    )
+    raise InputError(path, f"cannot tell the format from fields {sorted(rec)[:8]}; expected {ACCEPTED_SHAPES}, "
+                     f"{FIELDS_HINT}", row=row)
 
 
 def _text(path: Path, rec: dict[str, Any], row: int, name: str, *, required: bool) -> str:

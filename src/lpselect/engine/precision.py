@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from lpselect.errors import LPSelectError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 MATRIX_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _CPUINFO = Path("/proc/cpuinfo")
@@ -55,7 +57,7 @@ def forced_features(spec: str) -> dict[str, bool]:
     named = {f.strip().lower() for f in spec.split(",") if f.strip()}
     unknown = sorted(named - set(MATRIX_FEATURES))
     if unknown:
-        raise ValueError(f"{CPU_FEATURES_ENV}={spec!r}: unknown feature(s) {unknown}; name some of "
+        raise LPSelectError(f"{CPU_FEATURES_ENV}={spec!r}: unknown feature(s) {unknown}; name some of "
                          f"{', '.join(MATRIX_FEATURES)}")
     return {f: f in named for f in MATRIX_FEATURES}
 

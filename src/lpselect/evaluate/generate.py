@@ -266,15 +266,26 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def _weights_fingerprint(model_dir: str | Path | None) -> str | None:
-    """A cheap fingerprint of a local model's weight files (name, size, modification time), so a model trained
-    again into the same folder is another model; None for a hub id or the default."""
+    """A cheap fingerprint of a local model's weight files (name, size, and the bytes of their first and last MiB),
+    so a model trained again into the same folder is another model while a copied folder is the same; None for a
+    hub id or the default."""
     import hashlib
 
     if model_dir is None or not Path(model_dir).is_dir():
         return None
-    files = sorted(f for f in Path(model_dir).iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
-    text = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(f for f in Path(model_dir).iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}:".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(_EDGE))
+            if size > 2 * _EDGE:
+                fh.seek(size - _EDGE)
+            h.update(fh.read(_EDGE))
+    return h.hexdigest()[:16]
+
+
+_EDGE = 1 << 20  # bytes read at each end of a weight file for its fingerprint
 
 
 def _source_of(model_dir: str | Path | None, model_source) -> str:

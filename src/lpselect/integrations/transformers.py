@@ -166,17 +166,26 @@ def check_rows_match(tokens: TokenizedData, data: str | Path, processing_class: 
         if sample.messages is not None:
             parts = {role: next((m["content"] for m in sample.messages if m["role"] == role), "")
                      for role in ("user", "assistant")}
+            whole_prompt = "".join(m["content"] for m in sample.messages if m["role"] != "assistant")
         else:
             parts = {"instruction": sample.instruction, "response": sample.output}
+            whole_prompt = sample.instruction + sample.input
         (p_name, p_raw), (r_name, r_raw) = parts.items()
         prompt, response = _squeeze(p_raw)[:_HEAD_CHARS], _squeeze(r_raw)[:_HEAD_CHARS]
         cut = any(row_text.endswith(response[:k]) for k in range(1, len(response)))  # row ends inside the response
-        if prompt not in row_text or not (response in row_text or cut):
+        # a long prompt filled the row (max_length): no response to check, only the prompt's start
+        in_prompt = len(row_text) >= _TAIL_CHARS and row_text[-_TAIL_CHARS:] in _squeeze(whole_prompt)
+        prompt_seen = prompt in row_text or (in_prompt and any(row_text.endswith(prompt[:k])
+                                                               for k in range(_TAIL_CHARS, len(prompt))))
+        if not prompt_seen or not (response in row_text or cut or in_prompt):
             name, raw = (p_name, p_raw) if prompt not in row_text else (r_name, r_raw)
             raise InputError(data, f"train set row {i} does not hold this row's {name} (it starts {raw[:30]!r}); "
                              "LPCallback keys scores by row position, so the train set must be the file's rows in "
                              "its order (not shuffled or filtered); pass check_rows=False if your rows rewrite "
                              "the text", row=i)
+
+
+_TAIL_CHARS = 16  # the end of a row found inside its prompt means the row was cut before its response
 
 
 def _squeeze(text: str) -> str:

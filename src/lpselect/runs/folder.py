@@ -52,11 +52,18 @@ def describe_input(path: str | Path) -> dict[str, str]:
     return {"path": str(p.resolve()) if p.exists() else str(path), "sha256": sha256_of(p) if p.exists() else ""}
 
 
+def describe_data(path: str | Path, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """The data input of a step: :func:`describe_input`, and the field mapping (--fields) it is read with, so
+    later readers (select, report, show, provenance) read the file the same way."""
+    return {**describe_input(path), **({"fields": dict(fields)} if fields else {})}
+
+
 def _show_input(value: Any) -> str:
     """An input as a refusal shows it: the start of its sha256 and its path (``missing`` when it was not there)."""
     if isinstance(value, dict) and "sha256" in value:
         digest = str(value["sha256"])[:12] or "missing"
-        return f"{digest} {value.get('path', '')}".strip()
+        mapping = ",".join(f"{k}={v}" for k, v in (value.get("fields") or {}).items())
+        return f"{digest} {value.get('path', '')}".strip() + (f" (--fields {mapping})" if mapping else "")
     return _show(value)
 
 
@@ -74,7 +81,7 @@ def input_changes(old: Any, new: dict[str, Any]) -> list[str]:
     for key in [*new, *(k for k in old if k not in new)]:
         o, n = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(o, dict) and isinstance(n, dict) and o.get("sha256") and n.get("sha256"):
-            if o["sha256"] == n["sha256"]:
+            if o["sha256"] == n["sha256"] and o.get("fields") == n.get("fields"):  # same bytes, read alike
                 continue
         elif o == n:
             continue

@@ -15,14 +15,14 @@ import pyarrow as pa
 
 from lpselect.config import ClusterConfig
 from lpselect.data.formats import read_dataset
+from lpselect.data.provenance import record_fingerprint
 from lpselect.data.template import embedding_text
 from lpselect.engine.models import check_model, load_embedder, resolve_embedder
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import RunFolder, describe_input
+from lpselect.runs.folder import RunFolder, describe_data
 from lpselect.runs.io import write_json, write_parquet
 from lpselect.runs.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
-from lpselect.runs.provenance import record_fingerprint
 
 if TYPE_CHECKING:
     from lpselect.data.formats import Sample
@@ -192,16 +192,16 @@ def _faiss_labels(embeddings: np.ndarray, k: int, seed: int, *, gpu: bool) -> np
 
 
 def cluster(data: str | Path, out: str | Path, config: ClusterConfig | None = None, *, force: bool = False,
-            progress: bool = True) -> ClusterResult:
+            progress: bool = True, fields: dict[str, str] | None = None) -> ClusterResult:
     """Write ``clusters.parquet`` (id, cluster) and the embeddings (reused on a re-run after a crash)."""
     cfg = config or ClusterConfig()
     backend = kmeans_backend_name(cfg.kmeans)  # a missing faiss fails here, before the long embedding
     check_model(resolve_embedder(cfg.embedder))  # so does a mistyped local embedder path
     run = RunFolder(out)
-    run.begin_step("cluster", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
+    run.begin_step("cluster", inputs={"data": describe_data(data, fields)}, config=cfg.model_dump(),
                    outputs=[CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS], force=force,
                    defaults=ClusterConfig().model_dump())
-    dataset = read_dataset(data)
+    dataset = read_dataset(data, fields)
     record_fingerprint(run, "cluster", dataset)  # what select/report check the data against
     emb_path = run.path / EMBEDDINGS
     if not emb_path.exists():

@@ -60,6 +60,11 @@ def load_run_config(path: str | Path, *, sets: Sequence[str] = (), **overrides: 
         raw["data"] = str((base / data).resolve())
     if isinstance(out := raw.get("out"), str) and not Path(out).is_absolute():
         raw["out"] = str((base / out).resolve())
+        before = Path(out).resolve()  # where earlier versions put it: the working directory
+        if before != Path(raw["out"]) and (before / MANIFEST).exists() and not Path(raw["out"]).exists():
+            raise InputError(path, f"out: {out} is resolved against the config's folder ({raw['out']}), but an "
+                                   f"earlier run of it is at {before}: give out as that absolute path to continue "
+                                   "it")
     for item in sets:
         _set_key(raw, item, path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -205,9 +210,10 @@ def _run(cfg: RunConfig, out: Path, *, force: bool, progress: bool) -> RunResult
     # one job: the folder stays locked from score to the report (the steps' own locks are re-entrant), so no
     # other job gets in between them; under torchrun only rank 0 holds it, as in score
     with RunFolder(out, writer=os.environ.get("RANK", "0") == "0"):
-        scored = score(cfg.data, out, cfg.score, force=force, progress=progress)
-        clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress) if cfg.cluster else None
-        dataset = read_dataset(cfg.data)
+        scored = score(cfg.data, out, cfg.score, force=force, progress=progress, fields=cfg.fields)
+        clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress,
+                            fields=cfg.fields) if cfg.cluster else None
+        dataset = read_dataset(cfg.data, cfg.fields)
         result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
         tag = scorer_tag(cfg.score.model)
         for sub in subsets:

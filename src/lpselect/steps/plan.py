@@ -85,7 +85,7 @@ class CostPlan:
 
 def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: float = 20.0,
          embed: bool = True, cluster: ClusterConfig | None = None, peak_tflops: float | None = None,
-         utilisation: float = 0.4, gpu_name: str | None = None) -> CostPlan:
+         utilisation: float = 0.4, gpu_name: str | None = None, fields: dict[str, str] | None = None) -> CostPlan:
     """Estimate every phase of ``score`` (with ``config``) and, with ``embed``, of ``cluster``'s embedding."""
     cfg = config or ScoreConfig()
     ccfg = cluster or ClusterConfig()
@@ -102,7 +102,7 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
     tokenizer = load_tokenizer(source)
 
     t0 = time.perf_counter()
-    dataset = read_dataset(data)
+    dataset = read_dataset(data, fields)
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation)

@@ -6,9 +6,9 @@ command on the same folder resumes after a crash, and says what it reused.
 
 ``--epochs N`` on a finished run of the same settings with fewer epochs extends it when the LR schedule is the
 same (it spans max(epochs, schedule_epochs) epochs: a 1-epoch run trained exactly the first epoch of a 3-epoch
-schedule). Such a run keeps its last epoch-end checkpoint for that (while epochs < schedule_epochs), so only the
-new epochs are trained; without it (deleted, or a run of an older lpselect) training restarts from epoch 1 and
-P0 is kept.
+schedule). With ``--keep-checkpoint`` the run keeps its last epoch-end checkpoint, so only the new epochs are
+trained; without it (the default: the checkpoint holds weights and optimizer state, about 12 bytes a
+parameter) training restarts from epoch 1 and P0 is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from lpselect.config import ScoreConfig
 from lpselect.core.metrics import confidence, instruction_following_difficulty, variability
 from lpselect.data.formats import read_dataset
+from lpselect.data.provenance import record_fingerprint
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.engine.batching import pass_token_budget, token_budget_batches
 from lpselect.engine.checkpoint import (
@@ -50,10 +51,9 @@ from lpselect.engine.train import EpochState, StepResult, merge_row_nll, steps_p
 from lpselect.engine.trainable import prepare_trainable
 from lpselect.errors import RunFolderError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import BOOKKEEPING_SETTINGS, RunFolder, describe_input, setting_changes
+from lpselect.runs.folder import BOOKKEEPING_SETTINGS, RunFolder, describe_data, setting_changes
 from lpselect.runs.io import atomic_path, save_npy
 from lpselect.runs.layout import CHECKPOINT, SCORE_WORK, SCORES
-from lpselect.runs.provenance import record_fingerprint
 
 log = logging.getLogger(__name__)
 WORK = SCORE_WORK
@@ -71,8 +71,9 @@ class ScoreResult:
 
 
 def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, *, force: bool = False,
-          progress: bool = True) -> ScoreResult:
-    """Record every sample's perplexity before training and after each of ``config.epochs`` epochs."""
+          progress: bool = True, fields: dict[str, str] | None = None) -> ScoreResult:
+    """Record every sample's perplexity before training and after each of ``config.epochs`` epochs. ``fields``
+    maps the data's columns (:func:`lpselect.data.formats.read_dataset`); it is recorded with the data."""
     cfg = config or ScoreConfig()
     workers, device = init_workers(pick_device(cfg.device))
     workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
@@ -91,7 +92,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
         extended_from.append(int(old["epochs"]))
         return True
 
-    run.begin_step("score", inputs={"data": describe_input(data)}, config=cfg.model_dump(),
+    run.begin_step("score", inputs={"data": describe_data(data, fields)}, config=cfg.model_dump(),
                    outputs=[WORK, SCORES], force=force, defaults=ScoreConfig().model_dump(), extends=extends)
     run.record_time("score", "load_tokenizer", t_tokenizer)
     ckpt = work / CHECKPOINT
@@ -100,7 +101,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
     workers.barrier()
     torch.manual_seed(cfg.seed)
     had_tokens = (work / "tokens" / "offsets.npy").exists()
-    tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress)
+    tokens, responses, data_counts = _tokenized_data(data, tokenizer, cfg, run, workers, progress, fields)
     release_free_memory()  # the samples and the tokenizer's batches are gone: hand their pages back
 
     choice = choose_precision(cfg.precision, device)
@@ -162,6 +163,7 @@ def score(data: str | Path, out: str | Path, config: ScoreConfig | None = None, 
                         log(f"step {e}:{r.slot} rank {workers.rank}")
                     crash_point(f"train:{e}:step:{r.slot}")
 
+                cadence.saved()  # the time counts training only, not the passes before it
                 with run.timed("score", f"train_{epoch}"), _bar(n_tokens, f"train epoch {epoch}", "tok",
                                                                 progress) as bar:
                     loss = train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
@@ -255,16 +257,15 @@ def _say_reused(folder: Path, extended_from: list[int], epochs: int, had_tokens:
 
 
 def _keep_or_drop_checkpoint(ckpt: Path, cfg: ScoreConfig) -> None:
-    """Delete the last checkpoint, unless asked to keep it or it can extend the run (epochs < schedule_epochs:
-    ``--epochs N`` up to ``schedule_epochs`` then trains only the new epochs)."""
-    if not ckpt.exists():
+    """Delete the last checkpoint unless asked to keep it; say what keeping it would give where the run can be
+    extended (epochs < schedule_epochs: ``--epochs N`` would then train only the new epochs)."""
+    if not ckpt.exists() or cfg.keep_checkpoint:
         return
-    if cfg.keep_checkpoint or cfg.epochs < cfg.schedule_epochs:
+    if cfg.epochs < cfg.schedule_epochs:
         size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
-        if not cfg.keep_checkpoint:
-            log.info("kept %s (%.1f GB) so that --epochs up to %d on this folder extends the run; delete it to "
-                     "free the space", ckpt, size / 1e9, cfg.schedule_epochs)
-        return
+        log.info("deleted the last checkpoint (%.1f GB); with --keep-checkpoint, a later --epochs up to %d on "
+                 "this folder would train only the new epochs instead of starting again", size / 1e9,
+                 cfg.schedule_epochs)
     shutil.rmtree(ckpt, ignore_errors=True)
 
 
@@ -314,11 +315,12 @@ def _skip(*_: object) -> None:
 
 
 def _tokenized_data(data: str | Path, tokenizer, cfg: ScoreConfig, run: RunFolder, workers: Workers,
-                    progress: bool) -> tuple[TokenizedData, TokenizedData | None, dict[str, int]]:
+                    progress: bool, fields: dict[str, str] | None = None,
+                    ) -> tuple[TokenizedData, TokenizedData | None, dict[str, int]]:
     """Read the data and tokenise it (or memory-map the saved tables). The samples are dropped on return:
     from then on only the token tables are held, so memory does not grow with the dataset."""
     with run.timed("score", "read"):
-        dataset = read_dataset(data)
+        dataset = read_dataset(data, fields)
         record_fingerprint(run, "score", dataset)  # rows_sha256: select etc. check data against it
     tokens = _token_table(run, workers, run.path / WORK / "tokens", progress, lambda bar: tokenize_samples(
         dataset.samples, tokenizer, max_length=cfg.max_length, truncation=cfg.truncation, progress=bar.update),

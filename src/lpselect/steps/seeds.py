@@ -40,7 +40,8 @@ def seed_folder(out: str | Path, seed: int) -> Path:
 
 
 def score_seeds(data: str | Path, out: str | Path, config: ScoreConfig, seeds: Sequence[int], *,
-                force: bool = False, progress: bool = True) -> list[ScoreResult]:
+                force: bool = False, progress: bool = True, fields: dict[str, str] | None = None,
+                ) -> list[ScoreResult]:
     """Score ``data`` once per seed into ``out/seed-<s>/``; P0 is computed once and shared."""
     is_main = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 copies; the job's barriers order it
     results: list[ScoreResult] = []
@@ -51,7 +52,7 @@ def score_seeds(data: str | Path, out: str | Path, config: ScoreConfig, seeds: S
         if seeded and is_main:
             _seed_from(first / WORK, folder / WORK)
         results.append(score(data, folder, config.model_copy(update={"seed": seed}), force=force,
-                             progress=progress))
+                             progress=progress, fields=fields))
         if seeded and is_main:
             with RunFolder(folder) as run:
                 run.update_step("score", p0_shared_from=str(first))

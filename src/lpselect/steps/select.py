@@ -17,10 +17,10 @@ from lpselect.core.metrics import HARD_END, compute_metric, recorded_epochs, spr
 from lpselect.core.selection import Selection, literal_band, select
 from lpselect.core.trajectory import DEFAULT_K, TrajectorySelection, select_trajectory_from_table
 from lpselect.data.formats import Dataset, read_dataset, write_subset
+from lpselect.data.provenance import data_fingerprint, recorded_fields, verify_data
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.io import sha256_of, write_json
 from lpselect.runs.layout import REPORT_SUFFIX
-from lpselect.runs.provenance import data_fingerprint, verify_data
 from lpselect.runs.tables import read_cluster_labels, read_score_table
 from lpselect.steps.card import card_target, scorer_of, write_card
 
@@ -53,6 +53,7 @@ def select_subset(
     trajectory_k: int = DEFAULT_K,
     exact: bool = False,
     n: int | None = None,
+    fields: dict[str, str] | None = None,
 ) -> SubsetResult:
     """Write the subset in the input's format, ``<out>.report.json`` with counts, the metric's spread and the
     provenance, and the folder's dataset card (lpselect.steps.card) rebuilt from every report there.
@@ -68,22 +69,25 @@ def select_subset(
     are the literal parts of the ascending ranking. The budget is the paper's parts rule, or exact: ``n`` rows,
     or with ``exact`` round(N p / 100) of the N rows with a value. The share taken is reported, and a warning
     is logged when it is more than a point away from ``percent``.
+
+    ``fields`` maps the data's columns (--fields); without it, the mapping the scores' run recorded is used.
     """
     SubsetSpec(metric=metric, epoch=epoch, percent=percent, band=band, strategy=strategy, order=order, seed=seed,
                max_value=max_value, trajectory_k=trajectory_k, exact=exact, n=n)  # refuses a bad value by name
     literal = literal_band(band, HARD_END[metric]) if strategy != "trajectory" else band
-    dataset = data if isinstance(data, Dataset) else read_dataset(data)
     paths = [scores] if isinstance(scores, str | Path) else list(scores)
     if not paths:
         raise LPSelectError("give at least one scores file")
+    dataset = data if isinstance(data, Dataset) else read_dataset(data, fields or recorded_fields(paths[0]))
     if len(paths) > 1 and strategy == "trajectory":
         raise LPSelectError(f"a consensus of {len(paths)} scores files is for metric rankings; strategy "
                             f"'trajectory' (S2L) clusters one run's loss trajectories: give one --scores")
     scores = paths[0]
-    table = read_score_table(scores, len(dataset))
-    # every table must come from these rows (sha256 of the file, else the rows' fingerprint): refused in one line
+    # every table must come from these rows (sha256 of the file, else the rows' fingerprint), checked before the
+    # tables are read so that other data is refused naming both files, not as a row-count mismatch
     provenance_notes = [note for p in [*paths, *([clusters] if clusters is not None else [])]
                         if (note := verify_data(dataset, p))]
+    table = read_score_table(scores, len(dataset))
     values, above = _metric_values(table, scores, metric, epoch, max_value)
     consensus_of, n_nan_per_run = None, None
     if len(paths) > 1:  # rows above max_value are NaN in their run, so NaN in the consensus
@@ -114,6 +118,9 @@ def select_subset(
         ranking = "global" if labels is None or strategy == "global" else "cluster"
         band_sizes = {b: len(select(values, labels, percent, b, strategy=ranking, total=total).ids)
                       for b in ("low", "mid", "high")} if strategy in ("cluster", "global") else None
+    if len(sel.ids) == 0:
+        raise LPSelectError(f"no row selected ({n_valid} of {len(dataset)} rows have a value): nothing is written; "
+                            "give a larger --percent or --n ROWS")
     path = write_subset(dataset, sel.ids.tolist(), out)
     card = card_target(path)
     share = 100.0 * len(sel.ids) / len(dataset)
@@ -124,6 +131,7 @@ def select_subset(
         "subset_file": path.name,
         "data": _absolute(dataset.path),
         "data_sha256": sha256_of(dataset.path) if dataset.path.exists() else None,
+        "fields": dataset.fields or None,  # the mapping the data was read with (--fields)
         "rows_sha256": data_fingerprint(dataset, sel.ids.tolist()),  # the subset's own rows, checked by train
         "provenance_notes": provenance_notes,
         "scores": _absolute(scores) if consensus_of is None else consensus_of,
@@ -196,7 +204,11 @@ def _exact_total(n: int | None, exact: bool, percent: float, n_valid: int, strat
             raise InputError(scores, f"--n {n} asks for more rows than the {n_valid} with a value")
         return n
     if exact and strategy != "trajectory":  # S2L's budget is already round(N p / 100)
-        return round(n_valid * float(percent) / 100)
+        total = round(n_valid * float(percent) / 100)
+        if total == 0 and n_valid:
+            raise InputError(scores, f"--exact takes round({n_valid} x {percent:g} / 100) = 0 rows: give a larger "
+                                     "--percent, or --n ROWS")
+        return total
     return None
 
 
@@ -206,12 +218,14 @@ def _share_note(share: float, percent: float, n: int | None, exact: bool, strate
     if n is not None or abs(share - percent) <= SHARE_TOLERANCE:
         return None
     why = []
-    if not exact and strategy != "trajectory":
+    if exact or strategy == "trajectory":
+        why.append(f"the exact budget is round(N x {percent:g} / 100) of the N rows with a value")
+    else:
         why.append(f"the paper's rule cuts every cluster into round(100/{percent:g}) = {parts} parts (the first "
                    "ones the larger) and takes one, which on small clusters is far from the percentage")
     if n_without_value:
         why.append(f"{n_without_value} rows have no value and are never selected")
-    hint = "" if exact else "; --exact (or --n ROWS) takes an exact budget"
+    hint = "" if exact or strategy == "trajectory" else "; --exact (or --n ROWS) takes an exact budget"
     return f"took {share:.1f} % of the rows for --percent {percent:g}: {' and '.join(why)}{hint}"
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
+from lpselect.data.provenance import subset_fields, verify_subset
 from lpselect.data.tokenize import tokenize_samples
 from lpselect.engine.checkpoint import Position, SaveCadence, read_checkpoint, restore_rng, save_checkpoint
 from lpselect.engine.distributed import Workers, init_workers
@@ -45,10 +46,9 @@ from lpselect.engine.train import EpochState, StepResult, steps_per_epoch, train
 from lpselect.engine.trainable import prepare_trainable
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import RunFolder, describe_input, same_content, same_settings
+from lpselect.runs.folder import RunFolder, describe_data, same_content, same_settings
 from lpselect.runs.io import recover_dir
 from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST
-from lpselect.runs.provenance import verify_subset
 
 log = logging.getLogger(__name__)
 STEP = "train"
@@ -68,7 +68,7 @@ class TrainResult:
 
 def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | None = None, *,
                  force: bool = False, progress: bool = True,
-                 on_step: Callable[[int], None] | None = None) -> TrainResult:
+                 on_step: Callable[[int], None] | None = None, fields: dict[str, str] | None = None) -> TrainResult:
     """Instruction-tune ``config.model`` on ``data``; write a Hugging Face model folder to ``out_dir``.
 
     ``on_step(global_step)`` is called after every optimizer step (and after its checkpoint, if any).
@@ -84,7 +84,8 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
     if workers.is_main:
         _check_out_dir(out, force)
     workers.barrier()
-    inputs = {"data": describe_input(data), "model": {"source": source}}
+    fields = fields or subset_fields(data)  # a subset selected with --fields is read with that mapping
+    inputs = {"data": describe_data(data, fields), "model": {"source": source}}
     old = _read_step(out)
     finished = any((out / name).exists() for name in FINAL_MARKERS)
     if (old and old.get("status") == "complete" and finished and same_content(old.get("inputs"), inputs)
@@ -94,7 +95,7 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
 
     # read and tokenise before claiming the folder: a typo in --data or --model must not lock it
     t0 = time.perf_counter()
-    dataset = read_dataset(data)
+    dataset = read_dataset(data, fields)
     if note := verify_subset(dataset):  # a subset must hold the rows its <subset>.report.json describes
         log.warning(note)
     tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for

@@ -32,7 +32,10 @@ COMMANDS = {"score": "lpselect score", "cluster": "lpselect cluster"}
 def _row_key(s: Sample) -> list[Any]:
     """A row's content as a JSON-ready list: the fields scoring and clustering read, nothing of the file."""
     turns = [[m["role"], m["content"]] for m in s.messages] if s.messages is not None else None
-    return [s.instruction, s.input, s.output, turns]
+    key: list[Any] = [s.instruction, s.input, s.output, turns]
+    if s.first_scored_turn:  # which turns are scored (a conversational prompt/completion) changes the scores
+        key.append(s.first_scored_turn)
+    return key
 
 
 def data_fingerprint(dataset: Dataset, ids: Sequence[int] | None = None) -> str:
@@ -111,6 +114,18 @@ def table_origin(table_path: str | Path) -> Origin:
     return Origin(table, manifest_path, step, data)
 
 
+def recorded_fields(table_path: str | Path) -> dict[str, str] | None:
+    """The field mapping (--fields) the run holding ``table_path`` read its data with, if it recorded one."""
+    if not Path(table_path).exists():
+        return None
+    try:
+        data = table_origin(table_path).data or {}
+    except RunFolderError:
+        return None  # an unreadable manifest is refused, with its own message, by verify_data
+    fields = data.get("fields")
+    return dict(fields) if isinstance(fields, dict) else None
+
+
 def _recorded_fingerprint(data: dict[str, Any]) -> str | None:
     """The record's row fingerprint; for an older record without one, that of the recorded file if it is
     still there unchanged."""
@@ -121,7 +136,7 @@ def _recorded_fingerprint(data: dict[str, Any]) -> str | None:
         from lpselect.data.formats import read_dataset
 
         try:
-            return data_fingerprint(read_dataset(path))
+            return data_fingerprint(read_dataset(path, data.get("fields")))
         except (LPSelectError, OSError, ValueError):
             return None
     return None
@@ -228,6 +243,18 @@ def verify_subset(dataset: Dataset) -> str | None:
     return None
 
 
+def subset_fields(subset: str | Path) -> dict[str, str] | None:
+    """The field mapping a subset was selected with (its report's ``fields``): the subset keeps the file's own
+    columns, so train reads it with that mapping unless told another."""
+    report_path = Path(str(subset) + REPORT_SUFFIX)
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    except (OSError, ValueError):
+        return None  # refused, with its own message, by verify_subset
+    fields = report.get("fields") if isinstance(report, dict) else None
+    return dict(fields) if isinstance(fields, dict) else None
+
+
 def _subset_fingerprint(report: dict[str, Any]) -> str | None:
     """The fingerprint of rows ``ids`` of the report's data, if that file is still there as it was."""
     ids, data_path, sha = report.get("ids"), Path(str(report.get("data") or "")), report.get("data_sha256")
@@ -236,7 +263,7 @@ def _subset_fingerprint(report: dict[str, Any]) -> str | None:
     from lpselect.data.formats import read_dataset
 
     try:
-        source = read_dataset(data_path)
+        source = read_dataset(data_path, report.get("fields"))
         if any(not isinstance(i, int) or not 0 <= i < len(source) for i in ids):
             return None
         return data_fingerprint(source, ids)
