@@ -136,7 +136,10 @@ def test_a_switch_shows_one_flag_and_still_takes_its_negation(monkeypatch, tmp_p
     data = tmp_path / "d.json"
     data.write_text("[]")
     base = ["score", "--data", str(data), "--out", str(tmp_path / "r")]
-    for extra, expected in (([], False), (["--lora"], True), (["--no-lora"], False), (["--lora", "--no-lora"], False)):
+    for extra, expected in (([], False), (["--lora"], True), (["--no-lora"], False)):
         r = runner.invoke(app, base + extra)
         assert r.exit_code == 0, r.output
         assert seen[-1].lora is expected, extra
+    for both in (["--lora", "--no-lora"], ["--no-lora", "--lora"]):  # which one was meant is not guessed
+        r = runner.invoke(app, base + both)
+        assert r.exit_code == 2 and "--lora and --no-lora both given" in r.output, r.output

@@ -698,3 +698,16 @@ def test_a_bad_fields_option_is_one_clear_error(text: str, message: str) -> None
     with pytest.raises(LPSelectError, match=message):
         parse_fields(text)
     assert parse_fields("") == {} and parse_fields(None) == {}
+
+
+def test_a_mapping_the_detected_shape_would_ignore_is_refused(tmp_path: Path) -> None:
+    """A Dolly file with an extra 'answer' column and --fields output=answer reads as Dolly (its 'response'
+    decides), which reads no 'output': scoring 'response' instead of 'answer' would be silent."""
+    from lpselect.data.formats import read_dataset
+
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"instruction": "i", "context": "c", "response": "r", "answer": "a"}]))
+    with pytest.raises(InputError, match=r"row 0: the rows read as dolly .* --fields output=answer would be "
+                                         r"ignored; map the names dolly reads \(context, instruction, response\)"):
+        read_dataset(path, {"output": "answer"})
+    assert read_dataset(path, {"response": "answer"}).samples[0].output == "a"

@@ -49,25 +49,35 @@ def test_dry_run_lists_the_steps_and_writes_nothing(tmp_path: Path) -> None:
                              "select:\n  - percents: [10, 3]\n  - strategy: clust_rand\n")
     lines = dry_run(load_run_config(path))
     assert lines[0] == "config (resolved):" and "  data: /d.json" in lines
-    assert f"score: run into {tmp_path / 'run'}" in lines and f"cluster: run into {tmp_path / 'run'}" in lines
+    assert f"score: run ({tmp_path / 'run'})" in lines and f"cluster: run ({tmp_path / 'run'})" in lines
     subsets = [line for line in lines if line.startswith("select: ")]
     assert [Path(s.split(" ", 1)[1]).name for s in subsets] == [
         "10_low_lp_app1-opt-350m.*", "3_low_lp_app1-opt-350m.*", "10_low_lp_app1-opt-350m-clust_rand.*"]
     assert not (tmp_path / "run").exists()
+    cfg = load_run_config(path)
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"steps": {"score": {"status": "complete"}}}))
-    assert f"score: reuse the finished step in {tmp_path / 'run'}" in dry_run(load_run_config(path))
+
+    def manifest(**config: object) -> None:
+        record = {"status": "complete", "config": {**cfg.score.model_dump(), **config}}
+        (tmp_path / "run" / "manifest.json").write_text(json.dumps({"steps": {"score": record}}))
+
+    manifest()
+    assert f"score: reuse the finished step ({tmp_path / 'run'})" in dry_run(cfg)
+    manifest(lr=0.01)  # what the folder would refuse, the dry run says it would refuse, naming the change
+    assert f"score: refused without --force: lr: 0.01 → 2e-05 ({tmp_path / 'run'})" in dry_run(cfg)
+    manifest(epochs=1)
+    assert any(line.startswith("score: extend (epochs: 1 → 3") for line in dry_run(cfg))
 
 
 def test_a_run_that_fails_before_any_work_leaves_no_folder(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = tmp_path / "bad.json"
     data.write_text(json.dumps([{"instruction": "a", "output": None}]))
-    out = tmp_path / "run"
+    out = tmp_path / "new" / "deeper" / "run"
     cfg = load_run_config(_config(tmp_path, f"data: {data}\nout: {out}\nscore:\n  model: {tiny_model_dir}\n"
                                             "  device: cpu\n  precision: fp32\n"))
     with pytest.raises(InputError, match="row 0, field 'output'"):
         run_pipeline(cfg, progress=False)
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the folders made above it
 
 
 def test_an_earlier_run_in_the_working_directory_is_not_silently_restarted(tmp_path: Path, monkeypatch) -> None:
@@ -77,3 +87,6 @@ def test_an_earlier_run_in_the_working_directory_is_not_silently_restarted(tmp_p
     (tmp_path / "runs" / "x" / "manifest.json").write_text("{}")  # where an older lpselect wrote `out: runs/x`
     with pytest.raises(InputError, match=r"earlier run of it is at .*runs/x: give out as that absolute path"):
         load_run_config(_config(conf, "data: /d.json\nout: runs/x\n"))
+    # the way out the message gives works without editing the file
+    assert load_run_config(conf / "run.yaml", sets=[f"out={tmp_path / 'runs' / 'x'}"]).out == str(
+        tmp_path / "runs" / "x")

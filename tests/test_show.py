@@ -67,3 +67,9 @@ def test_a_row_is_one_line_cut_to_the_width() -> None:
     assert len(long) == 60 and "\n" not in long and long.endswith("…")
     assert long.startswith(" 12    -1.5000  q") and "→  a" in long  # the response is shown too, not only the question
     assert cut("abc", 3) == "abc" and cut("abcd", 3) == "ab…"
+
+
+def test_control_characters_of_the_data_never_reach_the_terminal() -> None:
+    from lpselect.analysis.show import one_line
+
+    assert one_line("hi \x1b[2J\x1b]0;pwned\x07 there\n\tnext") == "hi \ufffd[2J\ufffd]0;pwned\ufffd there next"

@@ -229,7 +229,8 @@ def subset_rows(report: dict[str, Any], scores: ScoresTable, clusters: np.ndarra
     n_rows = scores.n_rows
     run_data = score_data_record(manifest)
     if run_data is not None and report.get("data_sha256"):
-        same = same_rows({"path": report.get("data"), "sha256": report["data_sha256"]}, run_data)
+        same = same_rows({"path": report.get("data"), "sha256": report["data_sha256"],
+                          **({"fields": report["fields"]} if report.get("fields") else {})}, run_data)
         if same is False or (same is None and report["data_sha256"] != run_data.get("sha256")):
             return None, f"unknown: selected from other data ({report.get('data')}), not this run's"
     ids = report.get("ids")

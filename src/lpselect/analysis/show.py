@@ -55,8 +55,9 @@ def extremes(values: np.ndarray, k: int, hard_end: str, labels: np.ndarray | Non
 
 
 def one_line(text: str) -> str:
-    """A text as one line: runs of whitespace (newlines, tabs) become one space."""
-    return " ".join(text.split())
+    """A text as one line: runs of whitespace (newlines, tabs) become one space, and any other control
+    character (an escape sequence in the data could clear or retitle the terminal) becomes '�'."""
+    return " ".join("".join(c if c.isprintable() or c.isspace() else "\ufffd" for c in text).split())
 
 
 def cut(text: str, width: int) -> str:

@@ -154,6 +154,8 @@ def config_options(model: type[BaseModel], *, only: Sequence[str] | None = None,
             values = {n: kwargs.pop(n) for n in names}
             for n in names:  # a hidden --no-FIELD turns the switch off
                 if kwargs.pop(NEGATED + n, False):
+                    if values[n]:  # both given: which one meant it is not for us to guess
+                        raise LPSelectError(f"{flag_name(n)} and --no-{flag_name(n)[2:]} both given: keep one")
                     values[n] = False
             kwargs[into] = build_config(model, values)
             return fn(**kwargs)

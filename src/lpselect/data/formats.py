@@ -188,6 +188,12 @@ def _read_dataset(p: Path, path: str | Path, fields: dict[str, str]) -> Dataset:
     if not records:
         raise InputError(p, "the dataset is empty")
     schema = _detect_schema(p, _mapped(p, 0, records[0], fields), 0)
+    if fields and (unread := sorted(set(fields) - SHAPE_FIELDS[schema])):
+        # another shape's own columns decided the shape: the mapping would be ignored and another column read
+        raise InputError(p, f"the rows read as {schema} (from their fields {sorted(records[0])[:8]}), which does "
+                            f"not read {', '.join(unread)}: --fields {','.join(f'{k}={fields[k]}' for k in unread)} "
+                            f"would be ignored; map the names {schema} reads "
+                            f"({', '.join(sorted(SHAPE_FIELDS[schema] - {'category'}))})", row=0)
     try:
         samples = [_to_sample(p, i, _mapped(p, i, rec, fields), schema) for i, rec in enumerate(records)]
     except InputError as e:
@@ -341,6 +347,16 @@ def looks_like_hub_id(s: str) -> bool:
 
 
 # ---------------------------------------------------------------- schemas
+
+
+# the canonical names each shape reads: a --fields mapping must name only these (else it would be ignored)
+SHAPE_FIELDS: dict[str, set[str]] = {
+    "alpaca": {"instruction", "input", "output", "category"},
+    "dolly": {"instruction", "context", "response", "category"},
+    "chat": {"messages", "category"},
+    "sharegpt": {"conversations", "category"},
+    "prompt_completion": {"prompt", "completion", "category"},
+}
 
 
 def _detect_schema(path: Path, rec: Any, row: int) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from lpselect.data.formats import read_dataset
+from lpselect.data.provenance import recorded_fields
 from lpselect.data.template import embedding_text
 from lpselect.errors import InputError
 from lpselect.runs.folder import RunFolder, describe_input
@@ -156,7 +157,8 @@ def export_reference(scores: str | Path, out_dir: str | Path, *, clusters: str |
         written.append(path)
     if clusters is not None:
         labels = read_cluster_labels(clusters, len(ppl))
-        texts = [embedding_text(s) for s in read_dataset(data).samples] if data else [""] * len(labels)
+        texts = [embedding_text(s) for s in read_dataset(data, recorded_fields(clusters)).samples] if data \
+            else [""] * len(labels)  # read with the run's own --fields mapping
         if len(texts) != len(labels):
             raise InputError(data or "", f"{len(texts)} samples, but {clusters} has {len(labels)} rows")
         path = out_dir / "clustering.pkl"

@@ -15,13 +15,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from lpselect.config import RunConfig, SubsetSpec
+from lpselect.config import ClusterConfig, RunConfig, ScoreConfig, SubsetSpec
 from lpselect.core.metrics import HARD_END
 from lpselect.core.selection import literal_band
 from lpselect.data.formats import looks_like_hub_id, read_dataset, subset_suffix
 from lpselect.engine.models import DEFAULT_SCORER
 from lpselect.errors import InputError
-from lpselect.runs.folder import RunFolder
+from lpselect.runs.folder import RunFolder, describe_data, input_changes, setting_changes
 from lpselect.runs.layout import LOCK_FILES, MANIFEST, REPORT, SUBSETS
 from lpselect.steps.cluster import cluster
 from lpselect.steps.score import score
@@ -58,16 +58,19 @@ def load_run_config(path: str | Path, *, sets: Sequence[str] = (), **overrides: 
     if isinstance(data, str) and not Path(data).is_absolute() and ((base / data).exists()
                                                                    or not looks_like_hub_id(data)):
         raw["data"] = str((base / data).resolve())
-    if isinstance(out := raw.get("out"), str) and not Path(out).is_absolute():
-        raw["out"] = str((base / out).resolve())
-        before = Path(out).resolve()  # where earlier versions put it: the working directory
-        if before != Path(raw["out"]) and (before / MANIFEST).exists() and not Path(raw["out"]).exists():
-            raise InputError(path, f"out: {out} is resolved against the config's folder ({raw['out']}), but an "
-                                   f"earlier run of it is at {before}: give out as that absolute path to continue "
-                                   "it")
+    out_in_file = raw.get("out")
+    if isinstance(out_in_file, str) and not Path(out_in_file).is_absolute():
+        raw["out"] = str((base / out_in_file).resolve())
     for item in sets:
         _set_key(raw, item, path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(out_in_file, str) and not Path(out_in_file).is_absolute() and raw.get("out") == str(
+            (base / out_in_file).resolve()):  # the file's own out, not one given on the command line
+        before = Path(out_in_file).resolve()  # where earlier versions put it: the working directory
+        if before != Path(raw["out"]) and (before / MANIFEST).exists() and not Path(raw["out"]).exists():
+            raise InputError(path, f"out: {out_in_file} is resolved against the config's folder ({raw['out']}), but "
+                                   f"an earlier run of it is at {before}: give out as that absolute path (or "
+                                   f"--set out={before}) to continue it")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -105,6 +108,21 @@ def _set_key(raw: dict[str, Any], item: str, path: str | Path) -> None:
         raise InputError(path, f"--set {item!r}: {'.'.join(parts[:-1])} is not a mapping in the config")
 
 
+def _step_plan(record: dict[str, Any] | None, data: dict[str, Any], step_cfg: Any, defaults: Any) -> str:
+    """What run would do with one step, as the run folder decides it: run, resume, reuse, extend or refuse."""
+    if not record:
+        return "run"
+    inputs = (record.get("inputs") or {}).get("data")
+    changed_inputs = [f"data: {c}" for c in input_changes({"data": inputs}, {"data": data})] if inputs else []
+    changed = setting_changes(record.get("config"), step_cfg.model_dump(), defaults.model_dump())
+    finished = record.get("status") == "complete"
+    if not changed_inputs and finished and [k for k, _, _ in changed] == ["epochs"] and changed[0][2] > changed[0][1]:
+        return f"extend (epochs: {changed[0][1]} → {changed[0][2]}; refused if the LR schedule differs)"
+    if changed_inputs or changed:
+        return "refused without --force: " + "; ".join(changed_inputs + [f"{k}: {o} → {n}" for k, o, n in changed])
+    return "reuse the finished step" if finished else "resume"
+
+
 def dry_run(cfg: RunConfig) -> list[str]:
     """What ``run`` would do, without doing it: the resolved config, then each step (run or reuse) and each
     subset file. Reads the run folder's manifest only; creates nothing."""
@@ -115,10 +133,10 @@ def dry_run(cfg: RunConfig) -> list[str]:
     lines = ["config (resolved):", *("  " + line for line in yaml.safe_dump(
         cfg.model_dump(mode="json"), sort_keys=False).splitlines())]
     subsets = grid(cfg)
-    for name, needed in (("score", True), ("cluster", cfg.cluster is not None)):
-        if needed:
-            done = (steps.get(name) or {}).get("status") == "complete" if name == "score" else name in steps
-            lines.append(f"{name}: {'reuse the finished step in' if done else 'run into'} {out}")
+    data = describe_data(cfg.data, cfg.fields)
+    for name, step_cfg, defaults in (("score", cfg.score, ScoreConfig()), ("cluster", cfg.cluster, ClusterConfig())):
+        if step_cfg is not None:
+            lines.append(f"{name}: {_step_plan(steps.get(name), data, step_cfg, defaults)} ({out})")
     tag = scorer_tag(cfg.score.model)
     lines += [f"select: {out / SUBSETS / spec_name(sub, tag)}.*" for sub in subsets]
     lines.append(f"report: {out / REPORT}")
@@ -188,13 +206,17 @@ def _spec_text(sub: SubsetSpec) -> str:
 def run_pipeline(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> RunResult:
     """score -> cluster -> every subset of the grid -> the report, in one locked run folder. A run that fails
     before writing anything leaves no folder behind."""
-    out = Path(cfg.out)
-    existed = out.exists()
+    out = Path(cfg.out).absolute()
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # topmost new folder
     try:
         return _run(cfg, out, force=force, progress=progress)
     except BaseException:
-        if not existed and out.is_dir() and all(_no_work(p) for p in out.iterdir()):
+        if created is not None and out.is_dir() and all(_no_work(p) for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
+            for parent in out.parents:  # the empty folders this run made above it
+                if not parent.is_relative_to(created) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
         raise
 
 
