@@ -56,8 +56,8 @@ class FineTuneSettings(_Strict):
     fsdp: bool = Field(False, description="Under torchrun/accelerate launch: shard the weights, gradients and "
                                           "optimizer state over the processes (FSDP)")
     keep_checkpoint: bool = Field(False, description="Keep the last checkpoint (weights, optimizer, position) "
-                                                     "after the run finishes (score keeps it anyway while --epochs "
-                                                     "< --schedule-epochs: a later --epochs N extends the run)")
+                                                     "after the run finishes; score: a later --epochs N on the "
+                                                     "folder then trains only the new epochs")
     save_minutes: float = Field(30, ge=0, description="Also checkpoint inside an epoch every this many minutes of "
                                                       "training (0 = off; --save-steps wins when set); one "
                                                       "checkpoint of SmolLM2-135M takes ~1-5 s on a CPU (1.6 GB)")
