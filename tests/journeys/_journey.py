@@ -60,3 +60,13 @@ def write_json(path: Path, rows: list[dict]) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def score_and_cluster(data: Path, out: Path, model_dir: Path, *, epochs: int = 1, k: int = 3) -> Path:
+    """``lpselect score`` (tiny model, fp32) then ``lpselect cluster`` (k clusters at most) into ``out``; both
+    must succeed. Returns ``out``."""
+    r = run_cli("score", "--data", data, "--out", out, *tiny_score_args(model_dir, epochs=epochs))
+    assert r.code == 0, r.err
+    r = run_cli("cluster", "--data", data, "--out", out, "--k", str(k), "--min-cluster-size", "1", "--quiet")
+    assert r.code == 0, r.err
+    return out

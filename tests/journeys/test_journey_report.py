@@ -11,7 +11,7 @@ from html import unescape
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _journey import run_cli, tiny_score_args, write_json
+from _journey import run_cli, score_and_cluster, write_json
 
 N = 24
 
@@ -47,11 +47,7 @@ def cells(table_html: str) -> list[list[str]]:
 
 def test_report_answers_first_with_subsets_written_elsewhere(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = write_json(tmp_path / "fruit.json", rows())
-    run = tmp_path / "run"
-    r = run_cli("score", "--data", data, "--out", run, *tiny_score_args(tiny_model_dir, epochs=2))
-    assert r.code == 0, r.err
-    r = run_cli("cluster", "--data", data, "--out", run, "--k", "3", "--min-cluster-size", "1", "--quiet")
-    assert r.code == 0, r.err
+    run = score_and_cluster(data, tmp_path / "run", tiny_model_dir, epochs=2)
     picked = tmp_path / "picked" / "hard25.json"  # not under RUN/subsets: found only through --subsets
     r = run_cli("select", "--data", data, "--scores", run / "scores.parquet", "--clusters", run / "clusters.parquet",
                 "--out", picked, "--metric", "lp", "--percent", "25")

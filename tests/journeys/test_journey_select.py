@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from _journey import run_cli, tiny_score_args, write_json
+from _journey import run_cli, score_and_cluster, write_json
 
 N = 40
 
@@ -50,11 +50,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[
     """One scored and clustered run of 40 Alpaca rows (one epoch, fp32), shared by the journeys below."""
     tmp = tmp_path_factory.mktemp("select-journey")
     data = write_json(tmp / "alpaca.json", rows())
-    out = tmp / "run"
-    r = run_cli("score", "--data", data, "--out", out, *tiny_score_args(tiny_model_dir, epochs=1))
-    assert r.code == 0, r.err
-    r = run_cli("cluster", "--data", data, "--out", out, "--k", "3", "--min-cluster-size", "1", "--quiet")
-    assert r.code == 0, r.err
+    out = score_and_cluster(data, tmp / "run", tiny_model_dir)
     return {"data": data, "run": out, "scores": out / "scores.parquet", "clusters": out / "clusters.parquet",
             "tmp": tmp}
 

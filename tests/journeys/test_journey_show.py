@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from _journey import run_cli, tiny_score_args, write_json
+from _journey import run_cli, score_and_cluster, write_json
 
 N = 24
 LINE = re.compile(r"^\s*(\d+)\s+(-?\d+\.\d{4}|nan)\s+(.*)$")
@@ -52,11 +52,7 @@ def blocks(out: str) -> dict[str, list[tuple[int, float, str]]]:
 def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("show-journey")
     data = write_json(tmp / "qa.json", rows())
-    out = tmp / "run"
-    r = run_cli("score", "--data", data, "--out", out, *tiny_score_args(tiny_model_dir, epochs=1))
-    assert r.code == 0, r.err
-    r = run_cli("cluster", "--data", data, "--out", out, "--k", "2", "--min-cluster-size", "1", "--quiet")
-    assert r.code == 0, r.err
+    out = score_and_cluster(data, tmp / "run", tiny_model_dir, k=2)
     return {"data": data, "run": out, "tmp": tmp}
 
 
