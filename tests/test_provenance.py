@@ -286,3 +286,22 @@ def test_the_same_turns_scored_differently_are_other_data(tmp_path: Path) -> Non
     pc = tmp_path / "pc.jsonl"
     pc.write_text(json.dumps({"prompt": turns[:3], "completion": turns[3:]}) + "\n")
     assert data_fingerprint(read_dataset(chat)) != data_fingerprint(read_dataset(pc))
+
+
+def test_the_same_file_read_with_another_mapping_is_refused(tmp_path: Path) -> None:
+    """Same bytes, other --fields: other rows are read (another column scored), so it is not the run's data."""
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps([{"question": f"q{i}", "answer": f"a{i}", "other": f"o{i}"} for i in range(4)]))
+    run = tmp_path / "run"
+    folder = RunFolder(run)
+    scored = read_dataset(data, {"instruction": "question", "output": "answer"})
+    folder.begin_step("score", inputs={"data": {**describe_input(data), "fields": scored.fields}}, config={},
+                      outputs=[])
+    record_fingerprint(folder, "score", scored)
+    folder.release()
+    pq.write_table(pa.table({"id": np.arange(4), "ppl_0": np.ones(4)}), run / "scores.parquet")
+    assert verify_data(scored, run / "scores.parquet") is None
+    other = read_dataset(data, {"instruction": "question", "output": "other"})
+    with pytest.raises(RunFolderError, match=r"read with --fields instruction=question,output=other, but .* read "
+                                             r"with --fields instruction=question,output=answer"):
+        verify_data(other, run / "scores.parquet")

@@ -162,6 +162,11 @@ def verify_data(dataset: Dataset, table_path: str | Path) -> str | None:
         return origin.note
     data = origin.data
     path = Path(dataset.path)
+    if (data.get("fields") or None) != (getattr(dataset, "fields", None) or None):
+        raise RunFolderError(
+            f"{path} is read with --fields {_fields_text(getattr(dataset, 'fields', None))}, but {origin.table} was "
+            f"made from it read with --fields {_fields_text(data.get('fields'))} ({origin.manifest}): give the same "
+            "mapping, or leave --fields out to use the run's")
     if data.get("sha256") and path.exists() and sha256_of(path) == data["sha256"]:
         return None
     recorded = _recorded_fingerprint(data)
@@ -173,6 +178,10 @@ def verify_data(dataset: Dataset, table_path: str | Path) -> str | None:
         f"{path} is not the data {origin.table} was made from: {origin.manifest} records "
         f"{data.get('path', '?')}, and {how}; give that file, or run {COMMANDS[origin.step]} on {path.name} "
         "into a new folder")
+
+
+def _fields_text(fields: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(fields.items())) if fields else "(none)"
 
 
 def verify_same_data(table_a: str | Path, table_b: str | Path) -> str | None:
