@@ -53,3 +53,15 @@ def alpaca_file(tmp_path: Path) -> Path:
     path = tmp_path / "alpaca.json"
     path.write_text(json.dumps(alpaca_rows(12), indent=2))
     return path
+
+
+def write_json(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as a JSON array (indent 2)."""
+    path.write_text(json.dumps(rows, indent=2))
+    return path
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as JSON lines."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

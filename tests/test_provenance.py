@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import alpaca_rows, require_package_dir
+from conftest import alpaca_rows, require_package_dir, write_json, write_jsonl
 
 from lpselect.data.formats import read_dataset
 from lpselect.data.provenance import (
@@ -36,14 +36,6 @@ def fingerprint_by_hand(rows: list[dict], fields: tuple[str, str, str] = ("instr
     return h.hexdigest()
 
 
-def write_json(path: Path, rows: list[dict]) -> Path:
-    path.write_text(json.dumps(rows, indent=2))
-    return path
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def shuffled(rows: list[dict], seed: int = 0) -> list[dict]:

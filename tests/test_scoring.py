@@ -363,7 +363,9 @@ def _assert_same_scores(folder: Path, expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(got[f"ppl_{e}"], expected[f"ppl_{e}"], rtol=1e-6, atol=0)
 
 
-def test_resume_after_a_crash_in_epoch_2_training(baseline, data_file, tmp_path, monkeypatch):
+def test_resume_after_a_crash_in_epoch_2_training(baseline, data_file, tmp_path, monkeypatch, caplog):
+    """A crash in epoch 2: the re-run trains only epoch 2, gives the uninterrupted scores, and says in one line
+    what it reused (the token table, P0..P1, the epoch-1 checkpoint)."""
     _, cfg, expected = baseline
     folder = tmp_path / "run"
     real = job.train_epoch
@@ -392,8 +394,11 @@ def test_resume_after_a_crash_in_epoch_2_training(baseline, data_file, tmp_path,
         return real(*args, epoch=epoch, **kw)
 
     monkeypatch.setattr(job, "train_epoch", counting)
-    score(data_file, folder, cfg, progress=False)
+    with caplog.at_level("INFO", logger="lpselect"):
+        score(data_file, folder, cfg, progress=False)
     assert calls == [2]  # epoch 1 was not retrained
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming")]
+    assert said == [f"resuming {folder}: reused tokens, P0..P1, checkpoint at epoch 1 end"]
     _assert_same_scores(folder, expected)
     assert manifest(folder)["status"] == "complete"
 
@@ -652,24 +657,3 @@ def test_a_run_that_failed_on_its_input_does_not_claim_the_folder(broken, data_f
     result = score(bad, folder, cfg, progress=False)
     assert result.n_rows == 14
     assert manifest(folder)["inputs"]["data"]["sha256"] == hashlib.sha256(bad.read_bytes()).hexdigest()
-
-
-def test_a_resumed_run_says_what_it_reused(baseline, data_file, tmp_path, monkeypatch, caplog):
-    """After a crash in epoch 2: one line naming the token table, P0..P1 and the epoch-1 checkpoint."""
-    _, cfg, _ = baseline
-    folder = tmp_path / "run"
-    real = job.train_epoch
-
-    def crash_in_epoch_2(*args, epoch, **kw):
-        if epoch == 2:
-            raise Crash("simulated crash")
-        return real(*args, epoch=epoch, **kw)
-
-    monkeypatch.setattr(job, "train_epoch", crash_in_epoch_2)
-    with pytest.raises(Crash):
-        score(data_file, folder, cfg, progress=False)
-    monkeypatch.setattr(job, "train_epoch", real)
-    with caplog.at_level("INFO", logger="lpselect"):
-        score(data_file, folder, cfg, progress=False)
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming")]
-    assert said == [f"resuming {folder}: reused tokens, P0..P1, checkpoint at epoch 1 end"]

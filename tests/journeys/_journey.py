@@ -7,12 +7,13 @@ stderr (no traceback) for a mistake, and the rows a subset holds against an inde
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from conftest import write_json, write_jsonl  # noqa: F401  (re-exported for the journeys)
 
 
 @dataclass
@@ -52,14 +53,6 @@ def tiny_score_args(model_dir: Path, epochs: int = 2) -> list[str]:
             "--lr", "1e-3", "--precision", "fp32", "--device", "cpu", "--quiet"]
 
 
-def write_json(path: Path, rows: list[dict]) -> Path:
-    path.write_text(json.dumps(rows, indent=2))
-    return path
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def score_and_cluster(data: Path, out: Path, model_dir: Path, *, epochs: int = 1, k: int = 3) -> Path:

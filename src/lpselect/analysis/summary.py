@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lpselect.core.metrics import HARD_END, compute_metric, learning_percentage, learning_percentage_approx
-from lpselect.core.selection import literal_band, select
+from lpselect.core.selection import NoSpreadError, literal_band, select
 
 BAND_NAMES = ("hardest", "middle", "easiest")  # colour codes 0, 1, 2 of band_codes; NaN rows are -1
 
@@ -120,11 +121,9 @@ def band_codes(metric: np.ndarray, percent: float = 10) -> np.ndarray:
     metric = np.asarray(metric, dtype=np.float64)
     codes = np.full(len(metric), -1, dtype=np.int64)
     codes[np.isfinite(metric)] = 1
-    finite = metric[np.isfinite(metric)]
-    if len(finite) and finite.min() == finite.max():
-        return codes  # a constant metric has no hardest or easiest rows
-    codes[select(metric, None, percent, "low", strategy="global").ids] = 0
-    codes[select(metric, None, percent, "high", strategy="global").ids] = 2
+    with contextlib.suppress(NoSpreadError):  # a constant metric has no hardest or easiest rows
+        codes[select(metric, None, percent, "low", strategy="global").ids] = 0
+        codes[select(metric, None, percent, "high", strategy="global").ids] = 2
     return codes
 
 
