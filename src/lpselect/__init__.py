@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is stated (pyproject.toml reads it)
 
 _API = {
     "score": "lpselect.steps.score",
