@@ -1,4 +1,4 @@
-"""SPEC §4–5: per-sample perplexity, the score job (P0..Pn), its run folder, resume and determinism.
+"""docs/method.md §4–5: per-sample perplexity, the score job (P0..Pn), its run folder, resume and determinism.
 
 The perplexity is checked against a direct computation written here: the Hugging Face model's own loss with
 the prompt labels set to -100 (``model(input_ids, labels=labels)``), one sample at a time, ppl = exp(loss).
@@ -24,7 +24,7 @@ from lpselect.config import ScoreConfig
 from lpselect.data.formats import Sample, read_dataset
 from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import TokenizedData, tokenize_samples
-from lpselect.engine.passes import perplexity_pass
+from lpselect.engine.passes import scoring_pass
 from lpselect.errors import RunFolderError
 from lpselect.steps import score as job
 from lpselect.steps.score import score
@@ -32,12 +32,17 @@ from lpselect.steps.score import score
 PPL_COLUMN = re.compile(r"^ppl_\d+$")
 
 
+def perplexity_pass(model, data: TokenizedData, **kwargs) -> np.ndarray:
+    """Per-row perplexity by the pass the score job and LPCallback run."""
+    return scoring_pass(model, data, **kwargs).ppl
+
+
 def ppl_columns(scores: dict[str, np.ndarray]) -> list[str]:
     return [c for c in scores if PPL_COLUMN.match(c)]
 
 
 def assert_has_columns(scores: dict[str, np.ndarray], epochs: int) -> None:
-    """The record of SPEC §5: id, ppl_0 .. ppl_n, n_scored_tokens, truncated (+ prompt_shortened)."""
+    """The record of docs/method.md §5: id, ppl_0 .. ppl_n, n_scored_tokens, truncated (+ prompt_shortened)."""
     names = list(scores)
     assert names[0] == "id"
     assert ppl_columns(scores) == [f"ppl_{e}" for e in range(epochs + 1)]
@@ -46,7 +51,7 @@ def assert_has_columns(scores: dict[str, np.ndarray], epochs: int) -> None:
 
 
 def direct_ppl(model, tokenizer, sample: Sample) -> float:
-    """SPEC §3–4 by hand: tokenise prompt + output + eos, mask the first len(tokenize(prompt)) labels."""
+    """docs/method.md §3–4 by hand: tokenise prompt + output + eos, mask the first len(tokenize(prompt)) labels."""
     prompt = render_prompt(sample.instruction, sample.input)
     ids = tokenizer(prompt + sample.output + tokenizer.eos_token).input_ids
     n_prompt = len(tokenizer(prompt).input_ids)

@@ -1,10 +1,9 @@
 """How many padded tokens one training micro-batch may hold.
 
 The optimizer step is the same for any micro-batch budget (the loss is normalised by the step's scored
-tokens), so the budget only trades memory for speed. A CPU runs best with cache-sized micro-batches (2048
-tokens). A GPU is launch-bound on small ones: on an H200, SmolLM2-135M trained 5x faster with 16384-token
-micro-batches than with 2048 (README, Benchmarks), so on CUDA the budget is what the free memory allows,
-up to 16384.
+tokens), so the budget only trades memory for speed. A CPU runs best with cache-sized micro-batches
+(``CPU_MICRO_BUDGET``). A GPU is launch-bound on small ones (README, Benchmarks, has the figures), so on CUDA the
+budget is what the free memory allows, up to ``GPU_MICRO_BUDGET_CAP``.
 """
 
 from __future__ import annotations

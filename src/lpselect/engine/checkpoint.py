@@ -7,9 +7,8 @@ sees the previous checkpoint or the new one, never half of one. Row order within
 (seed, epoch), so a run resumed at ``done_in_epoch`` skips exactly the steps that were finished.
 
 Inside an epoch a checkpoint is written on a cadence (:class:`SaveCadence`): every ``save_steps`` optimizer
-steps when set, else every ``save_minutes`` of training (default 30). Measured cost of one checkpoint on a 2-core
-CPU: the tiny test Llama 0.02 s (0.6 MB); SmolLM2-135M 1-5 s (1.6 GB: fp32 weights and AdamW's two moments,
-12 bytes a parameter), so a 30-minute cadence costs well under 1 % of the training time.
+steps when set, else every ``save_minutes`` of training (default 30). A checkpoint holds fp32 weights and AdamW's
+two moments, 12 bytes a parameter; docs hold what writing one costs.
 """
 
 from __future__ import annotations
@@ -30,7 +29,14 @@ from lpselect.engine.distributed import Workers
 from lpselect.engine.sharding import gather_for_saving, save_model
 from lpselect.faults import crash_point
 from lpselect.runs.io import recover_dir, replace_dir
-from lpselect.runs.layout import CHECKPOINT_STATE
+from lpselect.runs.layout import (
+    CHECKPOINT_ARRAY,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_RNG,
+    CHECKPOINT_SCHEDULER,
+    CHECKPOINT_STATE,
+)
 
 STATE = CHECKPOINT_STATE
 
@@ -55,15 +61,15 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, pos: Position, wo
         return
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        save_model(model, tmp / "model", model_state, architecture)
-        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_model(model, tmp / CHECKPOINT_MODEL, model_state, architecture)
+        torch.save(optim_state if optim_state is not None else optimizer.state_dict(), tmp / CHECKPOINT_OPTIMIZER)
+        torch.save(scheduler.state_dict(), tmp / CHECKPOINT_SCHEDULER)
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, tmp / "rng.pt")
+        torch.save(rng, tmp / CHECKPOINT_RNG)
         for name, array in (arrays or {}).items():
-            np.save(tmp / f"{name}.npy", array)
+            np.save(tmp / CHECKPOINT_ARRAY.format(name=name), array)
         crash_point(f"checkpoint:{pos.epoch}:{pos.done_in_epoch}")
         (tmp / STATE).write_text(json.dumps({**asdict(pos), **(extra or {})}, indent=2) + "\n")  # marks it complete
         replace_dir(tmp, folder)
@@ -109,11 +115,12 @@ def read_checkpoint(folder: Path) -> tuple[Position | None, dict[str, Any] | Non
             return None, None
     state = json.loads((folder / STATE).read_text())
     pos = Position(**{k: state[k] for k in Position.__dataclass_fields__})
-    return pos, torch.load(folder / "rng.pt", weights_only=True)
+    return pos, torch.load(folder / CHECKPOINT_RNG, weights_only=True)
 
 
 def checkpoint_array(folder: Path, name: str) -> np.ndarray | None:
-    path = folder / f"{name}.npy"
+    """A per-row array saved with the checkpoint, or None."""
+    path = folder / CHECKPOINT_ARRAY.format(name=name)
     return np.load(path) if path.exists() else None
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lpselect.errors import LPSelectError
+from lpselect.runs.layout import MODEL_MARKERS
 
 DEFAULT_SCORER = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -130,7 +131,7 @@ def model_source(name_or_path: str | None, gguf_file: str | None = None) -> str:
 
 
 _TRUE = ("1", "on", "yes", "true")
-_MODEL_FILES = ("config.json", "adapter_config.json")  # a model folder, or a LoRA adapter folder
+_MODEL_FILES = MODEL_MARKERS  # a model folder, or a LoRA adapter folder
 
 
 def _looks_like_path(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""One perplexity pass over the samples (SPEC §4): eval mode, no dropout, no gradients.
+"""One perplexity pass over the samples (docs/method.md §4): eval mode, no dropout, no gradients.
 
 A pass produces per-row *sums* (NLL, token probability, scored-token count). Sums of disjoint row sets add
 up, which is what lets a pass be cut into chunks that are saved as they finish (resume) and shared across
@@ -15,6 +15,7 @@ import torch
 
 from lpselect.data.tokenize import TokenizedData
 from lpselect.engine.batching import collate, token_budget_batches
+from lpselect.engine.distributed import Workers
 from lpselect.engine.forward import scored_token_nll
 from lpselect.engine.precision import autocast
 
@@ -72,6 +73,7 @@ def pass_sums(
 
 
 def finish(sums: np.ndarray) -> PassResult:
+    """Perplexity and mean probability per row from the summed pass; NaN where a row has no scored token."""
     total, prob_total, count = sums
     with np.errstate(divide="ignore", invalid="ignore"):
         ppl = np.exp(total / count)
@@ -81,11 +83,25 @@ def finish(sums: np.ndarray) -> PassResult:
     return PassResult(ppl=ppl, prob=prob)
 
 
-def scoring_pass(model, data: TokenizedData, *, rows: np.ndarray | None = None, **kwargs) -> PassResult:
-    """One pass over ``rows`` (default all) in one go; results are arrays over all rows."""
-    return finish(pass_sums(model, data, np.arange(len(data)) if rows is None else rows, **kwargs))
+def rank_shards(data: TokenizedData, workers: Workers, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """Every rank's rows of a pass over ``rows`` (default all): disjoint, so each row is scored exactly once."""
+    rows = np.arange(len(data)) if rows is None else np.asarray(rows)
+    return [workers.shard(rows, data.lengths, r) for r in range(workers.world)]
 
 
-def perplexity_pass(model, data: TokenizedData, **kwargs) -> np.ndarray:
-    """exp(mean NLL of scored tokens) per row; NaN for a row with no scored token."""
-    return scoring_pass(model, data, **kwargs).ppl
+def shard_sums(model, data: TokenizedData, shards: list[np.ndarray], workers: Workers, part: slice = slice(None),
+               *, max_tokens: int, **kwargs) -> np.ndarray:
+    """:func:`pass_sums` of ``part`` of this rank's shard. Under FSDP every rank makes as many forward calls as
+    the busiest rank's ``part`` needs (the calls are collective)."""
+    calls = (max(len(token_budget_batches(data.lengths, s[part], max_tokens)) for s in shards)
+             if workers.fsdp else None)
+    return pass_sums(model, data, shards[workers.rank][part], max_tokens=max_tokens, fsdp_calls=calls, **kwargs)
+
+
+def scoring_pass(model, data: TokenizedData, *, rows: np.ndarray | None = None, workers: Workers | None = None,
+                 max_tokens: int = 16384, **kwargs) -> PassResult:
+    """One whole pass over ``rows`` (default all), each rank its shard, the sums added over the ranks; results
+    are arrays over all rows. ``LPCallback``'s pass; the score job runs the same per chunk of rows."""
+    workers = workers or Workers()
+    shards = rank_shards(data, workers, rows)
+    return finish(workers.sum(shard_sums(model, data, shards, workers, max_tokens=max_tokens, **kwargs)))

@@ -15,12 +15,14 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import get_args
 
 import torch
 
+from lpselect.config import Precision
 from lpselect.errors import LPSelectError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = get_args(Precision)
 MATRIX_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 _CPUINFO = Path("/proc/cpuinfo")
 CPU_FEATURES_ENV = "LPSELECT_CPU_FEATURES"

@@ -1,4 +1,4 @@
-"""The one training loop of the scorer (SPEC §5) and the target (§9): AdamW, cosine schedule with warm-up,
+"""The one training loop of the scorer (docs/method.md §5) and the target (§9): AdamW, cosine schedule with warm-up,
 micro-batches with accumulation.
 
 The settings are the step's own config (``FineTuneSettings``: ``ScoreConfig`` or ``TrainConfig``); an automatic

@@ -20,6 +20,7 @@ from lpselect.engine.lora import load_trainable
 from lpselect.engine.models import enable_activation_checkpointing
 from lpselect.engine.sharding import load_full_optimizer_state, shard_model
 from lpselect.engine.train import make_optimizer
+from lpselect.runs.layout import CHECKPOINT_MODEL, CHECKPOINT_OPTIMIZER, CHECKPOINT_SCHEDULER
 
 
 @dataclass
@@ -37,7 +38,7 @@ def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | Non
                       with_optimizer: bool = True) -> Trainable:
     """Everything before the first optimizer step; ``checkpoint`` is the folder to resume from, or None for a
     fresh start."""
-    model = load_trainable(source, cfg, checkpoint / "model" if checkpoint else None,
+    model = load_trainable(source, cfg, checkpoint / CHECKPOINT_MODEL if checkpoint else None,
                            attn_implementation=cfg.attn_implementation).to(device)
     architecture = type(model).__name__
     if cfg.gradient_checkpointing:
@@ -51,11 +52,11 @@ def prepare_trainable(source: str, cfg: FineTuneSettings, checkpoint: Path | Non
     workers = data_parallel(model, workers, device)
     optimizer, scheduler = make_optimizer(model, settings, total_steps)
     if checkpoint is not None:
-        optim_state = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        optim_state = torch.load(checkpoint / CHECKPOINT_OPTIMIZER, weights_only=True)
         if workers.fsdp:
             load_full_optimizer_state(model, optimizer, optim_state)
         else:
             optimizer.load_state_dict(optim_state)
-        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(checkpoint / CHECKPOINT_SCHEDULER, weights_only=True))
     return Trainable(model, optimizer, scheduler, settings, architecture, workers)
 

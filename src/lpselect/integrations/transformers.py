@@ -3,7 +3,7 @@
 ``lpselect score`` trains the scorer itself. Many users already have a training script (a ``Trainer``, or TRL's
 ``SFTTrainer``, which is a ``Trainer`` subclass and takes callbacks the same way) and only want the perplexity
 record of it. :class:`LPCallback` measures every training sample's perplexity before the first step and after
-each epoch with lpselect's own scoring pass (:func:`lpselect.engine.passes.pass_sums`: eval mode, no
+each epoch with lpselect's own scoring pass (:func:`lpselect.engine.passes.scoring_pass`: eval mode, no
 gradients, LM head only on scored positions), and writes the ``scores.parquet`` and ``manifest.json`` that
 ``lpselect select``, ``compare`` and ``report`` read, so the rest of lpselect works on it unchanged.
 
@@ -41,13 +41,13 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from lpselect.data.tokenize import TokenizedData
-from lpselect.engine.batching import token_budget_batches
+from lpselect.engine.batching import pass_token_budget
 from lpselect.engine.distributed import Workers
-from lpselect.engine.passes import finish, pass_sums
+from lpselect.engine.passes import scoring_pass
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.folder import RunFolder, describe_input
 from lpselect.runs.io import save_npy, write_parquet
-from lpselect.runs.layout import SCORES
+from lpselect.runs.layout import PASS_FILE, PASSES, SCORES
 from lpselect.steps.score import WORK, finished_passes, score_table
 
 log = logging.getLogger(__name__)
@@ -300,12 +300,12 @@ class LPCallback(TrainerCallback):
         self.run: RunFolder | None = None
         self.epoch = -1  # index of the last pass on disk (0 = P0)
         self._pad_id = 0
-        self._budget = 2048
+        self._budget = 0  # padded tokens per pass batch, set at train begin for the model's device
         self._precision = "fp32"  # what this train() call's passes use (``precision``, else the Trainer's)
 
     @property
     def passes(self) -> Path:
-        return self.out_dir / WORK / "passes"
+        return self.out_dir / WORK / PASSES
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: torch.nn.Module | None = None, processing_class: Any = None,
@@ -320,7 +320,7 @@ class LPCallback(TrainerCallback):
         self.workers = _workers(model)
         device = next(model.parameters()).device
         self._precision = self.precision or ("bf16" if args.bf16 else "fp32")
-        self._budget = self.max_tokens_per_batch or (16384 if device.type == "cuda" else 2048)
+        self._budget = pass_token_budget(self.max_tokens_per_batch or 0, device)
         self._pad_id = _pad_id(processing_class, model)
         main = state.is_world_process_zero
         self.run = RunFolder(self.out_dir, writer=main)
@@ -400,18 +400,13 @@ class LPCallback(TrainerCallback):
         """This rank's shard of the pass, summed over ranks; the main process saves it and rewrites the files."""
         assert self.tokens is not None
         t0 = time.perf_counter()
-        tokens, workers = self.tokens, self.workers
-        shards = [workers.shard(np.arange(len(tokens)), tokens.lengths, r) for r in range(workers.world)]
-        calls = (max(len(token_budget_batches(tokens.lengths, s, self._budget)) for s in shards)
-                 if workers.fsdp else None)
-        sums = pass_sums(model, tokens, shards[workers.rank], pad_id=self._pad_id, precision=self._precision,
-                         max_tokens=self._budget, fsdp_calls=calls)
-        result = finish(workers.sum(sums))
+        result = scoring_pass(model, self.tokens, workers=self.workers, pad_id=self._pad_id,
+                              precision=self._precision, max_tokens=self._budget)
         self.epoch = epoch
         if not state.is_world_process_zero or self.run is None:
             return
-        save_npy(self.passes / f"prob_{epoch}.npy", result.prob)
-        save_npy(self.passes / f"ppl_{epoch}.npy", result.ppl)  # written last: marks the pass as done
+        save_npy(self.passes / PASS_FILE.format(kind="prob", epoch=epoch), result.prob)
+        save_npy(self.passes / PASS_FILE.format(kind="ppl", epoch=epoch), result.ppl)  # last: marks the pass done
         self.run.record_time("score", f"pass_ppl_{epoch}", time.perf_counter() - t0)
         self._write(state)
 

@@ -29,10 +29,9 @@ from lpselect.data.formats import read_dataset
 from lpselect.data.template import embedding_text
 from lpselect.data.tokenize import TokenizedData, tokenize_responses, tokenize_samples
 from lpselect.engine.batching import pass_token_budget, token_budget_batches
-from lpselect.engine.distributed import Workers
-from lpselect.engine.models import load_embedder, load_tokenizer, model_source
+from lpselect.engine.models import load_embedder
 from lpselect.engine.passes import pass_sums
-from lpselect.engine.precision import choose_precision, pick_device
+from lpselect.engine.recipe import FineTuneRecipe
 from lpselect.engine.train import (
     accumulate_gradients,
     apply_update,
@@ -96,10 +95,9 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
             gpu_seconds(1.0, peak_tflops, utilisation)  # validates both before any work
         except ValueError as e:
             raise LPSelectError(f"--peak-tflops / --mfu: {e}") from None
-    device = pick_device(cfg.device)
-    precision = choose_precision(cfg.precision, device).precision
-    source = model_source(cfg.model, cfg.gguf_file)
-    tokenizer = load_tokenizer(source)
+    recipe = FineTuneRecipe(cfg, progress=False, distributed=False)  # the score job's setup, in one process
+    device, precision = recipe.device, recipe.choose_precision()
+    source, tokenizer = recipe.find_model(), recipe.load_tokenizer()
 
     t0 = time.perf_counter()
     dataset = read_dataset(data, fields)
@@ -111,8 +109,8 @@ def plan(data: str | Path, config: ScoreConfig | None = None, *, probe_seconds: 
 
     total_steps = steps_per_epoch(len(tokens), cfg) * max(cfg.epochs, cfg.schedule_epochs)
     t0 = time.perf_counter()
-    trainable = prepare_trainable(source, cfg, None, device=device, precision=precision,
-                                  total_steps=total_steps, workers=Workers(), with_optimizer=cfg.epochs > 0)
+    trainable = prepare_trainable(source, cfg, None, total_steps=total_steps, with_optimizer=cfg.epochs > 0,
+                                  **recipe.placement())
     load_s = time.perf_counter() - t0
     model, settings = trainable.model, trainable.settings
     n_params = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
@@ -172,7 +170,7 @@ def _timed_units(n_units: int, run: Callable[[int], None], budget_s: float, sync
     after two untimed warm-up units, at least ``min_timed`` of them (a phase of fewer units times warm ones
     again), until ``budget_s`` is spent. The warm-up is the largest unit (by ``work``) and one more: the first
     calls allocate (kernels, caches, the optimizer's state, the allocator's pools), and on a CPU the second unit
-    is still ~20 % slow (measured on SmolLM2). ``prepare`` runs untimed before each unit."""
+    is still slower than the rest. ``prepare`` runs untimed before each unit."""
     if n_units <= 0:
         raise LPSelectError("nothing to probe: the phase has no batches")
     order = probe_order(n_units)

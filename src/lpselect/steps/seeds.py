@@ -9,7 +9,6 @@ and resumes from, as after a crash. Each seed's folder is a normal run folder (`
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +16,12 @@ from pathlib import Path
 from lpselect.config import ScoreConfig
 from lpselect.runs.folder import RunFolder
 from lpselect.runs.io import atomic_path
-from lpselect.runs.layout import MANIFEST, SEED_FOLDER
+from lpselect.runs.layout import MANIFEST, PASS_FILE, PASSES, SEED_FOLDER, TOKENS, TOKENS_DONE, TOKENS_RESPONSE
+from lpselect.runs.ranks import is_main_process
 from lpselect.steps.score import WORK, ScoreResult, score
 
-_SHARED_TABLES = ("tokens", "tokens_response")  # the token tables: the same text, the same tokenizer
-_P0_FILES = ("prob_0.npy", "ppl_resp_0.npy", "ppl_0.npy")  # ppl_0 last: it marks the pass as done
+_SHARED_TABLES = (TOKENS, TOKENS_RESPONSE)  # the token tables: the same text, the same tokenizer
+_P0_FILES = tuple(PASS_FILE.format(kind=k, epoch=0) for k in ("prob", "ppl_resp", "ppl"))  # ppl_0 last: P0's mark
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -43,7 +43,7 @@ def score_seeds(data: str | Path, out: str | Path, config: ScoreConfig, seeds: S
                 force: bool = False, progress: bool = True, fields: dict[str, str] | None = None,
                 ) -> list[ScoreResult]:
     """Score ``data`` once per seed into ``out/seed-<s>/``; P0 is computed once and shared."""
-    is_main = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 copies; the job's barriers order it
+    is_main = is_main_process()  # under torchrun rank 0 copies; the job's barriers order it
     results: list[ScoreResult] = []
     first: Path | None = None
     for seed in seeds:
@@ -64,9 +64,9 @@ def _seed_from(done: Path, fresh: Path) -> None:
     """Copy the finished job's token tables and P0 files into a new seed's work folder, each file atomically
     (a copy cut short by a crash is never taken for a finished one; a re-run copies again)."""
     names = [f"{table}/{f.name}" for table in _SHARED_TABLES for f in sorted((done / table).glob("*.npy"))
-             if f.name != "offsets.npy"] + [f"{table}/offsets.npy" for table in _SHARED_TABLES
-                                            if (done / table / "offsets.npy").exists()]
-    names += [f"passes/{name}" for name in _P0_FILES if (done / "passes" / name).exists()]
+             if f.name != TOKENS_DONE] + [f"{table}/{TOKENS_DONE}" for table in _SHARED_TABLES
+                                          if (done / table / TOKENS_DONE).exists()]
+    names += [f"{PASSES}/{name}" for name in _P0_FILES if (done / PASSES / name).exists()]
     for name in names:  # offsets.npy (a table's done mark) and ppl_0.npy (P0's) come after their siblings
         with atomic_path(fresh / name) as tmp:
             shutil.copyfile(done / name, tmp)

@@ -1,4 +1,4 @@
-"""Target training (SPEC §9): instruction-tune the target model on a selected subset.
+"""Target training (docs/method.md §9): instruction-tune the target model on a selected subset.
 
 The same tokenisation, template, truncation and loss mask as the scorer (``tokenize_samples``), and the
 same optimisation step as scorer training (token-normalised accumulation over length-grouped micro-batches,
@@ -22,37 +22,32 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
 from lpselect.data.provenance import subset_fields, verify_subset
-from lpselect.data.tokenize import tokenize_samples
+from lpselect.data.tokenize import TokenizedData, tokenize_samples
 from lpselect.engine.checkpoint import Position, SaveCadence, read_checkpoint, restore_rng, save_checkpoint
-from lpselect.engine.distributed import Workers, init_workers
-from lpselect.engine.models import load_tokenizer, model_source
-from lpselect.engine.precision import announce, choose_precision, pick_device
-from lpselect.engine.sharding import (
-    full_model_state,
-    save_model,
-)
+from lpselect.engine.distributed import Workers
+from lpselect.engine.recipe import FineTuneRecipe
+from lpselect.engine.sharding import full_model_state, save_model
 from lpselect.engine.train import EpochState, StepResult, steps_per_epoch, train_epoch
 from lpselect.engine.trainable import prepare_trainable
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
 from lpselect.runs.folder import RunFolder, describe_data, same_content, same_settings
 from lpselect.runs.io import recover_dir
-from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST
+from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST, MODEL_MARKERS
 
 log = logging.getLogger(__name__)
 STEP = "train"
-FINAL_MARKERS = ("config.json", "adapter_config.json")  # a finished training folder holds one of them
+FINAL_MARKERS = MODEL_MARKERS  # a finished training folder holds one of them
 
 
 @dataclass
@@ -73,150 +68,200 @@ def train_target(data: str | Path, out_dir: str | Path, config: TrainConfig | No
 
     ``on_step(global_step)`` is called after every optimizer step (and after its checkpoint, if any).
     """
-    cfg = config or TrainConfig()
-    out = Path(out_dir)
-    workers, device = init_workers(pick_device(cfg.device))
-    workers = replace(workers, fsdp=cfg.fsdp and workers.world > 1)
-    progress = progress and workers.is_main
-    source = model_source(cfg.model, cfg.gguf_file)
-    if Path(source).resolve() == out.resolve():
-        raise LPSelectError(f"--out {out} is the model's own folder; choose another folder")
-    if workers.is_main:
-        _check_out_dir(out, force)
-    workers.barrier()
+    recipe = TargetRecipe(config or TrainConfig(), Path(out_dir), progress=progress, on_step=on_step)
     fields = fields or subset_fields(data)  # a subset selected with --fields is read with that mapping
-    inputs = {"data": describe_data(data, fields), "model": {"source": source}}
-    old = _read_step(out)
-    finished = any((out / name).exists() for name in FINAL_MARKERS)
-    if (old and old.get("status") == "complete" and finished and same_content(old.get("inputs"), inputs)
-            and same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump())):
-        log.info("%s: training already complete", out)
-        return _result_from_manifest(out, old)
+    if (complete := recipe.check_out(data, fields, force=force)) is not None:
+        return complete
+    recipe.setup(data, fields, force=force)
+    recipe.train()
+    return recipe.finish()
 
-    # read and tokenise before claiming the folder: a typo in --data or --model must not lock it
-    t0 = time.perf_counter()
-    dataset = read_dataset(data, fields)
-    if note := verify_subset(dataset):  # a subset must hold the rows its <subset>.report.json describes
-        log.warning(note)
-    tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for
-    tokens = tokenize_samples(dataset.samples, tokenizer, max_length=cfg.max_length,
-                              truncation=cfg.truncation)
-    del dataset
-    if int(tokens.n_scored.sum()) == 0:
-        raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
-    t_read = time.perf_counter() - t0
-    run = RunFolder(out, writer=workers.is_main).lock()  # before _clear: a second job must not wipe a folder in use
-    if (workers.is_main and force and old is not None
-            and (not same_content(old.get("inputs"), inputs)
-                 or not same_settings(old.get("config"), cfg.model_dump(), TrainConfig().model_dump()))):
-        _clear(out)
-    workers.barrier()
-    # the outputs: a record with none of them (a run that failed before its first checkpoint) claims nothing
-    run.begin_step(STEP, inputs=inputs, config=cfg.model_dump(), outputs=[CHECKPOINT, *FINAL_MARKERS],
-                   force=force, defaults=TrainConfig().model_dump())
-    _add_time(run, "read_tokenize", t_read)
 
-    choice = choose_precision(cfg.precision, device)
-    precision = choice.precision
-    announce(choice)
-    run.update_step(STEP, device=str(device), precision=precision, precision_reason=choice.reason)
-    per_epoch = steps_per_epoch(len(tokens), cfg)
-    total_steps = per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+class TargetRecipe(FineTuneRecipe):
+    """The train job: :meth:`check_out` (the folder may be written; done already?), :meth:`setup` (tokens,
+    folder, precision, model, where to resume), :meth:`train` (epochs until the last or ``max_steps``),
+    :meth:`finish` (the model folder)."""
 
-    t0 = time.perf_counter()
-    ckpt = out / CHECKPOINT
-    if workers.is_main:
-        recover_dir(ckpt)  # a crash between the two renames of replace_dir
-    workers.barrier()
-    pos, rng = read_checkpoint(ckpt)
-    torch.manual_seed(cfg.seed)  # LoRA's initial weights
-    t = prepare_trainable(source, cfg, ckpt if pos else None, device=device, precision=precision,
-                          total_steps=total_steps, workers=workers)
-    model, optimizer, scheduler, settings, architecture, workers = (t.model, t.optimizer, t.scheduler, t.settings,
-                                                                    t.architecture, t.workers)
-    _add_time(run, "load_model", time.perf_counter() - t0)
-    resumed_from = pos.global_step if pos else 0
-    pos = pos or Position()
-    if resumed_from and workers.is_main:
-        log.info("resuming %s: reused checkpoint at epoch %d step %d/%d (optimizer step %d of %d)", out, pos.epoch,
-                 pos.done_in_epoch, per_epoch, pos.global_step, total_steps)
-    run.update_step(STEP, status="training", model_source=source, device=str(device), precision=precision,
-                    micro_batch_budget=settings.max_tokens_per_micro_batch,
-                    steps_total=total_steps, steps_per_epoch=per_epoch,
-                    counts={"rows": len(tokens), "tokens": int(tokens.lengths.sum()),
-                            "scored_tokens": int(tokens.n_scored.sum()),
-                            "truncated_rows": int((tokens.truncated > 0).sum()),
-                            "prompt_shortened_rows": int(tokens.prompt_shortened.sum())})
+    step = STEP
+    cfg: TrainConfig
 
-    if rng is not None:  # after loading: building LoRA layers draws random numbers
-        restore_rng(rng)
-    pad_id = tokenizer.pad_token_id
-    bar = tqdm(total=total_steps, initial=min(pos.global_step, total_steps), desc="train target", unit="step",
-               disable=not progress, dynamic_ncols=True)
-    t_train = time.perf_counter()
-    my_tokens = 0  # this rank's share of the tokens trained on in this run (the manifest shows the balance)
-    cadence = SaveCadence(cfg.save_steps, cfg.save_minutes, workers)
-    try:
-        while pos.epoch <= cfg.epochs and pos.global_step < total_steps:
-            epoch, first_step = pos.epoch, pos.global_step
-            state = EpochState(pos.done_in_epoch, pos.loss_sum, pos.token_sum)
-            updates = 0
+    def __init__(self, cfg: TrainConfig, out: Path, *, progress: bool = True,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        super().__init__(cfg, progress=progress)
+        self.out, self.ckpt, self.on_step_hook = out, out / CHECKPOINT, on_step
 
-            def at_step(r: StepResult, epoch: int = epoch, first_step: int = first_step,
-                        state: EpochState = state) -> None:
-                """Progress, the epoch's loss in the manifest, checkpoints and the caller's hook, per step."""
-                nonlocal my_tokens, updates, t_train
-                my_tokens += int(tokens.lengths[workers.shard(r.rows, tokens.lengths)].sum())
-                updates += r.stepped
-                now = Position(epoch, state.done, first_step + updates, state.loss_sum, state.token_sum)
-                if r.stepped:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{r.loss_sum / max(r.tokens, 1):.4f}", epoch=epoch)
-                epoch_end = now.done_in_epoch == per_epoch or now.global_step >= total_steps
-                if epoch_end:
-                    _finish_epoch(run, now)
-                if epoch_end or (r.stepped and cadence.due(now.global_step)):
-                    save_checkpoint(ckpt, model, optimizer, scheduler, now, workers, architecture,
-                                    extra={"lora": cfg.lora})
-                    cadence.saved()
-                    workers.barrier()
-                    _add_time(run, "train", time.perf_counter() - t_train)
-                    t_train = time.perf_counter()
-                if r.stepped:
-                    crash_point(f"train:step:{now.global_step}")
-                    if on_step is not None:
-                        on_step(now.global_step)
+    def check_out(self, data: str | Path, fields: dict[str, str] | None, *, force: bool) -> TrainResult | None:
+        """Refuse an ``--out`` that is the model's own folder or one no ``train`` wrote; the earlier result
+        when this very training is already complete there."""
+        out = self.out
+        if Path(self.find_model()).resolve() == out.resolve():
+            raise LPSelectError(f"--out {out} is the model's own folder; choose another folder")
+        if self.workers.is_main:
+            _check_out_dir(out, force)
+        self.workers.barrier()
+        self.inputs = {"data": describe_data(data, fields), "model": {"source": self.source}}
+        self.old = _read_step(out)
+        finished = any((out / name).exists() for name in FINAL_MARKERS)
+        if self.old and self.old.get("status") == "complete" and finished and self._same_as_old():
+            log.info("%s: training already complete", out)
+            return _result_from_manifest(out, self.old)
+        return None
 
-            train_epoch(model, tokens, optimizer, scheduler, settings, epoch=epoch, pad_id=pad_id,
-                        precision=precision, workers=workers, on_step=at_step, state=state,
-                        max_updates=total_steps - first_step)
-            pos = Position(epoch, state.done, first_step + updates, state.loss_sum, state.token_sum)
-            if pos.done_in_epoch == per_epoch:
-                pos = Position(epoch=epoch + 1, global_step=pos.global_step)
-    finally:
-        bar.close()
-        _add_time(run, "train", time.perf_counter() - t_train)
+    def _same_as_old(self) -> bool:
+        old = self.old or {}
+        return (same_content(old.get("inputs"), self.inputs)
+                and same_settings(old.get("config"), self.cfg.model_dump(), TrainConfig().model_dump()))
 
-    t0 = time.perf_counter()
-    _write_final(out, model, tokenizer, cfg, workers, architecture)
-    _add_time(run, "save", time.perf_counter() - t0)
-    record = run.step(STEP) or {}
-    per_rank = workers.sum(np.eye(workers.world)[workers.rank] * my_tokens).astype(int).tolist()
-    if workers.is_main:
-        run.update_step(STEP, status="complete", steps_done=pos.global_step, processes=workers.world,
-                        tokens_per_process=per_rank,
-                        files=sorted(p.name for p in out.iterdir()
-                                     if p.is_file() and p.name != MANIFEST and p.name not in LOCK_FILES))
-        if not cfg.keep_checkpoint:
-            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
-    workers.barrier()
-    run.release()
-    return TrainResult(model_dir=out, n_rows=len(tokens), steps=pos.global_step,
-                       epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=resumed_from,
-                       n_truncated=int((tokens.truncated > 0).sum()),
-                       n_prompt_shortened=int(tokens.prompt_shortened.sum()))
+    def setup(self, data: str | Path, fields: dict[str, str] | None, *, force: bool) -> None:
+        """Tokenise (before claiming the folder: a typo in --data or --model must not lock it), claim the folder,
+        choose the precision, load the model (from the checkpoint when resuming)."""
+        t0 = time.perf_counter()
+        self.tokens = self._read_tokens(data, fields)
+        t_read = time.perf_counter() - t0
+        self.run = RunFolder(self.out, writer=self.workers.is_main).lock()  # before _clear: a folder in use stays
+        if self.workers.is_main and force and self.old is not None and not self._same_as_old():
+            _clear(self.out)
+        self.workers.barrier()
+        # the outputs: a record with none of them (a run that failed before its first checkpoint) claims nothing
+        self.run.begin_step(STEP, inputs=self.inputs, config=self.cfg.model_dump(),
+                            outputs=[CHECKPOINT, *FINAL_MARKERS], force=force, defaults=TrainConfig().model_dump())
+        _add_time(self.run, "read_tokenize", t_read)
+        self.choose_precision(self.run)
+        self.per_epoch = steps_per_epoch(len(self.tokens), self.cfg)
+        self.total_steps = self.per_epoch * self.cfg.epochs
+        if self.cfg.max_steps:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
+        self.load_model()
+        self._record_start()
+
+    def _read_tokens(self, data: str | Path, fields: dict[str, str] | None) -> TokenizedData:
+        """The data's token table: the same template, truncation and loss mask as the scorer's."""
+        dataset = read_dataset(data, fields)
+        if note := verify_subset(dataset):  # a subset must hold the rows its <subset>.report.json describes
+            log.warning(note)
+        self.load_tokenizer()  # a model that is not there: one line naming where it was looked for
+        tokens = tokenize_samples(dataset.samples, self.tokenizer, max_length=self.cfg.max_length,
+                                  truncation=self.cfg.truncation)
+        if int(tokens.n_scored.sum()) == 0:
+            raise LPSelectError(f"{data}: no sample keeps a response token after truncation; nothing to train on")
+        return tokens
+
+    def load_model(self) -> None:
+        """The model, optimizer and schedule, from the checkpoint when there is one; where training resumes."""
+        t0 = time.perf_counter()
+        if self.workers.is_main:
+            recover_dir(self.ckpt)  # a crash between the two renames of replace_dir
+        self.workers.barrier()
+        pos, self.rng = read_checkpoint(self.ckpt)
+        torch.manual_seed(self.cfg.seed)  # LoRA's initial weights
+        self.use(prepare_trainable(self.source, self.cfg, self.ckpt if pos else None, total_steps=self.total_steps,
+                                   **self.placement()))
+        _add_time(self.run, "load_model", time.perf_counter() - t0)
+        self.resumed_from = pos.global_step if pos else 0
+        self.pos = pos or Position()
+        if self.resumed_from and self.workers.is_main:
+            log.info("resuming %s: reused checkpoint at epoch %d step %d/%d (optimizer step %d of %d)", self.out,
+                     self.pos.epoch, self.pos.done_in_epoch, self.per_epoch, self.pos.global_step, self.total_steps)
+
+    def _record_start(self) -> None:
+        tokens = self.tokens
+        self.run.update_step(STEP, status="training", model_source=self.source, device=str(self.device),
+                             precision=self.precision,
+                             micro_batch_budget=self.trainable.settings.max_tokens_per_micro_batch,
+                             steps_total=self.total_steps, steps_per_epoch=self.per_epoch,
+                             counts={"rows": len(tokens), "tokens": int(tokens.lengths.sum()),
+                                     "scored_tokens": int(tokens.n_scored.sum()),
+                                     "truncated_rows": int((tokens.truncated > 0).sum()),
+                                     "prompt_shortened_rows": int(tokens.prompt_shortened.sum())})
+
+    def train(self) -> None:
+        """Epochs until the last one or ``max_steps``, each from where the checkpoint stopped."""
+        if self.rng is not None:  # after loading: building LoRA layers draws random numbers
+            restore_rng(self.rng)
+        self.progress_bar = self.bar(self.total_steps, "train target", "step",
+                                     initial=min(self.pos.global_step, self.total_steps))
+        self.t_train = time.perf_counter()
+        self.my_tokens = 0  # this rank's share of the tokens trained on in this run (the manifest shows the balance)
+        self.cadence = SaveCadence(self.cfg.save_steps, self.cfg.save_minutes, self.workers)
+        try:
+            while self.pos.epoch <= self.cfg.epochs and self.pos.global_step < self.total_steps:
+                self.train_one_epoch()
+        finally:
+            self.progress_bar.close()
+            _add_time(self.run, "train", time.perf_counter() - self.t_train)
+
+    def train_one_epoch(self) -> None:
+        """The epoch ``pos`` is in, from its next step; ``pos`` then points past it (or where ``max_steps``
+        stopped)."""
+        pos, t = self.pos, self.trainable
+        self.epoch, self.first_step, self.updates = pos.epoch, pos.global_step, 0
+        self.state = EpochState(pos.done_in_epoch, pos.loss_sum, pos.token_sum)
+        train_epoch(t.model, self.tokens, t.optimizer, t.scheduler, t.settings, epoch=self.epoch, pad_id=self.pad_id,
+                    precision=self.precision, workers=self.workers, on_step=self.on_step, state=self.state,
+                    max_updates=self.total_steps - self.first_step)
+        self.pos = self.position()
+        if self.pos.done_in_epoch == self.per_epoch:
+            self.pos = Position(epoch=self.epoch + 1, global_step=self.pos.global_step)
+
+    def position(self) -> Position:
+        """Where training stands inside the current epoch."""
+        st = self.state
+        return Position(self.epoch, st.done, self.first_step + self.updates, st.loss_sum, st.token_sum)
+
+    def on_step(self, r: StepResult) -> None:
+        """Progress, the epoch's loss in the manifest, checkpoints and the caller's hook, per step slot."""
+        self.my_tokens += int(self.tokens.lengths[self.workers.shard(r.rows, self.tokens.lengths)].sum())
+        self.updates += r.stepped
+        now = self.position()
+        if r.stepped:
+            self.progress_bar.update(1)
+            self.progress_bar.set_postfix(loss=f"{r.loss_sum / max(r.tokens, 1):.4f}", epoch=self.epoch)
+        epoch_end = now.done_in_epoch == self.per_epoch or now.global_step >= self.total_steps
+        if epoch_end:
+            _finish_epoch(self.run, now)
+        if epoch_end or (r.stepped and self.cadence.due(now.global_step)):
+            self.save_checkpoint(now)
+        if r.stepped:
+            crash_point(f"train:step:{now.global_step}")
+            if self.on_step_hook is not None:
+                self.on_step_hook(now.global_step)
+
+    def save_checkpoint(self, pos: Position) -> None:
+        """Checkpoint at ``pos`` (every rank takes part); the training time up to it is recorded."""
+        t = self.trainable
+        save_checkpoint(self.ckpt, t.model, t.optimizer, t.scheduler, pos, self.workers, t.architecture,
+                        extra={"lora": self.cfg.lora})
+        self.cadence.saved()
+        self.workers.barrier()
+        _add_time(self.run, "train", time.perf_counter() - self.t_train)
+        self.t_train = time.perf_counter()
+
+    def finish(self) -> TrainResult:
+        """The model folder (save_pretrained), the step complete, the checkpoint deleted unless kept."""
+        t0 = time.perf_counter()
+        _write_final(self.out, self.trainable.model, self.tokenizer, self.cfg, self.workers,
+                     self.trainable.architecture)
+        _add_time(self.run, "save", time.perf_counter() - t0)
+        record = self.run.step(STEP) or {}
+        workers = self.workers
+        per_rank = workers.sum(np.eye(workers.world)[workers.rank] * self.my_tokens).astype(int).tolist()
+        if workers.is_main:
+            self.run.update_step(STEP, status="complete", steps_done=self.pos.global_step, processes=workers.world,
+                                 tokens_per_process=per_rank, files=_model_files(self.out))
+            if not self.cfg.keep_checkpoint:
+                shutil.rmtree(self.ckpt, ignore_errors=True)
+        workers.barrier()
+        self.run.release()
+        tokens = self.tokens
+        return TrainResult(model_dir=self.out, n_rows=len(tokens), steps=self.pos.global_step,
+                           epoch_losses=dict(record.get("train_loss", {})), resumed_from_step=self.resumed_from,
+                           n_truncated=int((tokens.truncated > 0).sum()),
+                           n_prompt_shortened=int(tokens.prompt_shortened.sum()))
+
+
+def _model_files(out: Path) -> list[str]:
+    """The files of the finished model folder (not the manifest, not the lock)."""
+    return sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST and p.name not in LOCK_FILES)
 
 
 # ---------------------------------------------------------------- model
@@ -246,9 +291,6 @@ def _write_final(out: Path, model, tokenizer, cfg: TrainConfig, workers: Workers
             os.replace(p, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- checkpoints
 
 
 # ---------------------------------------------------------------- manifest helpers
