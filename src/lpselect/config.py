@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# Every value set of a setting is stated once, here; other modules derive theirs with typing.get_args
+# (tests/test_single_source.py refuses a second literal copy).
 Precision = Literal["auto", "fp32", "bf16"]
+Truncation = Literal["prompt", "right"]
+SaveDtype = Literal["float32", "bfloat16", "float16"]
+KMeansBackend = Literal["sklearn", "faiss", "minibatch"]
+TestSet = Literal["vicuna", "koala", "wizardlm", "sinstruct", "lima"]  # the paper's order
+JudgeBackend = Literal["openai", "local"]
+Metric = Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]
+MeaningBand = Literal["hardest", "easiest", "middle"]  # by the metric's direction (core.metrics.HARD_END)
+LiteralBand = Literal["low", "mid", "high"]  # the parts of the ascending ranking, in order
+Band = Literal[MeaningBand, LiteralBand]
+Strategy = Literal["cluster", "global", "clust_rand", "random", "trajectory"]
+Order = Literal["reference", "original"]
+CorrelationMethod = Literal["spearman", "kendall"]  # compare --all
+ReviewFormat = Literal["own", "cherry"]  # winrate: `lpselect judge` JSONL, or the Cherry-LLM study's reviews
 PRECISION_HELP = ("auto: bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AMX-BF16 or "
                   "AVX512-BF16), fp32 elsewhere (`lpselect env` shows the choice)")
 DEVICE_HELP = "auto, cpu, cuda, cuda:1 ..."
@@ -30,7 +45,7 @@ class FineTuneSettings(_Strict):
     model: str | None = Field(None, description="Hub id or local path (default: SmolLM2-135M-Instruct, offline)")
     gguf_file: str | None = Field(None, description="GGUF file inside --model (dequantised once, then cached)")
     max_length: int = Field(512, ge=2, description="Tokens per sample after truncation")
-    truncation: Literal["prompt", "right"] = Field(
+    truncation: Truncation = Field(
         "prompt", description="prompt: shorten the prompt, keep the response; right: cut from the right like the "
                               "reference")
     seed: int = Field(42, description="Seed of the row order, dropout and LoRA's initial weights")
@@ -77,7 +92,7 @@ class FineTuneSettings(_Strict):
 
 
 class ScoreConfig(FineTuneSettings):
-    """Scorer fine-tuning and perplexity passes (SPEC §3–5); defaults are the reference's."""
+    """Scorer fine-tuning and perplexity passes (docs/method.md §3–5); defaults are the reference's."""
 
     model: str | None = Field(None, description="Scorer model: hub id or local path (default: SmolLM2-135M-Instruct, "
                                                 "offline)")
@@ -92,7 +107,7 @@ class ScoreConfig(FineTuneSettings):
 
 
 class TrainConfig(FineTuneSettings):
-    """Target instruction tuning (SPEC §9); defaults are the reference's."""
+    """Target instruction tuning (docs/method.md §9); defaults are the reference's."""
 
     model: str | None = Field(None, description="Target model: hub id or local path (default: SmolLM2-135M-Instruct, "
                                                 "offline)")
@@ -100,15 +115,14 @@ class TrainConfig(FineTuneSettings):
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0 = all epochs); "
                                                 "the LR schedule then spans max_steps, as in HF Trainer")
     save_adapter: bool = Field(False, description="LoRA: save the adapter only instead of the merged model")
-    save_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of the saved "
-                                                                                         "weights: float32, "
-                                                                                         "bfloat16, float16")
+    save_dtype: SaveDtype = Field("float32", description="Dtype of the saved weights: "
+                                                         + ", ".join(get_args(SaveDtype)))
     save_steps: int = Field(0, ge=0, description="Checkpoint every N optimizer steps, and at each epoch end "
                                                  "(0 = every --save-minutes); a re-run resumes from the last one")
 
 
 class ClusterConfig(_Strict):
-    """Embedding + k-means (SPEC §7)."""
+    """Embedding + k-means (docs/method.md §7)."""
 
     k: int = Field(1000, ge=1, description="Number of k-means clusters (capped for small data)")
     min_cluster_size: int = Field(20, ge=1, description="k is capped at N // this for small data")
@@ -117,7 +131,7 @@ class ClusterConfig(_Strict):
     seed: int = Field(42, description="Seed of k-means")
     batch_size: int = Field(64, ge=1, description="Texts per embedding batch")
     max_seq_length: int = Field(256, ge=8, description="Tokens per text the embedder reads")
-    kmeans: Literal["sklearn", "faiss", "minibatch"] = Field(
+    kmeans: KMeansBackend = Field(
         "sklearn", description="k-means backend: sklearn (scikit-learn KMeans, the reference's; default), faiss "
                                "(fast for 100k+ rows, its GPU build when present; pip install faiss-cpu), "
                                "minibatch (scikit-learn MiniBatchKMeans, no extra install)")
@@ -125,11 +139,47 @@ class ClusterConfig(_Strict):
                                                           "a multiple of batch_size keeps a one-shot encode's batches")
 
 
-class GenerateConfig(_Strict):
-    """Answering the evaluation test sets with the training template (SPEC §10)."""
+class BillConfig(_Strict):
+    """The target a plan prices the selection against (``lpselect plan``): its training on all the rows and on
+    each subset size."""
 
-    testsets: str = Field("vicuna,koala,wizardlm,sinstruct,lima",
-                          description="Comma-separated test sets: vicuna, koala, wizardlm, sinstruct, lima")
+    target_model: str | None = Field(None, description="The model the subset will train (hub id, folder or "
+                                                       ".gguf): its parameters are counted from its config, "
+                                                       "no weights loaded")
+    target_params: str | None = Field(None, description="Or its parameter count: 7e9, 7B, 360M")
+    target_epochs: int = Field(3, ge=1, description="Epochs the target trains")
+    percent: list[float] = Field([10.0], description="Subset size to price, in % of the rows (repeat it: "
+                                                     "--percent 5 --percent 15; default 10, select's)")
+
+    @field_validator("target_params")
+    @classmethod
+    def _a_count(cls, v: str | None) -> str | None:
+        from lpselect.core.costs import parse_count
+
+        if v is not None:
+            parse_count(v)  # a ValueError names the value
+        return v
+
+    @field_validator("percent")
+    @classmethod
+    def _percent_range(cls, v: list[float]) -> list[float]:
+        for p in v:
+            if not 0 < p <= 100:
+                raise ValueError(f"percent {p:g} is not in (0, 100]")
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BillConfig:
+        if self.target_model is not None and self.target_params is not None:
+            raise ValueError("--target-model and --target-params both given: keep one")
+        return self
+
+
+class GenerateConfig(_Strict):
+    """Answering the evaluation test sets with the training template (docs/method.md §10)."""
+
+    testsets: str = Field(",".join(get_args(TestSet)),
+                          description="Comma-separated test sets: " + ", ".join(get_args(TestSet)))
     testset_dir: Path | None = Field(None, description="Folder of *_test_set.jsonl files (default: "
                                                        "$LPSELECT_TESTSET_DIR or ../shared/data/testsets)")
     limit: int | None = Field(None, ge=1, description="At most this many questions per test set")
@@ -143,9 +193,9 @@ class GenerateConfig(_Strict):
 
 
 class JudgeConfig(_Strict):
-    """The pairwise judge (SPEC §10): an OpenAI-compatible endpoint, or a local transformers chat model."""
+    """The pairwise judge (docs/method.md §10): an OpenAI-compatible endpoint, or a local transformers chat model."""
 
-    backend: Literal["openai", "local"] = Field(
+    backend: JudgeBackend = Field(
         "openai", description="openai: an OpenAI-compatible endpoint; local: a transformers chat model")
     base_url: str = Field("https://api.openai.com/v1",
                           description="Endpoint root; requests go to {base-url}/chat/completions")
@@ -165,8 +215,6 @@ class JudgeConfig(_Strict):
     device: str = Field("auto", description="Device of the local judge: auto, cpu, cuda ...")
 
 
-Metric = Literal["lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online"]
-Band = Literal["hardest", "easiest", "middle", "low", "mid", "high"]
 BAND_HELP = ("hardest (the method), easiest, middle: by the metric's direction (docs/metrics.md); low, mid, high: "
              "the literal parts of the ascending ranking")
 
@@ -174,11 +222,11 @@ BAND_HELP = ("hardest (the method), easiest, middle: by the metric's direction (
 class _SubsetRule(_Strict):
     """How rows are picked, once the metric, epoch, percent and band are fixed (one subset or a grid)."""
 
-    strategy: Literal["cluster", "global", "clust_rand", "random", "trajectory"] = Field(
+    strategy: Strategy = Field(
         "cluster", description="cluster: the band of every cluster (the method); global: of the whole ranking; "
                                "clust_rand / random: at random within clusters / overall; trajectory: S2L over "
                                "the loss trajectories")
-    order: Literal["reference", "original"] = Field(
+    order: Order = Field(
         "reference", description="reference: cluster by cluster, ascending metric; original: input order")
     seed: int = Field(42, description="Seed of the random strategies")
     max_value: float | None = Field(None, description="Leave out rows whose metric is above this (Cherry LLM's "
@@ -190,12 +238,22 @@ class _SubsetRule(_Strict):
                                            "paper's round(100/p) parts of every cluster")
     n: int | None = Field(None, ge=1, description="Take exactly this many rows (shared over the clusters like "
                                                   "--exact); replaces --percent")
+    dedup: str | None = Field(None, description="Before selecting, drop rows within each cluster whose "
+                                                "embedding's cosine similarity to an earlier kept row (id order) "
+                                                "is at least this, e.g. 0.95; exact: only exact duplicates")
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_text(cls, v: object) -> object:
+        """YAML reads ``dedup: 0.95`` as a number; the setting keeps the text the CLI would give."""
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
 
 class SubsetSpec(_SubsetRule):
     """One subset: ``lpselect select``."""
 
-    metric: Metric = Field("lp_app", description="lp, lp_app (SPEC §6) or a rival signal: ppl, ifd, confidence, "
+    metric: Metric = Field("lp_app", description="lp, lp_app (docs/method.md §6) or a rival signal: ppl, ifd, "
+                                                 "confidence, "
                                                  "variability, lp_online (docs/metrics.md); rows are ranked "
                                                  "ascending")
     epoch: int = Field(1, ge=0, description="Epoch i of LP(i) / LP_app(i) / ppl_i / ifd_i")
@@ -228,6 +286,31 @@ class SelectSpec(_SubsetRule):
                 for m, e, p, b in itertools.product(self.metrics, self.epochs, self.percents, self.bands)]
 
 
+class _OverlapRule(_Strict):
+    """The selections that ``compare`` and ``stability`` overlap (each run's band, ranked afresh)."""
+
+    epoch: int = Field(1, ge=0, description="Epoch i of the metric")
+    percent: float = Field(10, gt=0, le=100, description="Size of the compared selections, in %")
+    band: Band = Field("hardest", description="Band of the compared selections: hardest, easiest, middle (each "
+                                              "side's metric direction), or low, mid, high")
+
+
+class CompareSpec(_OverlapRule):
+    """``lpselect compare``: how far two scorers agree on one metric."""
+
+    metric: Metric | None = Field(None, description="Metric of both sides (lp, lp_app, ...); default: lp when every "
+                                                    "run trained 2+ epochs, else lp_app")
+    metric_b: Metric | None = Field(None, description="Metric of the second side, if it differs (e.g. lp vs lp_app)")
+    epoch_b: int | None = Field(None, ge=0, description="Epoch of the second side")
+    method: CorrelationMethod = Field("spearman", description="--all matrix: spearman or kendall")
+
+
+class StabilitySpec(_OverlapRule):
+    """``lpselect stability``: how much a selection depends on the scorer's run."""
+
+    metric: Metric = Field("lp_app", description="Metric of every run (lp, lp_app, ...)")
+
+
 class RunConfig(_Strict):
     """A whole pipeline: ``lpselect run CONFIG.yaml``."""
 
@@ -238,6 +321,9 @@ class RunConfig(_Strict):
     score: ScoreConfig = ScoreConfig()
     cluster: ClusterConfig | None = ClusterConfig()
     select: list[SelectSpec] = [SelectSpec()]
+    baselines: bool = Field(True, description="Beside every subset whose strategy is not random or clust_rand, "
+                                              "also write a random and a clust_rand subset of exactly its size "
+                                              "and seed (<name>.random, <name>.clust_rand)")
 
     @field_validator("fields")
     @classmethod

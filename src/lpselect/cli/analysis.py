@@ -1,21 +1,19 @@
-"""``lpselect compare``, ``lpselect stability`` and ``lpselect report``: registered on the main typer app by
-:func:`register`."""
+"""``lpselect compare``, ``lpselect stability`` and ``lpselect report``."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from lpselect.cli.app import friendly
-from lpselect.cli.options import results_console
-from lpselect.config import Band
+from lpselect.cli.app import app, friendly, out
+from lpselect.cli.config_options import config_options
+from lpselect.config import CompareSpec, StabilitySpec
 from lpselect.errors import LPSelectError
 
-out = results_console()
 # each command's help ends with these (typer's epilog)
 EXAMPLES_COMPARE = """Examples:
   lpselect compare runs/smollm runs/qwen
@@ -29,33 +27,19 @@ EXAMPLES_REPORT = """Examples:
   lpselect report runs/dolly --subsets picked/ --out dolly.html"""
 
 
-def register(app: typer.Typer) -> None:
-    """Add the analysis commands to ``app`` (the ``lpselect`` command)."""
-    app.command("compare", epilog=EXAMPLES_COMPARE)(friendly(compare_cmd))
-    app.command("stability", epilog=EXAMPLES_STABILITY)(friendly(stability_cmd))
-    app.command("report", epilog=EXAMPLES_REPORT)(friendly(report_cmd))
-
-
+@app.command("compare", epilog=EXAMPLES_COMPARE)
+@friendly
+@config_options(CompareSpec, only=["metric", "epoch", "metric_b", "epoch_b", "percent", "band", "method"],
+                into="spec")
 def compare_cmd(
     ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(metavar="RUN_OR_SCORES...", help="Two run folders or "
                                                     "scores.parquet files (with --all: two or more).")],
-    metric: Annotated[str | None, typer.Option(help="Metric of both sides (lp, lp_app, ...); default: lp when "
-                                                    "every run trained 2+ epochs, else lp_app.")] = None,
-    epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
-    metric_b: Annotated[str | None, typer.Option("--metric-b", help="Metric of the second side, if it "
-                                                                    "differs (e.g. lp vs lp_app).")] = None,
-    epoch_b: Annotated[int | None, typer.Option("--epoch-b", help="Epoch of the second side.")] = None,
-    percent: Annotated[float, typer.Option(help="Size of the compared selections, in %.")] = 10,
-    band: Annotated[Band, typer.Option(metavar="<band>", help="Band of the compared selections: hardest, "
-                                       "easiest, middle (each side's metric direction), or low, mid, high.")
-                    ] = "hardest",
+    spec: CompareSpec,
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder): "
                                                                      "adds the per-cluster overlap.")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Print the correlation matrix of all the runs "
                                                          "given.")] = False,
-    method: Annotated[Literal["spearman", "kendall"], typer.Option(help="--all matrix: spearman or "
-                                                                        "kendall.")] = "spearman",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
 ) -> None:
     """How far two scorers agree: rank correlation of a metric and overlap of the selections it makes."""
@@ -63,8 +47,8 @@ def compare_cmd(
     from lpselect.runs.io import write_json
 
     if all_runs:
-        m = compare_many(runs, metric, epoch, method)
-        table = Table(title=f"{method} of {m.metric}({epoch}) between runs (NaN rows dropped per pair)")
+        m = compare_many(runs, spec)
+        table = Table(title=f"{spec.method} of {m.metric}({spec.epoch}) between runs (NaN rows dropped per pair)")
         table.add_column("")
         for name in m.names:
             table.add_column(name, justify="right")
@@ -73,14 +57,13 @@ def compare_cmd(
         out.print(table)
         _print_notes(m.notes)
         if json_path is not None:
-            write_json(json_path, {"metric": m.metric, "epoch": epoch, "method": method, "names": m.names,
+            write_json(json_path, {"metric": m.metric, "epoch": spec.epoch, "method": spec.method, "names": m.names,
                                    "values": [[_json_num(v) for v in row] for row in m.values],
                                    "n": m.n.tolist(), "notes": m.notes})
         return
     if len(runs) != 2:
         raise LPSelectError(f"give exactly two runs to compare (got {len(runs)}); use --all for a matrix")
-    c = compare_runs(runs[0], runs[1], metric, epoch, percent, metric_b=metric_b, epoch_b=epoch_b,
-                     clusters=clusters, band=band)
+    c = compare_runs(runs[0], runs[1], spec, clusters=clusters)
     table = Table(title=f"{c.a}: {c.metric_a}({c.epoch_a})  vs  {c.b}: {c.metric_b}({c.epoch_b})")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -105,15 +88,14 @@ def compare_cmd(
         write_json(json_path, c.to_dict())
 
 
+@app.command("stability", epilog=EXAMPLES_STABILITY)
+@friendly
+@config_options(StabilitySpec, only=["metric", "epoch", "percent", "band"], into="spec")
 def stability_cmd(
     ctx: typer.Context,
     runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more run folders (or "
                                                                        "scores.parquet files) of the same data.")],
-    metric: Annotated[str, typer.Option(help="Metric of every run (lp, lp_app, ...).")] = "lp_app",
-    epoch: Annotated[int, typer.Option(help="Epoch i of the metric.")] = 1,
-    percent: Annotated[float, typer.Option(help="Size of the selections, in %.")] = 10,
-    band: Annotated[Band, typer.Option(metavar="<band>", help="Band of the selections: hardest, easiest, "
-                                       "middle (the metric's direction), or low, mid, high.")] = "hardest",
+    spec: StabilitySpec,
     clusters: Annotated[Path | None, typer.Option("--clusters", help="clusters.parquet (or a run folder) for "
                                                                      "every run; default: each run's own "
                                                                      "clusters.parquet, else global "
@@ -125,10 +107,10 @@ def stability_cmd(
     from lpselect.analysis.stability import mean_overlap, stability_runs
     from lpselect.runs.io import write_json
 
-    s = stability_runs(runs, metric, epoch, percent, band, clusters)
+    s = stability_runs(runs, spec, clusters=clusters)
     rule = "per cluster" if s.consensus_clusters else "global ranking"
-    table = Table(title=f"{band} {percent:g} % by {metric}({epoch}), {rule}: overlap of the selections "
-                        f"({s.n_rows:,} rows)")
+    table = Table(title=f"{spec.band} {spec.percent:g} % by {spec.metric}({spec.epoch}), {rule}: overlap of the "
+                        f"selections ({s.n_rows:,} rows)")
     for col, justify in (("A", "left"), ("B", "left"), ("|A|", "right"), ("|B|", "right"), ("|A∩B|", "right"),
                          ("|A∩B|/|A|", "right"), ("Jaccard", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -149,6 +131,8 @@ def stability_cmd(
         write_json(json_path, s.to_dict())
 
 
+@app.command("report", epilog=EXAMPLES_REPORT)
+@friendly
 def report_cmd(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="Run folder (scores.parquet, manifest.json, ...).")],

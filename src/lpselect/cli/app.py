@@ -1,7 +1,8 @@
 """The one ``lpselect`` Typer app, its consoles, its one error handler and the options every command shares.
 
-Command modules (pipeline, target, evaluate, analysis) add their commands to :data:`app`; they import this
-module and :mod:`lpselect.cli.options`, never each other or the package, so the CLI has no import cycle.
+Command modules (pipeline, target, evaluate, analysis, show) declare their commands on :data:`app` with
+``@app.command(NAME, epilog=EXAMPLES)`` and ``@friendly``; they import this module, :mod:`lpselect.cli.options`
+and :mod:`lpselect.cli.config_options`, never each other or the package, so the CLI has no import cycle.
 """
 
 from __future__ import annotations

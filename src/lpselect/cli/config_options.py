@@ -27,7 +27,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from lpselect.config import ClusterConfig, FineTuneSettings, GenerateConfig, JudgeConfig, SubsetSpec
+from lpselect.config import BillConfig, ClusterConfig, FineTuneSettings, GenerateConfig, JudgeConfig, SubsetSpec
 from lpselect.errors import LPSelectError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,10 +67,11 @@ FINE_TUNE_PANELS = {
 PANEL_OF_FIELD = {name: panel for panel, names in FINE_TUNE_PANELS.items() for name in names}
 #: the order of the panels in ``--help`` (typer's own 'Options' panel comes first)
 PANEL_ORDER = ("Data", "Model", "Training", "Scoring", "Selection", "Clustering", "Generation", "Judge", "Estimate",
-               "LoRA", "Parallelism", "Output")
+               "Target", "LoRA", "Parallelism", "Output")
 #: the other steps: every setting in one panel
 STEP_PANELS: dict[type[BaseModel], str] = {ClusterConfig: "Clustering", SubsetSpec: "Selection",
-                                           GenerateConfig: "Generation", JudgeConfig: "Judge"}
+                                           GenerateConfig: "Generation", JudgeConfig: "Judge",
+                                           BillConfig: "Target"}
 
 
 def field_panel(model: type[BaseModel], name: str) -> str | None:
@@ -81,10 +82,12 @@ def field_panel(model: type[BaseModel], name: str) -> str | None:
 
 
 def choices_metavar(name: str, info: FieldInfo) -> str | None:
-    """A short metavar (``<metric>``) for a long list of choices, which the field's description names instead."""
-    if get_origin(info.annotation) is not Literal:
+    """A short metavar (``<metric>``) for a long list of choices (optional or not), which the field's description
+    names instead."""
+    choices = next((t for t in (info.annotation, *get_args(info.annotation)) if get_origin(t) is Literal), None)
+    if choices is None:
         return None
-    if len("<" + "|".join(str(c) for c in get_args(info.annotation)) + ">") <= MAX_CHOICES_WIDTH:
+    if len("<" + "|".join(str(c) for c in get_args(choices)) + ">") <= MAX_CHOICES_WIDTH:
         return None
     return f"<{name.replace('_', '-')}>"
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lpselect.cli.app import DataOpt, FieldsOpt, ForceOpt, OutRun, QuietOpt, app, friendly, out
 from lpselect.cli.config_options import config_options
-from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec
+from lpselect.config import BillConfig, ClusterConfig, ScoreConfig, SubsetSpec
 from lpselect.errors import LPSelectError
 
 # each command's help ends with these (typer's epilog; a line ending in a backslash goes on)
@@ -21,7 +21,8 @@ EXAMPLES_SCORE = """Examples:
   lpselect score --data qa.jsonl --out runs/qa --fields output=answer"""
 EXAMPLES_PLAN = """Examples:
   lpselect plan --data dolly.jsonl
-  lpselect plan --data dolly.jsonl --epochs 1 --peak-tflops 989 --gpu H200"""
+  lpselect plan --data dolly.jsonl --epochs 1 --peak-tflops 989 --gpu H200
+  lpselect plan --data dolly.jsonl --target-params 7B --percent 5 --percent 10"""
 EXAMPLES_CLUSTER = """Examples:
   lpselect cluster --data dolly.jsonl --out runs/dolly
   lpselect cluster --data dolly.jsonl --out runs/dolly --k 100 --kmeans faiss"""
@@ -29,7 +30,10 @@ EXAMPLES_SELECT = """Examples:
   lpselect select --data dolly.jsonl --scores runs/dolly/scores.parquet \\
       --clusters runs/dolly/clusters.parquet --out hard10.jsonl
   lpselect select --data dolly.jsonl --scores runs/dolly/scores.parquet \\
-      --strategy global --metric ppl --percent 5 --out ppl5.jsonl"""
+      --strategy global --metric ppl --percent 5 --out ppl5.jsonl
+  lpselect select --data dolly.jsonl --scores runs/dolly/scores.parquet \\
+      --clusters runs/dolly/clusters.parquet --strategy clust_rand \\
+      --like hard10.jsonl --out hard10.clust_rand.jsonl"""
 EXAMPLES_RUN = """Examples:
   lpselect run dolly.yaml
   lpselect run dolly.yaml --dry-run
@@ -101,10 +105,12 @@ PLAN_IGNORES = ("save_steps", "save_minutes", "keep_checkpoint", "pass_chunk_row
 @friendly
 @config_options(ScoreConfig, skip=PLAN_IGNORES)
 @config_options(ClusterConfig, only=["embedder", "max_seq_length", "embed_chunk_rows"], into="cluster")
+@config_options(BillConfig, into="target")
 def plan_cmd(
     data: DataOpt,
     config: ScoreConfig,
     cluster: ClusterConfig,
+    target: BillConfig,
     embed: Annotated[bool, typer.Option(rich_help_panel="Clustering", help="Also estimate cluster's sentence "
                                                                            "embedding.")] = True,
     probe_seconds: Annotated[float, typer.Option(rich_help_panel="Estimate", help="Time the probe may spend on "
@@ -121,17 +127,27 @@ def plan_cmd(
     fields: FieldsOpt = None,
 ) -> None:
     """Estimate a score job's tokens, FLOPs and wall time per phase on this machine (a short probe), before
-    any training. It takes the options of `score` that shape the job's cost, and cluster's embedder."""
+    any training. It takes the options of `score` that shape the job's cost, and cluster's embedder. With a
+    target (--target-model or --target-params) it also sets the selection's FLOPs against the target training
+    each subset saves."""
     from lpselect.data.formats import parse_fields
+    from lpselect.steps.bill import price, resolve_target
     from lpselect.steps.plan import plan
 
+    mapping = parse_fields(fields)
+    named = resolve_target(target)  # before the probe: a missing target model is refused at once
     p = plan(data, config, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
-             peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu, fields=parse_fields(fields))
+             peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu, fields=mapping)
     _print_plan(p)
+    bill = price(p, target, named) if named is not None else None
+    if bill is not None:
+        _print_bill(bill, p)
     if json_out is not None:
+        from dataclasses import asdict
+
         from lpselect.runs.io import write_json
 
-        write_json(json_out, p.to_dict())
+        write_json(json_out, {**p.to_dict(), "bill": asdict(bill) if bill is not None else None})
         out.print(f"plan: {json_out}")
 
 
@@ -161,6 +177,36 @@ def _print_plan(p: Any) -> None:
               + "k-means and the report are not included.")
 
 
+def _print_bill(b: Any, p: Any) -> None:
+    from lpselect.core.costs import format_count, format_seconds
+
+    gpu = p.gpu and f"{p.gpu['name']} {p.gpu['utilisation']:.0%}"
+    on_gpu = f", {format_seconds(b.selection_gpu_seconds)} on {gpu}" if gpu else ""
+    out.print(f"target: {b.target} ({format_count(b.target_parameters)} parameters = {b.ratio:.1f}x the "
+              f"scorer's), {b.target_epochs} epochs; selection: {b.selection_flops:.2e} FLOPs{on_gpu}",
+              markup=False, highlight=False)
+    table = Table(title="the bill: the target's training on all rows and on each subset")
+    for col in ["subset", "rows", "tokens", "FLOPs", "saved", "net", "pays"] + ([gpu, "saved"] if gpu else []):
+        table.add_column(col, justify="left" if col == "subset" else "right")
+    table.add_row("all", f"{b.rows:,}", f"{b.tokens:,}", f"{b.full_flops:.2e}", "", "", "",
+                  *([format_seconds(b.full_gpu_seconds), ""] if gpu else []))
+    for s in b.subsets:
+        row = [f"{s.percent:g} %", f"{s.rows:,}", f"{s.tokens:,.0f}", f"{s.target_flops:.2e}",
+               f"{s.saved_flops:.2e}", f"{s.net_flops:.2e}", "yes" if s.pays else "no"]
+        if gpu:
+            row += [format_seconds(s.target_gpu_seconds), format_seconds(s.saved_gpu_seconds)]
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"FLOPs: {4 if b.target_lora else 6}·N x tokens x {b.target_epochs} epochs, N the target's "
+              "parameters, tokens counted with the scorer's tokenizer. A subset's tokens are estimated: its rows "
+              "(round(rows x p / 100), as select --exact; the paper's parts rule takes a little more) x the mean "
+              f"tokens a row ({b.mean_tokens_per_row:.0f}). saved: all rows minus the subset; net: saved minus "
+              "the selection (score's passes and epochs; cluster's embedding not counted); pays: net > 0, for one "
+              "training of the target.", markup=False, highlight=False)
+    if b.warning:
+        out.print(f"warning: {b.warning}", markup=False, highlight=False)
+
+
 @app.command("cluster", epilog=EXAMPLES_CLUSTER)
 @friendly
 @config_options(ClusterConfig)
@@ -183,7 +229,7 @@ def cluster_cmd(
 @app.command("select", epilog=EXAMPLES_SELECT)
 @friendly
 @config_options(SubsetSpec, only=["metric", "epoch", "percent", "exact", "n", "band", "strategy", "order", "seed",
-                                  "max_value", "trajectory_k"])
+                                  "max_value", "trajectory_k", "dedup"])
 def select_cmd(
     data: DataOpt,
     scores: Annotated[list[Path], typer.Option("--scores", metavar="<path>", rich_help_panel="Data",
@@ -194,18 +240,32 @@ def select_cmd(
     config: SubsetSpec,
     clusters: Annotated[Path | None, typer.Option("--clusters", rich_help_panel="Data", help="clusters.parquet "
                                                   "(needed by strategies cluster, clust_rand).")] = None,
+    like: Annotated[Path | None, typer.Option("--like", metavar="SUBSET", rich_help_panel="Selection",
+                                              help="A random baseline of this subset (its .report.json beside it): "
+                                                   "--strategy random or clust_rand, exactly as many rows.")] = None,
     fields: FieldsOpt = None,
 ) -> None:
-    """Keep the given band of every cluster by the metric (SPEC §8); write the subset, a report and a dataset card."""
+    """Keep one band of every cluster, ranked by a metric (docs/method.md §8); write the subset, report, card."""
     from lpselect.data.formats import parse_fields
-    from lpselect.steps.select import select_subset
+    from lpselect.steps.select import select_baseline, select_subset
 
-    r = select_subset(data, scores, out_path, clusters=clusters, fields=parse_fields(fields) or None,
-                      **config.model_dump())
+    mapping = parse_fields(fields) or None
+    if like is None:
+        r = select_subset(data, scores, out_path, config, clusters=clusters, fields=mapping)
+    elif config.n is not None:
+        raise LPSelectError("--like takes the size from the subset's report: leave --n out")
+    else:
+        r = select_baseline(data, scores, out_path, like, config, clusters=clusters, fields=mapping)
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows = "
               f"{r.report['share_percent']:.1f} %; {r.report['n_nan_left_out']} without a score left out)\n"
               f"report: {r.report_path}\n"
               f"card:   {r.report['card']}" + (f"  ({r.report['card_note']})" if r.report["card_note"] else ""))
+    if r.report["baseline_of"]:
+        out.print(f"baseline of {r.report['baseline_of']}: {r.report['strategy']}, seed {r.report['seed']}",
+                  markup=False, highlight=False)
+    if r.report["dedup"]:
+        out.print(f"dedup: {r.report['dedup']['removed']} of {r.report['dedup']['rows']} rows removed before "
+                  "selecting (see the report)", markup=False, highlight=False)
     for note in r.report["provenance_notes"]:
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 

@@ -1,5 +1,5 @@
 """``lpselect show RUN``: the hardest and easiest rows of a run in the terminal, overall and per cluster, with
-their metric, instruction and response, without opening the report. Registered by :func:`register`."""
+their metric, instruction and response, without opening the report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lpselect.cli.app import friendly
+from lpselect.cli.app import app, friendly
 from lpselect.errors import LPSelectError
 
 # the help ends with these (typer's epilog)
@@ -20,11 +20,6 @@ EXAMPLES_SHOW = """Examples:
   lpselect show runs/dolly --per-cluster --k 3
   lpselect show runs/dolly --cluster 7 --metric ppl | less -S"""
 PIPE_WIDTH = 120  # the width of a line when stdout is not a terminal: fixed, so a pipe or grep sees whole rows
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``show`` to ``app`` (the ``lpselect`` command)."""
-    app.command("show", epilog=EXAMPLES_SHOW)(friendly(show_cmd))
 
 
 def _echo(line: str) -> None:
@@ -43,6 +38,8 @@ def line_width() -> int:
     return PIPE_WIDTH
 
 
+@app.command("show", epilog=EXAMPLES_SHOW)
+@friendly
 def show_cmd(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder (scores.parquet, manifest.json, "

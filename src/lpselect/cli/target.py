@@ -1,4 +1,4 @@
-"""The ``train`` and ``generate`` commands (SPEC §9–10); ``register(app)`` adds them to ``lpselect``."""
+"""The ``train`` and ``generate`` commands (docs/method.md §9–10)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from lpselect.cli.app import FieldsOpt, friendly
+from lpselect.cli.app import FieldsOpt, app, friendly, out
 from lpselect.cli.config_options import config_options
-from lpselect.cli.options import results_console
 from lpselect.config import GenerateConfig, TrainConfig
 
-out = results_console()
 # each command's help ends with these (typer's epilog)
 EXAMPLES_TRAIN = """Examples:
   lpselect train --data hard10.jsonl --out models/hard10
@@ -23,6 +21,8 @@ EXAMPLES_GENERATE = """Examples:
       --testsets vicuna,koala --limit 20"""
 
 
+@app.command("train", epilog=EXAMPLES_TRAIN)
+@friendly
 @config_options(TrainConfig)
 def train_cmd(
     data: Annotated[Path, typer.Option("--data", rich_help_panel="Data", help="The subset to train on (any data "
@@ -46,6 +46,8 @@ def train_cmd(
               f"{r.n_prompt_shortened} prompts shortened)")
 
 
+@app.command("generate", epilog=EXAMPLES_GENERATE)
+@friendly
 @config_options(GenerateConfig)
 def generate_cmd(
     model: Annotated[str, typer.Option("--model", rich_help_panel="Model", help="Model folder from `lpselect "
@@ -59,18 +61,9 @@ def generate_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", rich_help_panel="Output", help="No progress bar.")] = False,
 ) -> None:
     """Answer the evaluation test sets with the training template (re-running skips answered questions)."""
-    from lpselect.evaluate.generate import generate_answers, load_testsets
+    from lpselect.evaluate.generate import generate_answers
 
-    questions = load_testsets(config.testsets, config.testset_dir, limit=config.limit)
-    r = generate_answers(model, questions, out_path, max_new_tokens=config.max_new_tokens,
-                         temperature=config.temperature, seed=config.seed, batch_size=config.batch_size,
-                         model_name=model_name, precision=config.precision, device=config.device,
-                         progress=not quiet)
+    r = generate_answers(model, out_path, config, model_name=model_name, progress=not quiet)
     speed = f", {r.new_tokens} new tokens, {r.tokens_per_s:.1f} tok/s" if r.n_written else ""
     out.print(f"answers: {r.out_path}  ({r.n_written} written, {r.n_skipped} already there{speed})")
 
-
-def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``generate`` to ``app``."""
-    app.command("train", epilog=EXAMPLES_TRAIN)(friendly(train_cmd))
-    app.command("generate", epilog=EXAMPLES_GENERATE)(friendly(generate_cmd))

@@ -6,7 +6,7 @@ across scorer seeds"); the mean rank over several seeds averages the seed's nois
 The rule (stated once, tested in tests/test_consensus.py):
 
 - Rows where any run's value is NaN or ±inf get a NaN consensus (selection then leaves them out and counts
-  them, SPEC §8). The remaining M rows, the same in every run, are ranked within each run: ranks
+  them, docs/method.md §8). The remaining M rows, the same in every run, are ranked within each run: ranks
   0 .. M-1, ascending by the metric (rank 0 = lowest value = hardest).
 - Ties in a run get the average of the ranks they span (scipy's ``rankdata(method="average") - 1``), so a
   tie never favours the row with the smaller id in one run and carries that into the mean.
@@ -36,12 +36,6 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(x), dtype=np.float64)
     ranks[order] = ((starts + ends) / 2.0)[np.cumsum(new_run) - 1]
     return ranks
-
-
-def common_finite(values: Sequence[np.ndarray]) -> np.ndarray:
-    """Mask of the rows finite in every run: the only rows the consensus ranks."""
-    arrays = _check(values)
-    return np.logical_and.reduce([np.isfinite(v) for v in arrays])
 
 
 def consensus_metric(values: Sequence[np.ndarray]) -> np.ndarray:

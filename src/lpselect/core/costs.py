@@ -7,6 +7,11 @@ and a training step 6·N (forward 2·N, backward 4·N), N = the scorer's paramet
 over every token of every row (prompt and response). With LoRA the frozen weights get no weight gradient, so
 a training step costs 4·N (the adapters' own FLOPs are negligible). The job of ``score --epochs n`` is
 n + 1 passes (P0 .. Pn) and n training epochs; ``--ifd`` adds one pass over the responses per pass.
+
+The bill (:func:`bill`) sets the selection's FLOPs against what it saves: the target trains 6·N_target FLOPs a
+token (4·N with LoRA) for its epochs, on all the rows or on a subset of p % of them, whose tokens are estimated
+as its rows x the mean tokens per row (which rows a selection takes, and how long they are, is not known before
+it runs).
 """
 
 from __future__ import annotations
@@ -89,6 +94,128 @@ def extrapolate_by_work(unit_seconds: Sequence[float], unit_work: Sequence[float
     if work <= 0:
         raise ValueError("the timed units have no work")
     return total_work * math.fsum(unit_seconds) / work
+
+
+#: Yin & Rush, "Compute-Constrained Data Selection" (ICLR 2025): perplexity-based selection is compute-optimal
+#: only when the trained model has about this many times the selector's parameters or more (gradient-based
+#: selection needs about 10 times)
+MIN_TARGET_RATIO = 5.0
+
+_COUNT_SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def parse_count(text: str) -> int:
+    """A parameter count as people write it: 7000000000, 7,000,000, 7e9, 7B, 360M, 1.5k (k, M, B, T; any case)."""
+    raw = str(text).strip().replace(",", "").replace("_", "")
+    scale = _COUNT_SUFFIXES.get(raw[-1:].lower(), 1.0)
+    digits = raw[:-1] if scale != 1.0 else raw
+    try:
+        value = float(digits) * scale
+    except ValueError:
+        raise ValueError(f"{text!r} is not a parameter count: write e.g. 7e9, 7B, 360M or 135000000") from None
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"{text!r} is not a parameter count: it must be at least 1")
+    return round(value)
+
+
+def training_flops(n_params: int, tokens: float, epochs: int, *, lora: bool = False) -> float:
+    """Nominal FLOPs of training ``n_params`` parameters for ``epochs`` epochs over ``tokens`` tokens an epoch."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    return phase_flops("train", n_params, 1, lora=lora) * tokens * epochs
+
+
+def subset_rows(rows: int, percent: float) -> int:
+    """The rows of a p % subset: round(rows x p / 100), the budget of ``select --exact``."""
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    return round(rows * percent / 100)
+
+
+def ratio_warning(target_parameters: int, scorer_parameters: int) -> str | None:
+    """Why a selection may not pay for itself: a target under :data:`MIN_TARGET_RATIO` times the scorer."""
+    ratio = target_parameters / scorer_parameters
+    if ratio >= MIN_TARGET_RATIO:
+        return None
+    return (f"the target has {ratio:.1f}x the scorer's parameters ({target_parameters / 1e6:,.0f}M against "
+            f"{scorer_parameters / 1e6:,.0f}M): Yin & Rush (ICLR 2025) find perplexity-based selection "
+            f"compute-optimal only from about {MIN_TARGET_RATIO:g}x (gradient-based: about 10x); below that, "
+            "training the target on all the data may buy more for the same compute")
+
+
+@dataclass(frozen=True)
+class SubsetBill:
+    """The target's training on one subset size, and what the selection buys against it."""
+
+    percent: float
+    rows: int
+    tokens: float  # estimated: rows x the mean tokens per row
+    target_flops: float
+    saved_flops: float  # the target on all the rows minus on the subset
+    net_flops: float  # saved minus the selection's own
+    pays: bool  # the selection costs fewer FLOPs than it saves
+    target_gpu_seconds: float | None = None
+    saved_gpu_seconds: float | None = None
+    net_gpu_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Bill:
+    """A selection's FLOPs set against the target training it saves, for each subset size."""
+
+    target: str
+    target_parameters: int
+    scorer_parameters: int
+    ratio: float  # target / scorer parameters
+    target_epochs: int
+    target_lora: bool
+    rows: int
+    tokens: int  # a full epoch of the target
+    mean_tokens_per_row: float
+    selection_flops: float
+    full_flops: float
+    subsets: list[SubsetBill]
+    warning: str | None
+    selection_gpu_seconds: float | None = None
+    full_gpu_seconds: float | None = None
+
+
+def bill(*, selection_flops: float, scorer_parameters: int, target_parameters: int, rows: int, tokens: int,
+         epochs: int, percents: Sequence[float], target: str = "", lora: bool = False,
+         peak_tflops: float | None = None, utilisation: float = 0.4) -> Bill:
+    """The bill of a selection (``selection_flops``) for a target of ``target_parameters`` trained ``epochs``
+    epochs on ``rows`` rows of ``tokens`` tokens, or on p % of them for each p in ``percents``; GPU seconds at
+    ``utilisation`` of ``peak_tflops`` when given."""
+    if rows <= 0 or scorer_parameters <= 0 or target_parameters <= 0:
+        raise ValueError(f"need rows, scorer and target parameters > 0, got {rows}, {scorer_parameters}, "
+                         f"{target_parameters}")
+
+    rate = None if peak_tflops is None else gpu_seconds(1.0, peak_tflops, utilisation)  # seconds a FLOP
+
+    def gpu(flops: float) -> float | None:
+        return None if rate is None else flops * rate
+
+    full = training_flops(target_parameters, tokens, epochs, lora=lora)
+    subsets = []
+    for p in percents:
+        n = subset_rows(rows, p)
+        sub_tokens = n * tokens / rows
+        flops = training_flops(target_parameters, sub_tokens, epochs, lora=lora)
+        saved = full - flops
+        net = saved - selection_flops
+        subsets.append(SubsetBill(float(p), n, sub_tokens, flops, saved, net, selection_flops < saved,
+                                  gpu(flops), gpu(saved), gpu(net)))
+    return Bill(target, target_parameters, scorer_parameters, target_parameters / scorer_parameters, epochs, lora,
+                rows, tokens, tokens / rows, selection_flops, full, subsets,
+                ratio_warning(target_parameters, scorer_parameters), gpu(selection_flops), gpu(full))
+
+
+def format_count(n: float) -> str:
+    """135M, 362M, 6.74B, 1.2T: a parameter count at a glance (three significant digits)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:g}"
 
 
 def format_seconds(seconds: float) -> str:

@@ -1,6 +1,6 @@
 """Per-sample metrics over the score table: pure numpy, lower value = lower band.
 
-SPEC §6 (the method): LP(i) and LP_app(i) from the perplexity table ``ppl[:, i] = P_i``; lower = harder.
+docs/method.md §6 (the method): LP(i) and LP_app(i) from the perplexity table ``ppl[:, i] = P_i``; lower = harder.
 Rival signals computed from the same passes (docs/metrics.md gives each formula and its source):
 ``ppl`` (perplexity at an epoch), ``ifd`` (instruction-following difficulty, a loss ratio),
 ``confidence`` / ``variability`` (dataset cartography) and ``lp_online`` (LP from training losses).
@@ -9,13 +9,16 @@ Rival signals computed from the same passes (docs/metrics.md gives each formula 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 import numpy as np
 
-METRICS = ("lp", "lp_app", "ppl", "ifd", "confidence", "variability", "lp_online")
+from lpselect.config import Metric
+
+METRICS: tuple[str, ...] = get_args(Metric)
 
 # Which end of each metric's ascending ranking holds the hard samples (the table docs/metrics.md shows): the
-# bands by meaning (hardest / easiest / middle, SPEC §8) are read from it.
+# bands by meaning (hardest / easiest / middle, docs/method.md §8) are read from it.
 HARD_END: dict[str, str] = {"lp": "low", "lp_app": "low", "confidence": "low", "lp_online": "low",
                             "ppl": "high", "ifd": "high", "variability": "high"}
 

@@ -1,4 +1,4 @@
-"""The selection rule of SPEC §8: pure numpy over (metric, cluster) arrays, ids are row positions.
+"""The selection rule of docs/method.md §8: pure numpy over (metric, cluster) arrays, ids are row positions.
 
 Two budgets: the paper's parts rule (each cluster cut into round(100/p) parts, ``total=None``), or an exact
 total of rows shared out over the clusters in proportion to their size (largest remainder).
@@ -7,13 +7,18 @@ total of rows shared out over the clusters in proportion to their size (largest 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
-BANDS = ("low", "mid", "high")  # literal: the ordered values, ascending
-MEANING_BANDS = ("hardest", "easiest", "middle")  # by the metric's direction (core.metrics.HARD_END)
-STRATEGIES = ("cluster", "global", "clust_rand", "random", "trajectory")  # trajectory: lpselect.core.trajectory
-ORDERS = ("reference", "original")
+from lpselect.config import LiteralBand, MeaningBand, Order, Strategy
+
+BANDS: tuple[str, ...] = get_args(LiteralBand)  # literal: the ordered values, ascending
+MEANING_BANDS: tuple[str, ...] = get_args(MeaningBand)  # by the metric's direction (core.metrics.HARD_END)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)  # trajectory: lpselect.core.trajectory
+ORDERS: tuple[str, ...] = get_args(Order)
+CLUSTERED_STRATEGIES = ("cluster", "clust_rand")  # need a cluster assignment
+RANKING_STRATEGIES = ("cluster", "global")  # take a band of the ranking by the metric
 
 
 @dataclass
@@ -96,7 +101,7 @@ def select(
     seed: int = 42,
     total: int | None = None,
 ) -> Selection:
-    """Pick ids per SPEC §8. NaN (and ±inf) rows are removed before any split and are never selected.
+    """Pick ids per docs/method.md §8. NaN (and ±inf) rows are removed before any split and are never selected.
 
     ``total``: an exact budget instead of the parts rule (each cluster gives its share, :func:`exact_quotas`).
     A ranking (strategies cluster and global) by a metric with no spread is refused (:class:`NoSpreadError`)."""
@@ -111,12 +116,12 @@ def select(
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if band not in BANDS:
         raise ValueError(f"band must be one of {BANDS}, got {band!r}")
-    if strategy in ("cluster", "clust_rand") and clusters is None:
+    if strategy in CLUSTERED_STRATEGIES and clusters is None:
         raise ValueError(f"strategy {strategy!r} needs a cluster assignment")
     ids = np.arange(n)
     valid = np.isfinite(metric)  # an inf perplexity gives an inf/NaN metric: no rank to trust
     finite = metric[valid]
-    if strategy in ("cluster", "global") and len(finite) > 1 and finite.min() == finite.max():
+    if strategy in RANKING_STRATEGIES and len(finite) > 1 and finite.min() == finite.max():
         raise NoSpreadError(f"the metric is {finite[0]:g} for all {len(finite)} rows with a value: it ranks "
                             "nothing")
     if total is not None and not 0 <= total <= len(finite):

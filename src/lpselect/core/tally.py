@@ -1,4 +1,4 @@
-"""SPEC §10's tally, pure: per question the signs of both orders add up to a verdict; count and win rate.
+"""docs/method.md §10's tally, pure: per question the signs of both orders add up to a verdict; count and win rate.
 
 Scores come as the judge wrote them: order 1 shows A first (``[A, B]``), order 2 shows B first (``[B, A]``).
 """

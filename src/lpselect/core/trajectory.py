@@ -1,4 +1,4 @@
-"""Strategy ``trajectory`` (S2L, SPEC §8): cluster the scorer's per-sample loss trajectories, sample evenly.
+"""Strategy ``trajectory`` (S2L, docs/method.md §8): cluster the scorer's per-sample loss trajectories, sample evenly.
 
 Yang et al., "SmallToLarge (S2L): Scalable Data Selection for Fine-tuning Large Language Models by Summarizing
 Training Trajectories of Small Models" (NeurIPS 2024). Pure numpy over a score table (column name -> array);

@@ -1,4 +1,4 @@
-"""Tokenisation with the loss mask and the truncation policies of SPEC §3–4.
+"""Tokenisation with the loss mask and the truncation policies of docs/method.md §3–4.
 
 One implementation serves scoring, scorer training and target training. The result is three flat arrays
 (tokens, scored-label mask, row offsets) that are cheap to save, memory-map and slice.
@@ -10,15 +10,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from lpselect.config import Truncation
 from lpselect.data.formats import Sample
 from lpselect.data.template import render_prompt
 from lpselect.errors import InputError
 from lpselect.runs.io import save_npy
 
-TRUNCATION_MODES = ("prompt", "right")
+TRUNCATION_MODES: tuple[str, ...] = get_args(Truncation)
+#: the arrays of a saved table, one ``<name>.npy`` each; offsets last, so its file (runs.layout.TOKENS_DONE)
+#: exists only beside a complete table
+TABLE_ARRAYS = ("tokens", "scored", "truncated", "prompt_shortened", "offsets")
 
 
 @dataclass
@@ -60,7 +65,7 @@ class TokenizedData:
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        for name in ("tokens", "scored", "offsets", "truncated", "prompt_shortened"):
+        for name in TABLE_ARRAYS:
             save_npy(folder / f"{name}.npy", getattr(self, name))
 
     @classmethod
@@ -69,7 +74,7 @@ class TokenizedData:
         folder = Path(folder)
         arrays = {
             name: np.load(folder / f"{name}.npy", mmap_mode=mode)
-            for name in ("tokens", "scored", "offsets", "truncated", "prompt_shortened")
+            for name in TABLE_ARRAYS
         }
         return cls(**arrays)
 
@@ -82,7 +87,7 @@ def tokenize_samples(
     truncation: str = "prompt",
     progress: Callable[[int], None] | None = None,
 ) -> TokenizedData:
-    """Tokenise ``prompt + output + eos`` per SPEC §3 (chat data: the tokenizer's chat template)."""
+    """Tokenise ``prompt + output + eos`` per docs/method.md §3 (chat data: the tokenizer's chat template)."""
     if truncation not in TRUNCATION_MODES:
         raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}")
     if max_length < 2:

@@ -1,4 +1,4 @@
-"""Answers of a model to the evaluation test sets (SPEC §10), with the training template.
+"""Answers of a model to the evaluation test sets (docs/method.md §10), with the training template.
 
 ``load_testsets`` reads the five test sets, each with its own field names, into (testset, id, question).
 ``generate_answers`` answers them in batches (left padding) with the Alpaca prompt the model was trained
@@ -15,22 +15,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from tqdm.auto import tqdm
 
+from lpselect.config import GenerateConfig, TestSet
 from lpselect.data.template import render_prompt
 from lpselect.data.tokenize import longest_prefix
 from lpselect.engine.models import load_causal_lm
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.io import jsonl_objects, write_json
+from lpselect.runs.layout import ANSWERS_SETTINGS
 
 if TYPE_CHECKING:
     from lpselect.engine.precision import PrecisionChoice
 
 log = logging.getLogger(__name__)
 
-TESTSETS = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
+TESTSETS: tuple[str, ...] = get_args(TestSet)
 DEFAULT_TESTSET_DIR = Path("..") / "shared" / "data" / "testsets"
 
 
@@ -150,34 +152,30 @@ def _normalise(name: str, path: Path, row: int, obj: dict[str, Any]) -> TestQues
 
 def generate_answers(
     model_dir: str | Path | None,
-    testsets: Sequence[TestQuestion],
     out_jsonl: str | Path,
+    config: GenerateConfig | None = None,
     *,
-    max_new_tokens: int = 512,
-    temperature: float = 0.0,
-    seed: int = 42,
-    batch_size: int = 8,
+    questions: Sequence[TestQuestion] | None = None,
     model_name: str | None = None,
-    precision: str = "auto",
-    device: str = "auto",
     progress: bool = True,
 ) -> GenerateResult:
-    """Answer every question not yet in ``out_jsonl``; append one line per answer (flushed).
+    """Answer every question not yet in ``out_jsonl`` with ``config``'s settings; append one line per answer
+    (flushed).
 
     ``model_dir``: a model folder (a LoRA adapter folder too), a hub id, or None / the default name for
-    the untrained offline SmolLM2. Greedy when ``temperature`` is 0, else sampling seeded per batch.
+    the untrained offline SmolLM2. ``questions``: default, ``config``'s test sets (:func:`load_testsets`).
+    Greedy when ``config.temperature`` is 0, else sampling seeded per batch.
     """
     import torch
 
     from lpselect.engine.models import load_tokenizer, model_source
     from lpselect.engine.precision import announce, choose_precision, pick_device
 
-    if max_new_tokens < 1:
-        raise LPSelectError("max_new_tokens must be at least 1")
-    if temperature < 0:
-        raise LPSelectError("temperature must be >= 0")
-    if batch_size < 1:
-        raise LPSelectError("batch_size must be at least 1")
+    config = config or GenerateConfig()
+    if questions is None:
+        questions = load_testsets(config.testsets, config.testset_dir, limit=config.limit)
+    max_new_tokens, temperature, seed, batch_size = (config.max_new_tokens, config.temperature, config.seed,
+                                                     config.batch_size)
     out = Path(out_jsonl)
     label = model_name or _model_label(model_dir)
     # the model is its resolved path and its weights, not the label: runs/x/final and runs/y/final share a label
@@ -185,16 +183,16 @@ def generate_answers(
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     done = _read_done(out, label)
     _check_settings(out, settings)
-    pending = [q for q in testsets if q.key not in done]
-    n_skipped = len(testsets) - len(pending)
+    pending = [q for q in questions if q.key not in done]
+    n_skipped = len(questions) - len(pending)
     if not pending:
         return GenerateResult(out, 0, n_skipped, 0, 0.0)
 
     source = _source_of(model_dir, model_source)
     tokenizer = load_tokenizer(source)  # a model that is not there: one line naming where it was looked for
     tokenizer.padding_side = "left"
-    dev = pick_device(device)
-    choice = choose_precision(precision, dev)
+    dev = pick_device(config.device)
+    choice = choose_precision(config.precision, dev)
     announce(choice)
     prec = choice.precision
     model = load_causal_lm(source, dtype="bfloat16" if prec == "bf16" else "float32").to(dev)
@@ -388,7 +386,7 @@ def _read_done(out: Path, label: str) -> set[tuple[str, str]]:
 
 
 def _settings_path(out: Path) -> Path:
-    return out.with_name(out.name + ".settings.json")
+    return out.with_name(ANSWERS_SETTINGS.format(answers=out.name))
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ asks only the failed and missing orders.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -18,11 +20,15 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from lpselect.config import JudgeConfig
 from lpselect.evaluate.answers import AnswerPair, pair_answers
 from lpselect.evaluate.cache import ReplyCache, request_key
 from lpselect.evaluate.client import RetriesExhausted
 from lpselect.evaluate.prompt import PROMPT_VERSION, Messages, build_messages, parse_scores
 from lpselect.evaluate.reviews import OrderResult, Review, write_reviews
+from lpselect.runs.layout import REPLY_CACHE
+
+log = logging.getLogger(__name__)
 
 
 class ChatBackend(Protocol):
@@ -31,6 +37,23 @@ class ChatBackend(Protocol):
     def identity(self) -> dict[str, Any]: ...
 
     def complete(self, messages: Messages) -> str: ...
+
+
+def build_judge(config: JudgeConfig, model: str) -> ChatBackend:
+    """The judge ``config`` describes, asking ``model``: an OpenAI-compatible endpoint (its key read from the
+    environment variable ``config.api_key_env`` only, never from a file or an argument) or a local
+    transformers chat model (a hub id or path)."""
+    if config.backend == "local":
+        from lpselect.evaluate.local import LocalChat
+
+        return LocalChat(model, max_new_tokens=config.max_tokens, device=config.device)
+    from lpselect.evaluate.client import OpenAIChatClient
+
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        log.warning("$%s is not set: requests go without a key", config.api_key_env)
+    return OpenAIChatClient(model, base_url=config.base_url, api_key=key, temperature=config.temperature,
+                            max_tokens=config.max_tokens, timeout=config.timeout, max_retries=config.max_retries)
 
 
 @dataclass
@@ -123,7 +146,7 @@ def judge_pairs(pairs: Sequence[AnswerPair], backend: ChatBackend, *, cache: Rep
 def default_cache_dir(out: str | Path) -> Path:
     """``reviews.jsonl`` -> ``reviews.cache/`` next to it."""
     out = Path(out)
-    return out.with_name(f"{out.stem}.cache")
+    return out.with_name(REPLY_CACHE.format(stem=out.stem))
 
 
 def judge_files(answers_a: str | Path, answers_b: str | Path, out: str | Path, backend: ChatBackend, *,

@@ -1,5 +1,5 @@
 """``lpselect eval`` as a function: both models answer the test sets, the judge grades every pair in both
-orders, and the SPEC §10 tally is written (JSON and PNG). Each step resumes (answered questions and cached
+orders, and the docs/method.md §10 tally is written (JSON and PNG). Each step resumes (answered questions and cached
 replies are kept), so calling it again after a crash only does what is missing."""
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ def evaluate_models(model_a: str | Path, model_b: str | Path, judge: ChatBackend
     g = generation or GenerateConfig()
     out = Path(out_dir)
     questions = load_testsets(g.testsets, g.testset_dir, limit=g.limit)
-    answers = [generate_answers(model, questions, out / ANSWERS.format(side=side), max_new_tokens=g.max_new_tokens,
-                                temperature=g.temperature, seed=g.seed, batch_size=g.batch_size,
-                                precision=g.precision, device=g.device, progress=progress).out_path
+    answers = [generate_answers(model, out / ANSWERS.format(side=side), g, questions=questions,
+                                progress=progress).out_path
                for side, model in (("a", model_a), ("b", model_b))]
     judged = judge_files(answers[0], answers[1], out / REVIEWS, judge, concurrency=concurrency,
                          parse_retries=parse_retries, progress=progress)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from rich.table import Table
 
+from lpselect.config import TestSet
 from lpselect.core.tally import Tally, TallyReport
 
 # The test sets of this line of work, in the order papers show them; others follow in order of appearance.
-PAPER_ORDER = ("vicuna", "koala", "wizardlm", "sinstruct", "lima")
+PAPER_ORDER: tuple[str, ...] = get_args(TestSet)
 DISPLAY_NAMES = {"vicuna": "Vicuna", "koala": "Koala", "wizardlm": "WizardLM", "sinstruct": "SInstruct",
                  "lima": "LIMA"}
 

@@ -21,13 +21,14 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from lpselect.config import ReviewFormat
 from lpselect.core.tally import A_WINS, B_WINS, Scores, verdict
 from lpselect.errors import InputError
 from lpselect.runs.io import atomic_path, jsonl_objects
 
-FORMATS = ("own", "cherry")
+FORMATS: tuple[str, ...] = get_args(ReviewFormat)
 _VERDICT_NAMES = {A_WINS: "A", B_WINS: "B", 0: "tie"}
 
 

@@ -1,4 +1,4 @@
-"""Clustering for diversity (SPEC §7): sentence embeddings of each sample, then k-means."""
+"""Clustering for diversity (docs/method.md §7): sentence embeddings of each sample, then k-means."""
 
 from __future__ import annotations
 
@@ -8,27 +8,34 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import pyarrow as pa
 
-from lpselect.config import ClusterConfig
+from lpselect.config import ClusterConfig, KMeansBackend
 from lpselect.data.formats import read_dataset
-from lpselect.data.provenance import record_fingerprint
+from lpselect.data.provenance import describe_data, record_fingerprint
 from lpselect.data.template import embedding_text
 from lpselect.engine.models import check_model, load_embedder, resolve_embedder
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import RunFolder, describe_data
+from lpselect.runs.folder import RunFolder
 from lpselect.runs.io import write_json, write_parquet
-from lpselect.runs.layout import CLUSTERS, EMBEDDINGS, EMBEDDINGS_PARTIAL, EMBEDDINGS_PROGRESS
+from lpselect.runs.layout import (
+    CLUSTERS,
+    EMBEDDINGS,
+    EMBEDDINGS_PARTIAL,
+    EMBEDDINGS_PROGRESS,
+    PARTIAL_SUFFIX,
+    PROGRESS_SUFFIX,
+)
 
 if TYPE_CHECKING:
     from lpselect.data.formats import Sample
 
 # Kept across a crash (so not named .*.tmp, which RunFolder.begin_step deletes): the rows embedded so far.
-KMEANS_BACKENDS = ("sklearn", "faiss", "minibatch")
+KMEANS_BACKENDS: tuple[str, ...] = get_args(KMeansBackend)
 MINIBATCH_SIZE = 4096  # MiniBatchKMeans rows per step: large enough for k=1000 centroids to see data each step
 FAISS_SEARCH_ROWS = 65536  # rows assigned per faiss search call, so a memmap is never read whole at once
 
@@ -52,13 +59,6 @@ def _load_embedder(embedder: str | None, max_seq_length: int) -> Any:
     return model
 
 
-def embed_texts(texts: list[str], embedder: str | None = None, *, batch_size: int = 64, max_seq_length: int = 256,
-                progress: bool = True) -> np.ndarray:
-    """All texts at once, in memory: for small lists (``cluster`` streams with :func:`embed_to_file`)."""
-    model = _load_embedder(embedder, max_seq_length)
-    return model.encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True)
-
-
 def embed_to_file(samples: Sequence[Sample], path: str | Path, *, embedder: str | None = None, batch_size: int = 64,
                   max_seq_length: int = 256, chunk_rows: int = 8192, progress: bool = True) -> float:
     """Write the float32 embeddings of ``samples`` to ``path`` (.npy) chunk by chunk, resumably; returns the
@@ -73,8 +73,8 @@ def embed_to_file(samples: Sequence[Sample], path: str | Path, *, embedder: str 
     file equals the all-at-once result, and padding stays as small as with it.
     """
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    progress_path = path.with_name(path.name + ".progress.json")
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    progress_path = path.with_name(path.name + PROGRESS_SUFFIX)
     n = len(samples)
     # the same key and sort as SentenceTransformer.encode: only n ints are kept, not the texts
     order = np.argsort([-len(embedding_text(s)) for s in samples])
