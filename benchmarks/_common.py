@@ -1,5 +1,12 @@
-"""Shared pieces of the benchmark scripts: machine facts, a measured matmul peak, the data subset, and the
-plain Hugging Face-style baseline (evaluation loop and Trainer epoch) that lpselect is compared against.
+"""Shared pieces of the benchmark scripts that only benchmarks need: the header table, a measured matmul peak,
+the data subsets, the timing loops, the child-process launcher, and the plain Hugging Face-style baseline
+(evaluation loop and Trainer epoch) that lpselect is compared against.
+
+The rest comes from lpselect itself, so a benchmark sees the machine, the device and the data as the package
+does: the device choice and the CPU's matrix units (``lpselect.engine.precision``), the CPU's name
+(``lpselect.environment``), library versions (``lpselect.runs.folder``), reading instruction data
+(``lpselect.data.formats``), atomic writes (``lpselect.runs.io``), manifests (``lpselect.analysis.runio``) and
+logging (progress notes and the package's own notes go to stderr through ``logging``).
 
 Nothing heavy happens at import time: torch, transformers and lpselect are imported inside the functions,
 so ``--help`` is instant.
@@ -8,13 +15,15 @@ so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
+import logging
 import math
 import os
-import platform
+import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,27 +42,45 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "instructions"
 DOLLY = SHARED_DATA / "dolly.json"
 ALPACA = SHARED_DATA / "alpaca_partial.json"
+_LOG = logging.getLogger("lpselect.benchmarks")
 
 
 # ------------------------------------------------------------ reporting
+@functools.cache
+def _configure_logging() -> None:
+    """stderr, one time-stamped line per note; lpselect's own notes (e.g. the precision chosen) at INFO too."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="[%(asctime)s] %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("lpselect").setLevel(logging.INFO)
+
+
+def log(msg: str) -> None:
+    """Progress notes go to stderr, so stdout is only the markdown."""
+    _configure_logging()
+    _LOG.info(msg)
+
+
+def cpu_units() -> list[str]:
+    """The matrix units that /proc/cpuinfo lists, in lpselect's order: what the CPU has, even when
+    ``LPSELECT_CPU_FEATURES`` makes lpselect's ``auto`` resolve as on another CPU."""
+    from lpselect.engine.precision import MATRIX_FEATURES, cpuinfo_features
+
+    try:
+        found = cpuinfo_features(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return []
+    return [f for f in MATRIX_FEATURES if found[f]]
+
+
+def cpu_flag_grep() -> str:
+    """What ``grep -o -w 'avx2\\|avx512f\\|avx512_bf16\\|amx_bf16' /proc/cpuinfo | sort -u`` prints, on one line."""
+    return " ".join(sorted(cpu_units())) or "(none)"
+
+
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from lpselect.environment import cpu_model_name
 
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return cpu_model_name()
 
 
 def git_commit() -> str:
@@ -71,10 +98,15 @@ def git_commit() -> str:
 _START: dict[str, str] = {}
 
 
+def _load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+
+
 def note_start() -> None:
     """Record the start time and load average (call first thing in main)."""
+    _configure_logging()
     _START["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
-    _START["load"] = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    _START["load"] = _load_average()
     _START["t0"] = str(time.perf_counter())
     _START["commit"] = git_commit()
 
@@ -82,26 +114,25 @@ def note_start() -> None:
 def machine_rows() -> list[tuple[str, str]]:
     """(key, value) rows describing the machine and the software, for the header table of every script."""
     import torch
-    import transformers
+
+    from lpselect.runs.folder import library_versions
 
     if not _START:
         note_start()
-    flags = cpu_flags()
-    isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "-"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
     minutes = (time.perf_counter() - float(_START["t0"])) / 60
     commit = git_commit()
+    versions = library_versions()
     return [
         ("date (UTC) at start", _START["date"]),
         ("git commit", commit if commit == _START["commit"] else f"{_START['commit']} at start, {commit} at end"),
         ("CPU", cpu_model()),
         ("cores (os) / torch threads", f"{os.cpu_count()} / {torch.get_num_threads()}"),
-        ("ISA", isa),
+        ("ISA", ", ".join(cpu_units()) or "-"),
         ("GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"),
-        ("load average (1, 5, 15 min) at start / at end", f"{_START['load']} / {load}"),
+        ("load average (1, 5, 15 min) at start / at end", f"{_START['load']} / {_load_average()}"),
         ("script wall time", f"{minutes:.1f} min"),
-        ("python / torch / transformers", f"{platform.python_version()} / {torch.__version__} / "
-                                          f"{transformers.__version__}"),
+        ("python / torch / transformers", " / ".join(versions.get(k, "-") for k in ("python", "torch",
+                                                                                    "transformers"))),
     ]
 
 
@@ -123,13 +154,6 @@ def fmt(x: float, digits: int = 3) -> str:
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.{digits - 1}e}"
     return f"{x:,.{digits}f}" if abs(x) < 100 else f"{x:,.0f}"
-
-
-def log(msg: str) -> None:
-    """Progress notes go to stderr, so stdout is only the markdown."""
-    import sys
-
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------ peak
@@ -177,15 +201,6 @@ def sync(device: Any = None) -> None:
         torch.cuda.synchronize()
 
 
-def pick_device(name: str) -> str:
-    """'auto' is CUDA when there is a GPU, else CPU; the scripts run every arm there."""
-    import torch
-
-    if name != "auto":
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
     return [(f"measured {p.dtype} matmul peak", f"{p.flops / 1e9:,.0f} GFLOP/s (best of n={p.size})")
             for p in peaks.values()]
@@ -195,7 +210,7 @@ def peak_rows(peaks: dict[str, Peak]) -> list[tuple[str, str]]:
 def parse_bench_args(doc: str, default_n: int, add: Callable[[argparse.ArgumentParser], None]
                      ) -> Callable[[list[str] | None], argparse.Namespace]:
     """An argument parser with the options every timing script has (--data, --n, --model, --max-length,
-    --threads) plus the script's own (``add``)."""
+    --threads, --device) plus the script's own (``add``)."""
 
     def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ap = argparse.ArgumentParser(description=doc.splitlines()[0],
@@ -210,6 +225,13 @@ def parse_bench_args(doc: str, default_n: int, add: Callable[[argparse.ArgumentP
         return ap.parse_args(argv)
 
     return parse
+
+
+def device_name(name: str) -> str:
+    """lpselect's device choice ('auto': CUDA when there is a GPU, else CPU), as the name the scripts print."""
+    from lpselect.engine.precision import pick_device
+
+    return str(pick_device(name))
 
 
 @dataclass
@@ -234,14 +256,14 @@ def bench_setup(args: argparse.Namespace) -> BenchSetup:
     """Threads, the matmul peaks of this moment, the model source, its tokenizer and the tokenised rows."""
     import torch
 
-    from lpselect.engine.models import load_tokenizer
+    from lpselect.engine.models import load_tokenizer, model_source
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = device_name(args.device)
     log(f"measuring matmul peaks on {device}")
     peaks = {d: matmul_peak(d, device=device) for d in ("fp32", "bf16")}
-    source = resolve_source(args.model)
+    source = model_source(args.model)
     tokenizer = load_tokenizer(source)
     with tempfile.TemporaryDirectory(prefix="lpselect-bench-") as tmp:
         data = tokenize_file(subset_file(args.data, args.n, Path(tmp)), tokenizer, args.max_length)
@@ -249,22 +271,45 @@ def bench_setup(args: argparse.Namespace) -> BenchSetup:
 
 
 # ------------------------------------------------------------ data
-def subset_file(source: Path, n: int, folder: Path, *, skip_empty_output: bool = False) -> Path:
-    """The first ``n`` rows of a JSON-array dataset, written to ``folder`` (never into the repository).
+def read_rows(source: Path) -> list[dict[str, Any]]:
+    """The rows of an instruction-data file as lpselect reads them (a malformed row is one clear error)."""
+    from lpselect.data.formats import read_dataset
+    from lpselect.errors import LPSelectError
 
-    ``skip_empty_output`` leaves out rows whose ``output``/``response`` is empty (the shared Alpaca file has 26;
-    lpselect keeps and counts them, but earlier figures were measured without them), so the file still has
-    ``n`` rows."""
-    rows = json.loads(Path(source).read_text())
-    if not isinstance(rows, list):
-        raise SystemExit(f"{source}: expected a JSON array")
+    try:
+        return read_dataset(source).records
+    except LPSelectError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A compact JSON array, byte for byte as the earlier figures' files: run folders record their data's
+    sha256, so a re-run on the same rows reuses its runs."""
+    from lpselect.runs.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def subset_file(source: Path, n: int, folder: Path, *, skip_empty_output: bool = False) -> Path:
+    """The first ``n`` rows of a dataset, written to ``folder`` (never into the repository) as a JSON array.
+
+    ``skip_empty_output`` leaves out rows whose response is empty (the shared Alpaca file has 26; lpselect
+    keeps and counts them, but earlier figures were measured without them), so the file still has ``n`` rows."""
+    rows = read_rows(source)
     if skip_empty_output:
         rows = [r for r in rows if str(r.get("output", r.get("response", "")) or "").strip()]
     if n > len(rows):
         raise SystemExit(f"{source} has {len(rows)} usable rows, asked for {n}")
-    out = Path(folder) / f"{Path(source).stem}-first{n}.json"
-    out.write_text(json.dumps(rows[:n]))
-    return out
+    return _write_rows(Path(folder) / f"{Path(source).stem}-first{n}.json", rows[:n])
+
+
+def sample_file(source: Path, n: int, folder: Path) -> Path:
+    """``n`` rows drawn at random (Python's ``random.Random(0)``), written byte-for-byte reproducibly."""
+    rows = read_rows(source)
+    random.Random(0).shuffle(rows)
+    return _write_rows(Path(folder) / f"{Path(source).stem}{n}.json", rows[:n])
 
 
 def tokenize_file(path: Path, tokenizer, max_length: int = 512) -> TokenizedData:
@@ -273,12 +318,6 @@ def tokenize_file(path: Path, tokenizer, max_length: int = 512) -> TokenizedData
     from lpselect.data.tokenize import tokenize_samples
 
     return tokenize_samples(read_dataset(path).samples, tokenizer, max_length=max_length)
-
-
-def resolve_source(model: str | None) -> str:
-    from lpselect.engine.models import model_source
-
-    return model_source(model)
 
 
 def fresh_model(source: str, device: str = "cpu"):
@@ -327,11 +366,11 @@ def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int =
     """Trainer-evaluate-style perplexities: batches of ``batch_size`` in file order, padded to the longest,
     ``model(input_ids, attention_mask, labels)`` with full-vocabulary fp32 logits at every position, and each
     row's loss from those logits (mean NLL of its labelled tokens); exp of it. No gradients."""
-    import contextlib
-
     import numpy as np
     import torch
     import torch.nn.functional as F
+
+    from lpselect.engine.precision import autocast
 
     feats = hf_features(data)
     rows = list(range(len(data))) if rows is None else list(rows)
@@ -339,9 +378,8 @@ def reference_eval(model, data: TokenizedData, pad_id: int, *, batch_size: int =
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     try:
-        with torch.no_grad(), ctx:
+        with torch.no_grad(), autocast(device, "bf16" if bf16 else "fp32"):
             for s in range(0, len(rows), batch_size):
                 idx = rows[s : s + batch_size]
                 batch = {k: v.to(device) for k, v in pad_collate([feats[i] for i in idx], pad_id).items()}
@@ -436,52 +474,17 @@ def trainer_epoch(model, data: TokenizedData, pad_id: int, *, bf16: bool, schedu
     return TrainOutcome(seconds, losses, note)
 
 
-def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, schedule_epochs: int = 3,
-               micro_budget: int | None = None) -> TrainOutcome:
-    """One epoch of ``lpselect.engine.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
-    score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``).
-    ``micro_budget`` None is the score job's automatic budget for this device."""
-    import numpy as np
-
-    from lpselect.config import FineTuneSettings
-    from lpselect.engine import train as tr
-    from lpselect.engine.budget import auto_micro_budget
-
-    device = next(model.parameters()).device
-    if micro_budget is None:
-        micro_budget = auto_micro_budget(model, device, precision=precision, checkpointing=False)
-    s = FineTuneSettings(max_tokens_per_micro_batch=micro_budget)
-    optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
-    row_nll = np.full(len(data), np.nan)
-    sync()
-    t0 = time.perf_counter()
-    tr.train_epoch(model, data, optimizer, scheduler, s, epoch=1, pad_id=pad_id, precision=precision,
-                   row_nll=row_nll)
-    sync()
-    seconds = time.perf_counter() - t0
-    order, n_scored = tr.epoch_order(len(data), s.seed, 1), data.n_scored
-    step = s.batch_size * s.grad_accum
-    losses = []
-    for a in range(0, len(order), step):
-        rows = order[a : a + step]
-        w = n_scored[rows]
-        if w.sum():
-            losses.append(float(np.nansum(row_nll[rows] * w) / w.sum()))
-    return TrainOutcome(seconds, losses, f"micro-batch budget {micro_budget} tokens")
-
-
-def data_loss(model, data: TokenizedData, pad_id: int) -> float:
-    """Token-mean NLL of the scored tokens of all rows under ``model``, by one fp32 pass: the trained models'
-    loss on their training data, comparable across arms that saw the rows in different orders."""
-    import numpy as np
-
-    from lpselect.engine.passes import pass_sums
-
-    sums = pass_sums(model, data, np.arange(len(data)), pad_id=pad_id, precision="fp32")
-    return float(sums[0].sum() / sums[2].sum())
-
-
 # ------------------------------------------------------------ timing
+def manifest_step(run: Path, step: str) -> dict[str, Any]:
+    """One step's record in a run folder's manifest (its settings, counts and ``wall_time_s``)."""
+    from lpselect.analysis.runio import read_manifest
+
+    steps = read_manifest(run).get("steps") or {}
+    if step not in steps:
+        raise SystemExit(f"{run}: its manifest records no {step!r} step")
+    return steps[step]
+
+
 def phase(times: dict[str, float], name: str) -> float:
     """A phase's wall time from a score manifest's ``wall_time_s``; a pass is ``pass_{e}``, or
     ``pass_ppl_{e}`` since the chunked passes."""
@@ -491,7 +494,6 @@ def phase(times: dict[str, float], name: str) -> float:
     if kind == "pass" and f"pass_ppl_{epoch}" in times:
         return times[f"pass_ppl_{epoch}"]
     raise KeyError(f"no phase {name!r} in the manifest's wall_time_s {sorted(times)}")
-
 
 
 def interleaved(arms: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[tuple[float, Any]]]:
@@ -522,9 +524,18 @@ LPSELECT_CLI = "from lpselect.cli import main; main()"
 
 def lpselect_cmd(*args: str) -> list[str]:
     """``lpselect ARGS`` run by this interpreter (the venv's lpselect, whatever is on PATH)."""
-    import sys
-
     return [sys.executable, "-c", LPSELECT_CLI, *args]
+
+
+def _child_env(threads: int) -> dict[str, str] | None:
+    """The children's environment: this one, with OMP_NUM_THREADS when ``threads`` is set (0 = inherit)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+
+
+def run_lpselect(*args: str, threads: int = 0) -> None:
+    """``lpselect ARGS`` in a child whose output goes to this terminal; a failure stops the script."""
+    log("lpselect " + " ".join(args))
+    subprocess.run(lpselect_cmd(*args), check=True, env=_child_env(threads))
 
 
 # A child's ru_maxrss counts the peak RSS of the process that forked it (Linux copies the memory map's
@@ -547,15 +558,12 @@ def measure(cmd: list[str], log_file: Path, threads: int = 0) -> tuple[int, floa
 
     The peak is the command's ``ru_maxrss`` from ``os.wait4`` in a small launcher process (see ``_LAUNCHER``),
     one command per measurement, so neither this process's memory nor another command's mixes in."""
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     usage_file = log_file.with_name(log_file.name + ".rusage.json")
     usage_file.unlink(missing_ok=True)
     with log_file.open("wb") as out:
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(usage_file), *cmd], stdout=out,
-                            stderr=subprocess.STDOUT, env=env, check=False).returncode
+                            stderr=subprocess.STDOUT, env=_child_env(threads), check=False).returncode
         wall = time.perf_counter() - t0
     if not usage_file.exists():  # the launcher itself died
         return 0, wall, rc or 1
@@ -569,34 +577,3 @@ def log_tail(log_file: Path, chars: int = 3000) -> str:
         return log_file.read_text(errors="replace")[-chars:]
     except OSError as e:
         return f"(no log: {e})"
-
-
-def cpu_flag_grep() -> str:
-    """What ``grep -o -w 'avx2\\|avx512f\\|avx512_bf16\\|amx_bf16' /proc/cpuinfo | sort -u`` prints, on one line."""
-    try:
-        out = subprocess.run(["grep", "-o", "-w", r"avx2\|avx512f\|avx512_bf16\|amx_bf16", "/proc/cpuinfo"],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "-"
-    return " ".join(sorted(set(out.split()))) or "(none)"
-
-
-def package_versions(names: Sequence[str]) -> str:
-    """``name version`` of each installed distribution, comma-separated (missing ones left out)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            out.append(f"{name} {version(name)}")
-    return ", ".join(out)
-
-
-def dir_size(path: Path) -> int:
-    """Bytes on disk under ``path`` (allocated blocks, so sparse files count what they use)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total

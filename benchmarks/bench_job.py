@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import tempfile
 import time
@@ -28,18 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from _common import (  # benchmarks/ is on sys.path when a script here is run
+    device_name,
     fmt,
     fresh_model,
     interleaved,
     log,
+    manifest_step,
     markdown_table,
     note_start,
     parse_bench_args,
     phase,
-    pick_device,
     print_header,
     reference_eval,
-    resolve_source,
     subset_file,
     tokenize_file,
     trainer_epoch,
@@ -62,9 +61,8 @@ parse_args = parse_bench_args(__doc__, 64, _own_args)
 def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: Path, max_length: int,
              device: str = "auto", micro_budget: int | None = None) -> dict[str, Any]:
     """One score job in a fresh run folder: its manifest's phase times, perplexities, and total wall."""
-    import pyarrow.parquet as pq
-
     from lpselect.config import ScoreConfig
+    from lpselect.runs.tables import read_ppl_table
     from lpselect.steps.score import score  # imported in main() already: fails before any timing
 
     run = folder / f"ours-e{epochs}-{time.monotonic_ns()}"
@@ -74,11 +72,10 @@ def run_ours(data_file: Path, source: str, epochs: int, precision: str, folder: 
     t0 = time.perf_counter()
     result = score(data_file, run, cfg, progress=False)
     total = time.perf_counter() - t0
-    step = json.loads((run / "manifest.json").read_text())["steps"]["score"]
-    table = pq.read_table(result.scores_path)
+    step = manifest_step(run, "score")
+    ppl = read_ppl_table(result.scores_path)
     return {"times": step["wall_time_s"], "total": total, "config": step["config"],
-            "micro_budget": step.get("micro_batch_budget"),
-            "ppl": [table.column(f"ppl_{e}").to_numpy() for e in range(epochs + 1)]}
+            "micro_budget": step.get("micro_batch_budget"), "ppl": [ppl[:, e] for e in range(epochs + 1)]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,13 +87,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import lpselect.steps.score  # noqa: F401  (import errors show now, not after the baseline's minutes)
     from lpselect.core.metrics import learning_percentage_approx
-    from lpselect.engine.models import load_tokenizer
+    from lpselect.engine.batching import pass_token_budget
+    from lpselect.engine.models import load_tokenizer, model_source
 
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = "bf16" if args.bf16 else "fp32"
-    device = pick_device(args.device)
-    source = resolve_source(args.model)
+    device = device_name(args.device)
+    source = model_source(args.model)
     tokenizer = load_tokenizer(source)
     pad_id = tokenizer.pad_token_id
     with tempfile.TemporaryDirectory(prefix="lpselect-bench-job-") as tmp:
@@ -137,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             e3 = run_ours(data_file, source, 3, precision, folder, args.max_length, device, args.micro_budget)
 
     base_runs, our_runs = results["baseline"], results["ours"]
-    auto_budget = "16384 (auto)" if torch.device(device).type == "cuda" else "2048 (auto)"
+    auto_budget = f"{pass_token_budget(0, torch.device(device))} (auto)"
     cfg = our_runs[0][1]["config"]
     print_header("LP_app(1) job: lpselect score(epochs=1) vs a plain Trainer-based job", [
         ("model", source),

@@ -14,7 +14,6 @@ CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,12 +22,14 @@ from typing import Any
 from _common import (  # benchmarks/ is on sys.path when a script here is run
     ALPACA,
     log,
+    log_tail,
+    lpselect_cmd,
+    manifest_step,
     markdown_table,
     measure,
     note_start,
     phase,
     print_header,
-    resolve_source,
     subset_file,
 )
 
@@ -64,24 +65,24 @@ def main(argv: list[str] | None = None) -> None:
             source = str(build_tiny_llama(folder / "tiny-llama"))
             model_label = "tiny random Llama (2 layers, hidden 32, vocab 400)"
         else:
-            source = resolve_source(args.model)
+            from lpselect.engine.models import model_source
+
+            source = model_source(args.model)
             model_label = source
         floor_kib, _, rc = measure([sys.executable, "-c", IMPORTS_ONLY], folder / "imports.log", args.threads)
         if rc:
-            raise SystemExit(f"the import-only child failed:\n{(folder / 'imports.log').read_text()[-2000:]}")
+            raise SystemExit(f"the import-only child failed:\n{log_tail(folder / 'imports.log', 2000)}")
         runs: list[dict[str, Any]] = []
         for n in args.sizes:
             data_file = subset_file(args.data, n, folder, skip_empty_output=True)
             run = folder / f"run-{n}"
-            cmd = [sys.executable, "-c", "from lpselect.cli import main; main()", "score",
-                   "--data", str(data_file), "--out", str(run), "--epochs", "0", "--model", source, "--quiet",
-                   *args.extra]
+            cmd = lpselect_cmd("score", "--data", str(data_file), "--out", str(run), "--epochs", "0", "--model",
+                               source, "--quiet", *args.extra)
             log(f"{n} rows: lpselect score --epochs 0")
             kib, wall, rc = measure(cmd, folder / f"run-{n}.log", args.threads)
             if rc:
-                tail = (folder / f"run-{n}.log").read_text()[-3000:]
-                raise SystemExit(f"lpselect score failed on {n} rows:\n{tail}")
-            step = json.loads((run / "manifest.json").read_text())["steps"]["score"]
+                raise SystemExit(f"lpselect score failed on {n} rows:\n{log_tail(folder / f'run-{n}.log')}")
+            step = manifest_step(run, "score")
             runs.append({"n": n, "kib": kib, "wall": wall, "tokens": step["counts"]["tokens"],
                          "mb": data_file.stat().st_size / 2**20, "times": step["wall_time_s"]})
             log(f"  peak RSS {kib / 1024:.0f} MiB, {wall:.0f} s")

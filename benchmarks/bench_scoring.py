@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from scipy.stats import spearmanr
 
+    from lpselect.engine.batching import pass_token_budget
     from lpselect.engine.models import load_causal_lm
     from lpselect.engine.passes import scoring_pass
 
     setup = bench_setup(args)
     source, data, peaks, pad_id = setup.source, setup.data, setup.peaks, setup.pad_id
-    budget = args.budget or (16384 if torch.device(setup.device).type == "cuda" else 2048)
+    budget = pass_token_budget(args.budget, torch.device(setup.device))  # the score job's own default
     model = load_causal_lm(source).to(setup.device)
     params = n_params(model)
     n_tokens = int(data.lengths.sum())

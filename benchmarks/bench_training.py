@@ -29,24 +29,27 @@ import argparse
 import gc
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 from _common import (  # benchmarks/ is on sys.path when a script here is run
     TrainOutcome,
     bench_setup,
-    data_loss,
     fresh_model,
     interleaved,
     log,
     markdown_table,
     n_params,
     note_start,
-    ours_epoch,
     parse_bench_args,
     peak_rows,
     print_header,
     ratio_stats,
+    sync,
     trainer_epoch,
 )
+
+if TYPE_CHECKING:
+    from lpselect.data.tokenize import TokenizedData
 
 
 def _own_args(ap: argparse.ArgumentParser) -> None:
@@ -62,6 +65,51 @@ def _own_args(ap: argparse.ArgumentParser) -> None:
 
 
 parse_args = parse_bench_args(__doc__, 128, _own_args)
+
+
+def ours_epoch(model, data: TokenizedData, pad_id: int, *, precision: str, schedule_epochs: int = 3,
+               micro_budget: int | None = None) -> TrainOutcome:
+    """One epoch of ``lpselect.engine.train.train_epoch`` (epoch 1 of a ``schedule_epochs`` schedule, as the
+    score job runs it); per-step losses come from the rows' NLLs that train_epoch reports (``row_nll``).
+    ``micro_budget`` None is the score job's automatic budget for this device."""
+    import numpy as np
+
+    from lpselect.config import FineTuneSettings
+    from lpselect.engine import train as tr
+    from lpselect.engine.budget import auto_micro_budget
+
+    device = next(model.parameters()).device
+    if micro_budget is None:
+        micro_budget = auto_micro_budget(model, device, precision=precision, checkpointing=False)
+    s = FineTuneSettings(max_tokens_per_micro_batch=micro_budget)
+    optimizer, scheduler = tr.make_optimizer(model, s, tr.steps_per_epoch(len(data), s) * schedule_epochs)
+    row_nll = np.full(len(data), np.nan)
+    sync()
+    t0 = time.perf_counter()
+    tr.train_epoch(model, data, optimizer, scheduler, s, epoch=1, pad_id=pad_id, precision=precision,
+                   row_nll=row_nll)
+    sync()
+    seconds = time.perf_counter() - t0
+    order, n_scored = tr.epoch_order(len(data), s.seed, 1), data.n_scored
+    step = s.batch_size * s.grad_accum
+    losses = []
+    for a in range(0, len(order), step):
+        rows = order[a : a + step]
+        w = n_scored[rows]
+        if w.sum():
+            losses.append(float(np.nansum(row_nll[rows] * w) / w.sum()))
+    return TrainOutcome(seconds, losses, f"micro-batch budget {micro_budget} tokens")
+
+
+def data_loss(model, data: TokenizedData, pad_id: int) -> float:
+    """Token-mean NLL of the scored tokens of all rows under ``model``, by one fp32 pass: the trained models'
+    loss on their training data, comparable across arms that saw the rows in different orders."""
+    import numpy as np
+
+    from lpselect.engine.passes import pass_sums
+
+    sums = pass_sums(model, data, np.arange(len(data)), pad_id=pad_id, precision="fp32")
+    return float(sums[0].sum() / sums[2].sum())
 
 
 def main(argv: list[str] | None = None) -> None:

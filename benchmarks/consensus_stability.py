@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-from _common import DOLLY, cpu_flag_grep, cpu_model, git_commit, log, markdown_table
-from seed_stability import sample_file
+from _common import DOLLY, cpu_flag_grep, cpu_model, git_commit, markdown_table, run_lpselect, sample_file
 
 from lpselect.analysis.compare import set_overlap
 from lpselect.analysis.runio import metric_values, read_clusters, read_scores
@@ -56,13 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(args.seeds) < 4 or len(args.seeds) % 2 or len(set(args.seeds)) != len(args.seeds):
         ap.error("--seeds needs an even number (>= 4) of distinct seeds")
     return args
-
-
-def lpselect(*args: str, threads: int) -> None:
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    cmd = [sys.executable, "-m", "lpselect", *args]
-    log(" ".join(cmd[2:]))
-    subprocess.run(cmd, check=True, env=env)
 
 
 def band(values: np.ndarray, labels: np.ndarray | None, percent: float) -> np.ndarray:
@@ -116,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = sample_file(args.data, args.n, args.out)
     runs = args.out / "runs"
-    lpselect("score", "--data", str(data), "--out", str(runs), "--seeds", ",".join(map(str, args.seeds)),
-             "--epochs", str(max(1, args.epoch)), "--quiet", *args.extra, threads=args.threads)
-    lpselect("cluster", "--data", str(data), "--out", str(args.out / "cluster"), "--quiet", threads=args.threads)
+    run_lpselect("score", "--data", str(data), "--out", str(runs), "--seeds", ",".join(map(str, args.seeds)),
+                 "--epochs", str(max(1, args.epoch)), "--quiet", *args.extra, threads=args.threads)
+    run_lpselect("cluster", "--data", str(data), "--out", str(args.out / "cluster"), "--quiet",
+                 threads=args.threads)
     tables = [read_scores(runs / f"seed-{s}") for s in args.seeds]
     values = [metric_values(t, args.metric, args.epoch) for t in tables]
     labels = read_clusters(args.out / "cluster", tables[0].n_rows)

@@ -15,8 +15,19 @@ import json
 import tempfile
 from pathlib import Path
 
-from _common import DOLLY, cpu_flag_grep, cpu_model, git_commit, log, lpselect_cmd, markdown_table, measure
-from seed_stability import sample_file
+from _common import (  # benchmarks/ is on sys.path when a script here is run
+    DOLLY,
+    cpu_flag_grep,
+    cpu_model,
+    git_commit,
+    log,
+    log_tail,
+    lpselect_cmd,
+    manifest_step,
+    markdown_table,
+    measure,
+    sample_file,
+)
 
 
 def manifest_key(kind: str, epoch: int | None) -> str:
@@ -44,14 +55,16 @@ def main(argv: list[str] | None = None) -> None:
         _, plan_wall, rc = measure(lpselect_cmd("plan", "--data", str(data), "--epochs", str(args.epochs),
                                                 "--probe-seconds", str(args.probe_seconds), "--json",
                                                 str(plan_json)), folder / "plan.log", args.threads)
-        assert rc == 0, (folder / "plan.log").read_text()[-2000:]
+        if rc:
+            raise SystemExit(f"lpselect plan failed at {n} rows:\n{log_tail(folder / 'plan.log', 2000)}")
         log(f"{n} rows: score, cluster")
         for cmd in (("score", "--data", str(data), "--out", str(folder / "run"), "--epochs", str(args.epochs),
                      "--quiet"), ("cluster", "--data", str(data), "--out", str(folder / "run"), "--quiet")):
             _, _, rc = measure(lpselect_cmd(*cmd), folder / f"{cmd[0]}.log", args.threads)
-            assert rc == 0, (folder / f"{cmd[0]}.log").read_text()[-2000:]
-        steps = json.loads((folder / "run" / "manifest.json").read_text())["steps"]
-        actual = {**steps["cluster"].get("wall_time_s", {}), **steps["score"]["wall_time_s"]}
+            if rc:
+                raise SystemExit(f"lpselect {cmd[0]} failed at {n} rows:\n{log_tail(folder / f'{cmd[0]}.log', 2000)}")
+        actual = {**manifest_step(folder / "run", "cluster").get("wall_time_s", {}),
+                  **manifest_step(folder / "run", "score")["wall_time_s"]}
         plan = json.loads(plan_json.read_text())
         total_est = total_act = 0.0
         for ph in plan["phases"]:

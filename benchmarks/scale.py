@@ -53,15 +53,15 @@ from _common import (  # benchmarks/ is on sys.path when a script here is run
     ALPACA,
     DOLLY,
     cpu_flag_grep,
-    dir_size,
     log,
     log_tail,
     lpselect_cmd,
+    manifest_step,
     markdown_table,
     measure,
     note_start,
-    package_versions,
     print_header,
+    read_rows,
     subset_file,
 )
 
@@ -127,7 +127,7 @@ def alpaca_lengths(path: Path = ALPACA) -> Any:
     """(rows, 3) word counts of instruction, input, output of every real row: the joint length distribution."""
     import numpy as np
 
-    rows = json.loads(path.read_text())
+    rows = read_rows(path)
     return np.array([[len(str(r.get(k) or "").split()) for k in ("instruction", "input", "output")]
                      for r in rows], dtype=np.int64)
 
@@ -212,10 +212,6 @@ def child(name: str, cmd: list[str], log_file: Path, threads: int) -> tuple[int,
         raise SystemExit(1)
     log(f"  {name}: {wall:.1f} s, peak RSS {kib / 1024:,.0f} MiB")
     return kib, wall
-
-
-def manifest_step(run: Path, step: str) -> dict[str, Any]:
-    return json.loads((run / "manifest.json").read_text())["steps"][step]
 
 
 def score_label(key: str) -> str:
@@ -329,7 +325,7 @@ def per_row_us(r: Result, phase: str) -> float | None:
     return None if t is None else t / r.n * 1e6
 
 
-def growth_table(results: Sequence[Result], floor: Floor) -> str:
+def growth_table(results: Sequence[Result]) -> str:
     """Rows = phases and peaks; per size: seconds (MiB), microseconds per row, ratio to the previous size."""
     headers = ["phase"]
     for i, r in enumerate(results):
@@ -448,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.redirect_stdout(buf):
         title = "lpselect on the real datasets" if args.real else "lpselect from 10k to 1M rows: growth per phase"
         print_header(title, extra)
-        print(real_table(results) if args.real else growth_table(results, floor))
+        print(real_table(results) if args.real else growth_table(results))
         print()
         print("select and report: the child's wall time less the start-up of `lpselect --help` "
               f"({floor.wall:.2f} s); \"rest of the child\": its wall time less the phases its manifest records. "
@@ -475,7 +471,7 @@ def measure_all(args: argparse.Namespace, work: Path) -> tuple[list[Result], Flo
     if args.real:
         # its BPE learns a sample of the real texts: about as many tokens per row as a real tokenizer gives
         texts = [" ".join(str(r.get(k) or "") for k in ("instruction", "input", "output"))
-                 for name in args.datasets for r in json.loads(REAL[name].read_text())[:5000]]
+                 for name in args.datasets for r in read_rows(REAL[name])[:5000]]
         model = str(build_tiny_llama(work / "tiny-llama", extra_corpus=texts, vocab_size=REAL_VOCAB))
         scorer_label = f"tiny random Llama (2 layers, hidden 32, {REAL_VOCAB}-token BPE trained on 5k rows of each)"
         grid, kmeans, embedder = REAL_GRID, None, None
@@ -484,7 +480,7 @@ def measure_all(args: argparse.Namespace, work: Path) -> tuple[list[Result], Flo
             source = REAL[name]
             folder = work / name
             folder.mkdir()
-            n_all = len(json.loads(source.read_text()))
+            n_all = len(read_rows(source))
             n = min(args.max_rows, n_all) if args.max_rows else n_all
             data = subset_file(source, n, folder) if n < n_all else source
             res = run_pipeline(name, data, n, folder / "run", model=model, embedder=None, kmeans=None, k=args.k,
@@ -537,6 +533,27 @@ def measure_all(args: argparse.Namespace, work: Path) -> tuple[list[Result], Flo
         ("start-up floor", f"`lpselect --help` child: {floor.wall:.2f} s, {floor.kib / 1024:,.0f} MiB"),
     ]
     return results, floor, extra
+
+
+def package_versions(names: Sequence[str]) -> str:
+    """``name version`` of each installed distribution, comma-separated (missing ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{name} {version(name)}")
+    return ", ".join(out)
+
+
+def dir_size(path: Path) -> int:
+    """Bytes on disk under ``path`` (allocated blocks, so sparse files count what they use)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
 
 
 def finish(res: Result, data: Path, folder: Path, keep: bool) -> None:

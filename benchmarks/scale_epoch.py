@@ -14,11 +14,19 @@ the token table of every size across its whole span. Printed per size: seconds o
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from _common import cpu_flag_grep, cpu_model, git_commit, log, lpselect_cmd, markdown_table, measure
+from _common import (  # benchmarks/ is on sys.path when a script here is run
+    cpu_flag_grep,
+    cpu_model,
+    git_commit,
+    log,
+    lpselect_cmd,
+    manifest_step,
+    markdown_table,
+    measure,
+)
 from scale import SYNTHETIC_SCORE_FLAGS, WORDS, alpaca_lengths, write_synthetic
 
 
@@ -46,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                                 work / f"train-{n}.log", args.threads)
         if rc:
             raise SystemExit(f"train failed at {n} rows: see {work / f'train-{n}.log'}")
-        step = json.loads((out / "manifest.json").read_text())["steps"]["train"]
+        step = manifest_step(out, "train")
         seconds, steps = step["wall_time_s"]["train"], step["steps_done"]
         rows_per_step = step["config"]["batch_size"] * step["config"]["grad_accum"]
         per_step = seconds / steps * 1e3

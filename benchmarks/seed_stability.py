@@ -17,17 +17,19 @@ The seed changes the order in which the scorer sees the samples (and any dropout
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import random
-import subprocess
-import sys
 from pathlib import Path
 
-from _common import DOLLY, git_commit, log  # benchmarks/ is on sys.path when a script here is run
+from _common import (  # benchmarks/ is on sys.path when a script here is run
+    DOLLY,
+    git_commit,
+    manifest_step,
+    run_lpselect,
+    sample_file,
+)
 
 from lpselect.analysis.compare import compare_runs, rank_correlation
 from lpselect.analysis.runio import metric_values, read_scores
+from lpselect.config import CompareSpec
 
 METRICS = (("lp", "LP(1)"), ("lp_app", "LP_app(1)"), ("lp_online", "lp_online(1)"))
 
@@ -50,26 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sample_file(data: Path, n: int, folder: Path) -> Path:
-    """``n`` rows drawn at random (Python's ``random.Random(0)``), written byte-for-byte reproducibly."""
-    rows = json.loads(data.read_text(encoding="utf-8"))
-    random.Random(0).shuffle(rows)
-    path = folder / f"{data.stem}{n}.json"
-    path.write_text(json.dumps(rows[:n]), encoding="utf-8")
-    return path
-
-
-def score(data: Path, run: Path, seed: int, epochs: int, threads: int, extra: list[str]) -> None:
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    cmd = [sys.executable, "-m", "lpselect.cli", "score", "--data", str(data), "--out", str(run),
-           "--epochs", str(epochs), "--seed", str(seed), "--quiet", *extra]
-    log(" ".join(cmd[2:]))
-    subprocess.run(cmd, check=True, env=env)
-
-
 def wall_share_after_p0(run: Path) -> float:
     """Share of the job's training + pass time spent in the passes after P0."""
-    wall = json.loads((run / "manifest.json").read_text())["steps"]["score"]["wall_time_s"]
+    wall = manifest_step(run, "score")["wall_time_s"]
     total = sum(v for k, v in wall.items() if k.startswith(("pass_", "train_")))
     later = sum(v for k, v in wall.items() if k.startswith("pass_") and not k.endswith("_0"))
     return later / total
@@ -81,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     data = sample_file(args.data, args.n, args.out)
     runs = [args.out / f"seed{s}" for s in args.seeds]
     for seed, run in zip(args.seeds, runs, strict=True):
-        score(data, run, seed, args.epochs, args.threads, args.extra)
+        run_lpselect("score", "--data", str(data), "--out", str(run), "--epochs", str(args.epochs), "--seed",
+                     str(seed), "--quiet", *args.extra, threads=args.threads)
 
     print(f"\n{args.n} random rows of {args.data.name}; seeds {args.seeds}; {args.epochs} epochs; "
           f"commit {git_commit()}\n")
@@ -89,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
           f"overlap of the {args.percent:g} % low subsets | Jaccard |")
     print("|---|---:|---:|---:|---:|")
     for metric, label in METRICS:
-        c = compare_runs(runs[0], runs[1], metric, 1, args.percent)
+        c = compare_runs(runs[0], runs[1], CompareSpec(metric=metric, epoch=1, percent=args.percent))
         o = c.overlap.global_
         print(f"| {label} | {c.correlation.spearman:.3f} | {c.correlation.kendall:.3f} | "
               f"{o.n_common}/{o.n_a} ({o.fraction:.0%}) | {o.jaccard:.3f} |")

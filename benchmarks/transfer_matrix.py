@@ -1,11 +1,11 @@
-"""Hardness transfer across the reference's seven Alpaca scorers (SPEC §6).
+"""Hardness transfer across the reference's seven Alpaca scorers (docs/method.md §6).
 
 Prints, as markdown, the Spearman matrix of LP(1) between scorers and each scorer's LP(1)-vs-LP_app(1)
 correlation, and saves the matrix as a heatmap PNG:
 
     python benchmarks/transfer_matrix.py OUT.png [--pplx-dir ../shared/data/reference-pplx] [--metric lp]
 
-Rows that are 1.0 at every epoch (the reference's mark of a sample with no response token, SPEC §11) are
+Rows that are 1.0 at every epoch (the reference's mark of a sample with no response token, docs/method.md §11) are
 NaN, as ``lpselect import-reference`` makes them, and are dropped pair by pair.
 """
 

@@ -1,4 +1,4 @@
-"""SPEC §8 (2026-12-03): bands by meaning, the exact budget, the refusal of a metric with no spread, and the
+"""docs/method.md §8 (2026-12-03): bands by meaning, the exact budget, the refusal of a metric with no spread, and the
 share taken. Expected values come from hand examples and from a plain-Python statement written here (exact
 fractions for the largest-remainder shares), never from lpselect."""
 
@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lpselect.config import SubsetSpec
 from lpselect.core.selection import NoSpreadError, exact_quotas, literal_band, select
 from lpselect.errors import LPSelectError
 from lpselect.steps.select import select_subset
@@ -161,7 +162,8 @@ def test_hardest_ifd_is_the_high_end_and_the_report_says_so(tmp_path: Path) -> N
     ppl0 = np.exp(rng.uniform(0.5, 2.0, n))
     resp = np.exp(rng.uniform(0.5, 2.0, n))
     data, scores, clusters = _run(tmp_path, {"ppl_0": ppl0, "ppl_resp_0": resp})
-    r = select_subset(data, scores, tmp_path / "s.json", clusters=clusters, metric="ifd", epoch=0, percent=10)
+    r = select_subset(data, scores, tmp_path / "s.json", SubsetSpec(metric="ifd", epoch=0, percent=10),
+                      clusters=clusters)
     ifd = np.log(ppl0) / np.log(resp)
     labels = np.arange(n) % 3
     expected = []  # per cluster the top ceil(20 / 10) = 2 IFD values, in ascending order
@@ -171,8 +173,8 @@ def test_hardest_ifd_is_the_high_end_and_the_report_says_so(tmp_path: Path) -> N
     assert r.ids.tolist() == expected
     assert r.report["band"] == "hardest" and r.report["band_literal"] == "high" and r.report["hard_end"] == "high"
     assert r.report["metric_selected"]["mean"] > r.report["metric_all"]["mean"]
-    lp = select_subset(data, scores, tmp_path / "p.json", clusters=clusters, metric="ppl", epoch=0, percent=10,
-                       band="low")  # literal: the lowest perplexities, whatever the direction
+    lp = select_subset(data, scores, tmp_path / "p.json", SubsetSpec(metric="ppl", epoch=0, percent=10, band="low"),
+                       clusters=clusters)  # literal: the lowest perplexities, whatever the direction
     assert lp.report["band_literal"] == "low" and lp.report["metric_selected"]["max"] < np.median(ppl0)
 
 
@@ -180,15 +182,15 @@ def test_lp_of_a_one_epoch_run_is_refused_with_what_to_do(tmp_path: Path) -> Non
     p0 = np.linspace(5, 9, 12)
     data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p0 - 1})
     with pytest.raises(LPSelectError, match=r"lp\(1\) is 1 for every row.*--metric lp_app"):
-        select_subset(data, scores, tmp_path / "s.json", clusters=clusters, metric="lp", epoch=1)
+        select_subset(data, scores, tmp_path / "s.json", SubsetSpec(metric="lp", epoch=1), clusters=clusters)
     assert not (tmp_path / "s.json").exists()
     # rows with P0 == P1 make LP(1) 0 there and 1 elsewhere: still no ranking (the rest would go by id)
     p1 = p0 - 1
     p1[[3, 7]] = p0[[3, 7]]
     data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p1})
     with pytest.raises(LPSelectError, match=r"lp\(1\) is 1 for every row"):
-        select_subset(data, scores, tmp_path / "s.json", clusters=clusters, metric="lp", epoch=1,
-                      strategy="global")
+        select_subset(data, scores, tmp_path / "s.json", SubsetSpec(metric="lp", epoch=1, strategy="global"),
+                      clusters=clusters)
 
 
 def test_the_share_is_reported_and_a_far_one_is_warned(tmp_path: Path, caplog) -> None:
@@ -197,30 +199,31 @@ def test_the_share_is_reported_and_a_far_one_is_warned(tmp_path: Path, caplog) -
     # 30 clusters of 2 rows: round(100/40) = 2 parts and round(100/60) = 2 parts both take 1 row a cluster
     for percent in (40, 60):
         with caplog.at_level("WARNING", logger="lpselect"):
-            r = select_subset(data, scores, tmp_path / f"{percent}.json", clusters=clusters, percent=percent)
+            r = select_subset(data, scores, tmp_path / f"{percent}.json", SubsetSpec(percent=percent),
+                              clusters=clusters)
         assert r.report["n_selected"] == 30 and r.report["share_percent"] == 50.0
         assert f"took 50.0 % of the rows for --percent {percent}" in r.report["share_note"]
         assert any("--exact" in rec.getMessage() for rec in caplog.records)
-    exact = select_subset(data, scores, tmp_path / "x.json", clusters=clusters, percent=40, exact=True)
+    exact = select_subset(data, scores, tmp_path / "x.json", SubsetSpec(percent=40, exact=True), clusters=clusters)
     assert exact.report["n_selected"] == 24 and exact.report["share_note"] is None  # round(60 * 0.4)
-    rows = select_subset(data, scores, tmp_path / "n.json", clusters=clusters, n=7)
+    rows = select_subset(data, scores, tmp_path / "n.json", SubsetSpec(n=7), clusters=clusters)
     assert rows.report["n_selected"] == 7 and rows.report["budget"] == "n"
     assert json.loads((tmp_path / "n.json").read_text()) == [
         {"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in rows.ids]
     with pytest.raises(LPSelectError, match="--n 61 asks for more rows than the 60"):
-        select_subset(data, scores, tmp_path / "m.json", clusters=clusters, n=61)
+        select_subset(data, scores, tmp_path / "m.json", SubsetSpec(n=61), clusters=clusters)
 
 
 def test_the_report_holds_the_ids_in_subset_order(tmp_path: Path) -> None:
     p0 = np.linspace(5, 9, 30)
     data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p0 - np.cos(np.arange(30))})
-    r = select_subset(data, scores, tmp_path / "s.json", clusters=clusters, percent=20)
+    r = select_subset(data, scores, tmp_path / "s.json", SubsetSpec(percent=20), clusters=clusters)
     report = json.loads(r.report_path.read_text())
     rows = json.loads((tmp_path / "s.json").read_text())
     assert [int(row["instruction"][1:]) for row in rows] == report["ids"]
 
 
-# ---------------------------------------------------------------- run's grid (SPEC §8 baselines, file names)
+# ---------------------------------------------------------------- run's grid (docs/method.md §8 baselines, file names)
 
 
 def _config(select: list[dict], cluster: bool = True):
@@ -260,8 +263,8 @@ def test_an_exact_budget_of_no_row_is_refused_and_a_far_exact_share_says_why(tmp
     p0 = np.linspace(5, 9, 30)
     data, scores, clusters = _run(tmp_path, {"ppl_0": p0, "ppl_1": p0 - np.linspace(0, 1, 30)})
     with pytest.raises(LPSelectError, match=r"round\(30 x 1 / 100\) = 0 rows"):  # 0.3 rounds to 0
-        select_subset(data, scores, tmp_path / "s.json", clusters=clusters, percent=1, exact=True)
+        select_subset(data, scores, tmp_path / "s.json", SubsetSpec(percent=1, exact=True), clusters=clusters)
     assert not (tmp_path / "s.json").exists()
-    r = select_subset(data, scores, tmp_path / "t.json", clusters=clusters, percent=5, exact=True)
+    r = select_subset(data, scores, tmp_path / "t.json", SubsetSpec(percent=5, exact=True), clusters=clusters)
     assert r.report["n_selected"] == 2  # round(1.5) = 2 (half to even): 6.7 %, more than a point from 5
     assert "the exact budget is round(N x 5 / 100)" in r.report["share_note"]

@@ -105,7 +105,7 @@ def test_eval_passes_both_configs_on_and_the_local_judge_runs_on_the_generation_
     the judge (with --device, which the two share), and --parse-retries the judging."""
     seen = {}
 
-    def fake_backend(judge_model, cfg, console):
+    def fake_backend(cfg, judge_model):
         seen["judge"] = (judge_model, cfg)
         return object()
 
@@ -113,7 +113,7 @@ def test_eval_passes_both_configs_on_and_the_local_judge_runs_on_the_generation_
         seen["generation"], seen["kw"] = generation, kw
         raise SystemExit(0)
 
-    monkeypatch.setattr("lpselect.cli.evaluate._make_backend", fake_backend)
+    monkeypatch.setattr("lpselect.evaluate.judge.build_judge", fake_backend)
     monkeypatch.setattr("lpselect.evaluate.pipeline.evaluate_models", fake_evaluate)
     r = runner.invoke(app, ["eval", "--a", "ma", "--b", "mb", "--judge-model", "j", "--out", str(tmp_path / "e"),
                             "--backend", "local", "--device", "cpu", "--limit", "3", "--batch-size", "2",

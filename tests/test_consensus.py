@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from lpselect.analysis.stability import stability_overlaps
 from lpselect.cli import app
+from lpselect.config import SubsetSpec
 from lpselect.core.consensus import average_ranks, consensus_metric
 from lpselect.core.selection import select
 from lpselect.errors import LPSelectError
@@ -124,7 +125,7 @@ def mean_rank_independent(runs: list[np.ndarray]) -> np.ndarray:
 
 
 def low_band_independent(values: np.ndarray, percent: float, clusters: np.ndarray | None = None) -> list[int]:
-    """SPEC §8 by hand: per cluster (ascending), finite rows by (value, id), first part of round(100/p)."""
+    """docs/method.md §8 by hand: per cluster (ascending), finite rows by (value, id), first part of round(100/p)."""
     parts = round(100 / percent)
     labels = np.zeros(len(values), dtype=int) if clusters is None else clusters
     out: list[int] = []
@@ -150,7 +151,8 @@ def test_select_subset_with_three_score_files_ranks_by_the_consensus(three_runs,
     expected = low_band_independent(cons, 25)
     assert 0 < len(expected) < N
     assert expected != low_band_independent(runs[0], 25)  # the test would not see a consensus otherwise
-    r = select_subset(data, scores, tmp_path / "out" / "c.json", metric="lp_app", percent=25, strategy="global")
+    r = select_subset(data, scores, tmp_path / "out" / "c.json",
+                      SubsetSpec(metric="lp_app", percent=25, strategy="global"))
     assert r.ids.tolist() == expected
     assert [x["instruction"] for x in json.loads(r.path.read_text())] == \
         [alpaca_rows(N)[i]["instruction"] for i in expected]
@@ -167,19 +169,21 @@ def test_select_subset_consensus_within_clusters(three_runs, tmp_path) -> None:
     cpath = tmp_path / "clusters.parquet"
     pq.write_table(pa.table({"id": np.arange(N), "cluster": clusters}), cpath)
     cons = mean_rank_independent([metric_of(s) for s in scores])
-    r = select_subset(data, scores, tmp_path / "out" / "c.json", clusters=cpath, metric="lp_app", percent=25)
+    r = select_subset(data, scores, tmp_path / "out" / "c.json", SubsetSpec(metric="lp_app", percent=25),
+                      clusters=cpath)
     assert r.ids.tolist() == low_band_independent(cons, 25, clusters)
 
 
 def test_one_score_file_is_todays_selection(three_runs, tmp_path) -> None:
     data, scores = three_runs
-    a = select_subset(data, scores[0], tmp_path / "a" / "x.json", percent=25, strategy="global")
-    b = select_subset(data, [scores[0]], tmp_path / "b" / "x.json", percent=25, strategy="global")
+    a = select_subset(data, scores[0], tmp_path / "a" / "x.json", SubsetSpec(percent=25, strategy="global"))
+    b = select_subset(data, [scores[0]], tmp_path / "b" / "x.json", SubsetSpec(percent=25, strategy="global"))
     assert a.ids.tolist() == b.ids.tolist() == low_band_independent(metric_of(scores[0]), 25)
     assert a.report["consensus_of"] is None and a.report["scores"] == str(scores[0])
     assert {k: v for k, v in a.report.items() if k not in ("card",)} == \
         {k: v for k, v in b.report.items() if k not in ("card",)}
-    twice = select_subset(data, [scores[0], scores[0]], tmp_path / "c" / "x.json", percent=25, strategy="global")
+    twice = select_subset(data, [scores[0], scores[0]], tmp_path / "c" / "x.json",
+                          SubsetSpec(percent=25, strategy="global"))
     assert twice.ids.tolist() == a.ids.tolist()
 
 
@@ -204,7 +208,7 @@ def test_cli_select_repeats_scores(three_runs, tmp_path) -> None:
 def test_trajectory_refuses_a_consensus(three_runs, tmp_path) -> None:
     data, scores = three_runs
     with pytest.raises(LPSelectError, match=r"consensus .* metric rankings"):
-        select_subset(data, scores, tmp_path / "t.json", strategy="trajectory", metric="ppl", epoch=0)
+        select_subset(data, scores, tmp_path / "t.json", SubsetSpec(strategy="trajectory", metric="ppl", epoch=0))
 
 
 # ---- lpselect stability ------------------------------------------------------------------------------------
@@ -278,9 +282,11 @@ def test_stability_overlaps_of_identical_runs_are_one() -> None:
     assert [o.jaccard for o in s.consensus] == [1.0, 1.0]
 
 
-def test_report_recompute_refuses_a_consensus_report() -> None:
-    """lpselect report re-selects a subset from its run's scores alone: for a consensus it must say it cannot."""
-    from lpselect.analysis.summary import recompute_selection
-
-    with pytest.raises(ValueError, match="consensus of 2 score files"):
-        recompute_selection({}, None, {"consensus_of": ["a/scores.parquet", "b/scores.parquet"], "metric": "lp"})
+def test_consensus_report_lists_the_rows_it_ranked(three_runs, tmp_path) -> None:
+    """lpselect report shows a subset by its report's ids: for a consensus, the rows the mean rank picked, which
+    no single run's scores would give again."""
+    data, scores = three_runs
+    r = select_subset(data, scores, tmp_path / "out" / "c.json",
+                      SubsetSpec(metric="lp_app", percent=25, strategy="global"))
+    expected = low_band_independent(mean_rank_independent([metric_of(s) for s in scores]), 25)
+    assert json.loads(r.report_path.read_text())["ids"] == expected

@@ -1,4 +1,5 @@
-"""The cost plan's arithmetic (lpselect.core.costs): phases of a job, nominal FLOPs, GPU seconds, probe sampling."""
+"""The cost plan's arithmetic (lpselect.core.costs): phases of a job, nominal FLOPs, GPU seconds, probe sampling,
+and the bill of a selection against the target training it saves."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import itertools
 import pytest
 
 from lpselect.core.costs import (
+    MIN_TARGET_RATIO,
+    bill,
     extrapolate,
     extrapolate_by_work,
+    format_count,
     format_seconds,
     gpu_seconds,
     job_phases,
+    parse_count,
     phase_flops,
     probe_order,
+    ratio_warning,
+    subset_rows,
+    training_flops,
 )
 
 
@@ -77,3 +85,72 @@ def test_extrapolate_and_format() -> None:
         extrapolate([], 10)
     assert [format_seconds(s) for s in (0.012, 3.24, 270, 8280, 129600)] == ["12 ms", "3.2 s", "4.5 min",
                                                                              "2.3 h", "1.5 d"]
+
+
+@pytest.mark.parametrize(("text", "count"), [("7000000000", 7_000_000_000), ("7e9", 7_000_000_000),
+                                             ("7B", 7_000_000_000), ("7b", 7_000_000_000), ("360M", 360_000_000),
+                                             ("1.5k", 1500), ("6.74B", 6_740_000_000), ("7,000,000", 7_000_000),
+                                             (" 135m ", 135_000_000), ("1T", 10**12), ("3.6e8", 360_000_000)])
+def test_parse_count(text: str, count: int) -> None:
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["7X", "", "B", "seven", "0", "-5", "0.2", "inf", "nan"])
+def test_parse_count_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not a parameter count"):
+        parse_count(text)
+
+
+def test_training_flops_and_subset_rows_by_hand() -> None:
+    # 7e9 parameters, 200,000 tokens, 3 epochs: 6 x 7e9 x 2e5 x 3 = 2.52e16; LoRA 4 x ... = 1.68e16
+    assert training_flops(7_000_000_000, 200_000, 3) == pytest.approx(2.52e16)
+    assert training_flops(7_000_000_000, 200_000, 3, lora=True) == pytest.approx(1.68e16)
+    assert training_flops(7_000_000_000, 200_000, 0) == 0
+    assert [subset_rows(1000, p) for p in (5, 10, 15, 100)] == [50, 100, 150, 1000]
+    assert subset_rows(14_989, 10) == 1499  # 1,498.9
+    for bad in (0, -1, 101):
+        with pytest.raises(ValueError):
+            subset_rows(1000, bad)
+
+
+def test_bill_by_hand() -> None:
+    """1,000 rows x 200 tokens, a 7e9 target trained 3 epochs, a selection of 1e16 FLOPs by a 135M scorer."""
+    b = bill(selection_flops=1e16, scorer_parameters=135_000_000, target_parameters=7_000_000_000, rows=1000,
+             tokens=200_000, epochs=3, percents=[5, 10, 95], target="7B", peak_tflops=1000, utilisation=0.5)
+    assert b.full_flops == pytest.approx(2.52e16)  # 6 x 7e9 x 200,000 x 3
+    assert b.mean_tokens_per_row == 200 and b.ratio == pytest.approx(7e9 / 135e6) and b.warning is None
+    five, ten, most = b.subsets
+    # 5 %: 50 rows x 200 = 10,000 tokens: 6 x 7e9 x 1e4 x 3 = 1.26e15; saved 2.394e16; net 1.394e16
+    assert (five.rows, five.tokens) == (50, 10_000)
+    assert five.target_flops == pytest.approx(1.26e15)
+    assert five.saved_flops == pytest.approx(2.394e16) and five.net_flops == pytest.approx(1.394e16) and five.pays
+    # 10 %: 100 rows, 20,000 tokens: 2.52e15; saved 2.268e16
+    assert ten.target_flops == pytest.approx(2.52e15) and ten.saved_flops == pytest.approx(2.268e16) and ten.pays
+    # 95 %: saves 5 % of 2.52e16 = 1.26e15, less than the selection's 1e16
+    assert most.saved_flops == pytest.approx(1.26e15) and most.net_flops == pytest.approx(-8.74e15)
+    assert not most.pays
+    # at 50 % of 1,000 TFLOP/s = 5e14 FLOP/s: all rows 2.52e16 / 5e14 = 50.4 s, the selection 20 s
+    assert b.full_gpu_seconds == pytest.approx(50.4) and b.selection_gpu_seconds == pytest.approx(20.0)
+    assert ten.target_gpu_seconds == pytest.approx(5.04) and ten.saved_gpu_seconds == pytest.approx(45.36)
+    assert most.net_gpu_seconds == pytest.approx(-17.48)
+    no_gpu = bill(selection_flops=1e16, scorer_parameters=135_000_000, target_parameters=7_000_000_000, rows=1000,
+                  tokens=200_000, epochs=3, percents=[10])
+    assert no_gpu.full_gpu_seconds is None and no_gpu.subsets[0].saved_gpu_seconds is None
+
+
+def test_the_ratio_warning_cites_the_finding() -> None:
+    """SmolLM2-360M (361,821,120) over SmolLM2-135M (134,515,008) is 2.7x, under 5x; Llama-2-7B is 50x."""
+    scorer = 134_515_008
+    warning = ratio_warning(361_821_120, scorer)
+    assert warning is not None and "2.7x" in warning and "Yin & Rush (ICLR 2025)" in warning and "5x" in warning
+    assert ratio_warning(6_738_415_616, scorer) is None
+    assert MIN_TARGET_RATIO == 5
+    assert ratio_warning(5 * scorer, scorer) is None and ratio_warning(5 * scorer - 1, scorer) is not None
+    b = bill(selection_flops=1.0, scorer_parameters=scorer, target_parameters=361_821_120, rows=10, tokens=100,
+             epochs=3, percents=[10])
+    assert b.warning == warning
+
+
+def test_format_count() -> None:
+    assert [format_count(n) for n in (134_515_008, 361_821_120, 6_738_415_616, 7e9, 1.2e12, 44_192, 12)] == [
+        "135M", "362M", "6.74B", "7B", "1.2T", "44.2k", "12"]

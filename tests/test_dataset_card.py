@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import lpselect
 from lpselect.cli import app
+from lpselect.config import SubsetSpec
 from lpselect.steps.card import MARKER
 from lpselect.steps.select import select_subset
 
@@ -102,8 +103,8 @@ def test_two_subsets_in_one_folder_load_by_name(tmp_path, monkeypatch, fmt) -> N
     scores = write_scores(tmp_path / "run")
     folder = tmp_path / "subsets"
     for stem, kw, _ in SUBSETS:
-        r = select_subset(data, scores, folder / (stem + SUFFIX[fmt]), metric="lp_app", epoch=1, strategy="global",
-                          **kw)
+        r = select_subset(data, scores, folder / (stem + SUFFIX[fmt]),
+                          SubsetSpec(metric="lp_app", epoch=1, strategy="global", **kw))
         assert r.report["card"] == str(folder / "README.md") and r.report["card_note"] is None
     card = folder / "README.md"
     assert MARKER in card.read_text()
@@ -128,13 +129,16 @@ def test_two_subsets_in_one_folder_load_by_name(tmp_path, monkeypatch, fmt) -> N
         assert prov["lpselect_version"] == lpselect.__version__
         assert prov["data_sha256"] == sha256_independent(data)
         report = json.loads((folder / (stem + SUFFIX[fmt] + ".report.json")).read_text())
-        assert {k: report[k] for k in prov} == prov  # the card is rebuilt from the reports
+        shared = {"data": Path(report["data"]).name, "scores": "run/scores.parquet"}  # no local path in a card
+        assert {k: shared.get(k, report[k]) for k in prov} == prov  # the card is rebuilt from the reports
+        assert prov["data"] == data.name and str(tmp_path) not in card.read_text()
         assert f"## {stem}" in card.read_text()
 
 
 def test_subset_still_loads_as_a_plain_json_file(tmp_path, monkeypatch) -> None:
     data = write_data(tmp_path, "json")
-    r = select_subset(data, write_scores(tmp_path / "run"), tmp_path / "s" / "10_low.json", strategy="global")
+    r = select_subset(data, write_scores(tmp_path / "run"), tmp_path / "s" / "10_low.json",
+                      SubsetSpec(strategy="global"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     import datasets
 
@@ -147,10 +151,10 @@ def test_the_card_follows_the_folder(tmp_path) -> None:
     scores = write_scores(tmp_path / "run")
     folder = tmp_path / "subsets"
     for p in (10, 25, 50):
-        select_subset(data, scores, folder / f"{p}_low.json", percent=p, strategy="global")
+        select_subset(data, scores, folder / f"{p}_low.json", SubsetSpec(percent=p, strategy="global"))
     assert [c["config_name"] for c in front_matter(folder / "README.md")["configs"]] == ["10_low", "25_low", "50_low"]
     (folder / "25_low.json").unlink()  # a subset removed by hand drops out at the next rebuild
-    r = select_subset(data, scores, folder / "10_low.json", percent=10, strategy="global", seed=9)
+    r = select_subset(data, scores, folder / "10_low.json", SubsetSpec(percent=10, strategy="global", seed=9))
     meta = front_matter(folder / "README.md")
     assert [c["config_name"] for c in meta["configs"]] == ["10_low", "50_low"]
     assert meta["lpselect"]["10_low"]["seed"] == 9 == r.report["seed"]
@@ -183,5 +187,5 @@ def test_a_readme_lpselect_did_not_write_is_left_alone(tmp_path) -> None:
 def test_scorer_name(tmp_path, model, manifest, expected) -> None:
     data = write_data(tmp_path, "json")
     scores = write_scores(tmp_path / "run", model=model, manifest=manifest)
-    r = select_subset(data, scores, tmp_path / "s" / "x.json", strategy="global")
+    r = select_subset(data, scores, tmp_path / "s" / "x.json", SubsetSpec(strategy="global"))
     assert r.report["scorer"] == expected == front_matter(tmp_path / "s" / "README.md")["lpselect"]["x"]["scorer"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lpselect.config import ClusterConfig, ScoreConfig
+from lpselect.config import ClusterConfig, ScoreConfig, SubsetSpec
 from lpselect.steps.cluster import cluster
 from lpselect.steps.score import score
 from lpselect.steps.select import select_subset
@@ -33,8 +33,9 @@ def test_two_runs_are_identical(tiny_model_dir: Path, tmp_path: Path) -> None:
         s = score(data, run, cfg, progress=False)
         c = cluster(data, run, ClusterConfig(k=4, min_cluster_size=5), progress=False)
         subsets = [
-            select_subset(data, s.scores_path, run / f"{strategy}.json", clusters=c.clusters_path, metric="lp",
-                          epoch=1, percent=25, strategy=strategy).path.read_bytes()
+            select_subset(data, s.scores_path, run / f"{strategy}.json",
+                          SubsetSpec(metric="lp", epoch=1, percent=25, strategy=strategy),
+                          clusters=c.clusters_path).path.read_bytes()
             for strategy in ("cluster", "clust_rand", "random")
         ]
         outputs.append((pq.read_table(s.scores_path), pq.read_table(c.clusters_path), subsets))

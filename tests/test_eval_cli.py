@@ -11,6 +11,7 @@ from test_judge import completion, server  # noqa: F401  (the fixture)
 from typer.testing import CliRunner
 
 from lpselect.cli import app
+from lpselect.config import GenerateConfig
 
 
 def _testsets(folder: Path) -> Path:
@@ -92,10 +93,9 @@ def test_evaluate_models_python_api(tiny_model_dir: Path, tmp_path: Path) -> Non
     from lpselect.evaluate.generate import generate_answers, load_testsets
 
     b_answers = {row["answer"] for _, row in jsonl_objects(generate_answers(
-        b, load_testsets("vicuna", ts), tmp_path / "probe.jsonl", max_new_tokens=3, progress=False).out_path)}
+        b, tmp_path / "probe.jsonl", GenerateConfig(max_new_tokens=3), questions=load_testsets("vicuna", ts),
+        progress=False).out_path)}
     judge = _PrefersB(b_answers)
-    from lpselect.config import GenerateConfig
-
     r = evaluate_models(a, b, judge, out, GenerateConfig(testsets="vicuna", testset_dir=ts, max_new_tokens=3),
                         progress=False)
     assert r.answers_a == out / "answers_a.jsonl" and r.answers_b.exists()
@@ -132,17 +132,18 @@ def test_answers_are_keyed_on_the_model_not_its_folder_name(tiny_model_dir: Path
     _negate_lm_head(y)
     qs = load_testsets(["vicuna", "koala"], _testsets(tmp_path / "ts"))
     out = tmp_path / "answers.jsonl"
-    first = generate_answers(x, qs, out, max_new_tokens=2, progress=False)
+    first = generate_answers(x, out, GenerateConfig(max_new_tokens=2), questions=qs, progress=False)
     assert first.n_written == 5
     text = out.read_text()
     with pytest.raises(LPSelectError, match=f"other settings.*model_path.*{x.resolve()}.*{y.resolve()}"):
-        generate_answers(y, qs, out, max_new_tokens=2, progress=False)
+        generate_answers(y, out, GenerateConfig(max_new_tokens=2), questions=qs, progress=False)
     assert out.read_text() == text
-    assert generate_answers(x, qs, out, max_new_tokens=2, progress=False).n_skipped == 5  # x itself resumes
+    again = generate_answers(x, out, GenerateConfig(max_new_tokens=2), questions=qs, progress=False)
+    assert again.n_skipped == 5  # x itself resumes
 
     _negate_lm_head(x)  # trained again into the same folder: other weights
     with pytest.raises(LPSelectError, match=r"other settings \(weights"):
-        generate_answers(x, qs, out, max_new_tokens=2, progress=False)
+        generate_answers(x, out, GenerateConfig(max_new_tokens=2), questions=qs, progress=False)
 
 
 def test_a_copied_model_folder_has_the_same_weights_fingerprint(tiny_model_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Input formats (SPEC §2): the hostile-input corpus in tests/data/bad, the CLI's errors, and round trips.
+"""Input formats (docs/method.md §2): the hostile-input corpus in tests/data/bad, the CLI's errors, and round trips.
 
 tests/data/bad/CASES.json maps each corpus file to what reading it must give: ``expect`` "error" (an
 ``InputError`` with that ``row``, ``field`` and a message containing ``message_contains``) or "ok" (optionally
@@ -313,7 +313,7 @@ def test_round_trip_json(tmp_path: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert json.loads(text) == [records[i] for i in IDS]
     assert isinstance(json.loads(text), list)
-    assert text.startswith('[\n    {\n        "instruction": '), "SPEC §11: a JSON array with indent 4"
+    assert text.startswith('[\n    {\n        "instruction": '), "docs/method.md §11: a JSON array with indent 4"
     assert not list(tmp_path.glob(".subset.json.*")), "no temporary file left behind"
 
 
@@ -468,7 +468,7 @@ def test_chat_duplicate_rows_are_counted(tmp_path: Path) -> None:
 
 
 def test_chat_embedding_text_reads_the_turns_in_order(tmp_path: Path) -> None:
-    """A single turn gives SPEC §7's text exactly; more turns alternate question and answer; no system turn."""
+    """One turn gives docs/method.md §7's text exactly; more turns alternate question and answer; no system turn."""
     from lpselect.data.template import embedding_text
 
     rows = [{"messages": _turns(("user", " Name a fox. "), ("assistant", "Quick brown fox. "))},

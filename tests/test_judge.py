@@ -20,7 +20,7 @@ import typer
 from conftest import shared_data
 from typer.testing import CliRunner
 
-from lpselect.cli.evaluate import register
+from lpselect.cli import app as lpselect_app
 from lpselect.core.tally import Tally, tally
 from lpselect.errors import InputError
 from lpselect.evaluate.answers import AnswerPair, pair_answers
@@ -391,9 +391,7 @@ def test_answers_pairing_errors(tmp_path: Path):
 
 
 def eval_app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
+    return lpselect_app
 
 
 def test_api_key_only_from_the_environment_and_never_on_disk(server, answers, tmp_path: Path,
@@ -616,16 +614,14 @@ def test_the_default_judge_waits_for_a_slow_server(server, answers, tmp_path: Pa
     """`judge` with its defaults (JudgeConfig: timeout, retries, concurrency 4) against one slow worker: 6
     requests for 3 questions, every order answered. The defaults wait 10 minutes for a reply, far more than
     the old 120 s that a 2-core CPU's queue of 4 outgrew."""
-    from rich.console import Console
-
-    from lpselect.cli.evaluate import _make_backend
     from lpselect.config import JudgeConfig
+    from lpselect.evaluate.judge import build_judge
 
     fake, url = server
     cfg = JudgeConfig(base_url=url)
     assert cfg.timeout >= 600 and cfg.concurrency == 4
     _serial_server(fake, 0.2)
-    chat = _make_backend("judge-x", cfg, Console(stderr=True))
+    chat = build_judge(cfg, "judge-x")
     result = judge_files(*answers, tmp_path / "reviews.jsonl", chat, concurrency=cfg.concurrency,
                          parse_retries=cfg.parse_retries)
     assert len(fake.requests) == 6 and result.stats.requests_sent == 6

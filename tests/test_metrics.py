@@ -1,4 +1,4 @@
-"""SPEC §6: LP(i) = (P(i-1) - P(i)) / (P0 - Pn), 0 where P0 == Pn; LP_app(i) = (P(i-1) - P(i)) / P0.
+"""docs/method.md §6: LP(i) = (P(i-1) - P(i)) / (P0 - Pn), 0 where P0 == Pn; LP_app(i) = (P(i-1) - P(i)) / P0.
 
 Expected values are written out by hand; the random-table test re-states the formulas in plain numpy.
 """

@@ -1,4 +1,4 @@
-"""SPEC §11: the reference's pickles — restricted unpickling, round trip, and the real 52,002-row files.
+"""docs/method.md §11: the reference's pickles — restricted unpickling, round trip, and the real 52,002-row files.
 
 The real files under ../shared/data are trusted, so the test itself reads them with the standard pickle
 module to build its own expected values; lpselect reads them through its restricted unpickler.
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import shared_data
 
+from lpselect.config import SubsetSpec
 from lpselect.errors import InputError
 from lpselect.interop.reference import (
     NO_TOKEN_FLAG,
@@ -248,7 +249,7 @@ def test_clustering_round_trip(tmp_path: Path) -> None:
     ]
     data = tmp_path / "data.json"
     data.write_text(json.dumps(rows))
-    # SPEC §7 text, written out by hand
+    # docs/method.md §7 text, written out by hand
     sentences = [
         "Instruction: Add two numbers. 2 and 3 Response: 5",
         "Instruction: Name a colour. Response: Blue.",
@@ -328,7 +329,7 @@ def test_real_files_are_what_the_tests_assume(real_ppl) -> None:
 
 def test_real_import_counts_and_flags(real_ppl, real_import) -> None:
     ones = [i for i, row in enumerate(zip(*real_ppl, strict=True)) if all(x == 1.0 for x in row)]
-    assert len(ones) == 1  # SPEC §8: one such row in this file
+    assert len(ones) == 1  # docs/method.md §8: one such row in this file
     for keep, res in real_import.items():
         assert res.n_rows == N_REAL
         assert res.n_no_token_rows == len(ones)
@@ -439,8 +440,9 @@ def test_real_low_selection_matches_plain_python(real_ppl, real_import, syntheti
     assert len(expected) > N_REAL * percent / 100 * 0.9
 
     out = tmp_path / "subset.jsonl"
-    res = select_subset(data, real_import[keep].scores_path, out, clusters=clusters, metric=metric, epoch=1,
-                        percent=percent, band="low", order="reference")
+    res = select_subset(data, real_import[keep].scores_path, out,
+                        SubsetSpec(metric=metric, epoch=1, percent=percent, band="low", order="reference"),
+                        clusters=clusters)
     assert res.ids.tolist() == expected
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["instruction"] for r in written] == [f"q{i}" for i in expected]
@@ -452,6 +454,7 @@ def test_real_low_selection_matches_plain_python(real_ppl, real_import, syntheti
     if not keep:
         assert not set(ones) & set(res.ids.tolist())
 
-    res2 = select_subset(data, real_import[keep].scores_path, tmp_path / "orig.jsonl", clusters=clusters,
-                         metric=metric, epoch=1, percent=percent, band="low", order="original")
+    res2 = select_subset(data, real_import[keep].scores_path, tmp_path / "orig.jsonl",
+                         SubsetSpec(metric=metric, epoch=1, percent=percent, band="low", order="original"),
+                         clusters=clusters)
     assert res2.ids.tolist() == sorted(expected)

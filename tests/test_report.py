@@ -24,6 +24,8 @@ from scipy import stats
 
 from lpselect.analysis import summary
 from lpselect.analysis.report import SECTION_IDS, write_report
+from lpselect.config import SubsetSpec
+from lpselect.core.selection import select
 from lpselect.steps.select import select_subset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -71,8 +73,8 @@ def make_run(root: Path, *, n: int = 240, epochs: int = 3, clusters: int | None 
     if subsets and data and epochs:
         metric = "lp" if epochs >= 2 else "lp_app"
         select_subset(data_path, run / "scores.parquet", run / "subsets" / f"10_low_{metric}1-tiny.json",
-                      clusters=run / "clusters.parquet" if clusters else None, metric=metric, percent=10,
-                      strategy="cluster" if clusters else "global")
+                      SubsetSpec(metric=metric, percent=10, strategy="cluster" if clusters else "global"),
+                      clusters=run / "clusters.parquet" if clusters else None)
     return run
 
 
@@ -231,8 +233,7 @@ def test_subset_section_recomputes_the_written_subset(tmp_path: Path):
     assert row[6] == row[7] == str(report["n_selected"])
     labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
     assert row[8] == f"{len(np.unique(labels))} / {len(np.unique(labels))}"
-    assert row[9] in ("ids in its report", "selected again from this run's scores and clusters (its report lists "
-                                           "no ids)")
+    assert row[9] == "ids in its report"
     assert len(page.sections["subset-details"]["images"]) == 1
     # the first-screen table: rows, share of the data, clusters hit
     assert page.rows("subsets")[0] == ["subset", "rule", "rows", "share", "clusters hit"]
@@ -250,8 +251,8 @@ def _subset_with_other_clusters(tmp_path: Path, *, with_ids: bool) -> tuple[Path
     other_labels = np.random.default_rng(7).integers(0, 3, len(labels))
     pq.write_table(pa.table({"id": np.arange(len(labels)), "cluster": other_labels}), other)
     out = run / "subsets" / "10_low_lp1-other.json"
-    result = select_subset(tmp_path / "dolly.json", run / "scores.parquet", out, clusters=other, metric="lp",
-                           percent=10)
+    result = select_subset(tmp_path / "dolly.json", run / "scores.parquet", out, SubsetSpec(metric="lp", percent=10),
+                           clusters=other)
     # the true rows, independently of any report: each subset row's id by its text in the data
     data = json.loads((tmp_path / "dolly.json").read_text())
     index = {r["instruction"]: i for i, r in enumerate(data)}
@@ -270,37 +271,24 @@ def test_subset_of_other_clusters_shows_its_true_rows(tmp_path: Path):
     run, true_ids, labels = _subset_with_other_clusters(tmp_path, with_ids=True)
     # the run's own clusters pick other rows: what the report used to show
     ppl = read_ppl(run)
-    own = summary.recompute_selection({f"ppl_{e}": ppl[:, e] for e in range(ppl.shape[1])}, labels,
-                                      {"metric": "lp", "epoch": 1, "percent": 10, "clusters": "x"})
-    assert sorted(own.tolist()) != sorted(true_ids)
+    own = select((ppl[:, 0] - ppl[:, 1]) / (ppl[:, 0] - ppl[:, -1]), labels, 10, "low")
+    assert sorted(own.ids.tolist()) != sorted(true_ids)
     row = page_row(render(run), "10_low_lp1-other.json")
     assert row[7] == str(len(true_ids)) and row[9] == "ids in its report"
     hit = len(np.unique(labels[true_ids]))  # clusters of the run that the true rows fall in
     assert row[8] == f"{hit} / {len(np.unique(labels))}"
 
 
-def test_old_subset_of_other_clusters_says_it_cannot_tell(tmp_path: Path):
+def test_old_subset_without_ids_is_refused_in_one_line(tmp_path: Path):
+    """A report written before select recorded the ids: selecting it again could show other rows than the file
+    holds (another clusters file, another version), so the report says to select it again."""
+    from lpselect.errors import InputError
+
     run, _, _ = _subset_with_other_clusters(tmp_path, with_ids=False)
-    page = render(run)
-    row = page_row(page, "10_low_lp1-other.json")
-    assert row[7] == row[8] == "—" and row[9].startswith("unknown: selected with clusters") and "no ids" in row[9]
-    assert "Cannot tell which rows 10_low_lp1-other.json holds" in page.text("subsets")
-
-
-def test_old_subset_of_the_runs_own_tables_is_selected_again(tmp_path: Path):
-    """A report without ids, made from this run's scores and clusters (named absolute or relative), is
-    selected again; one naming no scores file cannot be told apart from another run's."""
-    run = make_run(tmp_path)
-    report_path = next((run / "subsets").glob("*.report.json"))
-    report = json.loads(report_path.read_text())
-    report.pop("ids", None)
-    name = report_path.name[: -len(".report.json")]
-    for scores in (str(run / "scores.parquet"), "run/scores.parquet"):
-        report_path.write_text(json.dumps({**report, "scores": scores, "clusters": "run/clusters.parquet"}))
-        row = page_row(render(run), name)
-        assert row[7] == str(report["n_selected"]) and row[9].startswith("selected again from this run's"), row
-    report_path.write_text(json.dumps({**report, "scores": None}))
-    assert page_row(render(run), name)[9].startswith("unknown")
+    report_path = run / "subsets" / "10_low_lp1-other.json.report.json"
+    with pytest.raises(InputError) as e:
+        write_report(run)
+    assert str(report_path) in str(e.value) and "lpselect select" in str(e.value) and "\n" not in str(e.value)
 
 
 def page_row(page: Page, name: str) -> list[str]:
@@ -401,18 +389,10 @@ def test_out_option_and_missing_run(tmp_path: Path):
 
 
 def test_report_command(tmp_path: Path):
-    import typer
     from typer.testing import CliRunner
 
-    from lpselect.cli.analysis import register
+    from lpselect.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
     run = make_run(tmp_path, subsets=False)
     r = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 0, r.output
@@ -421,9 +401,9 @@ def test_report_command(tmp_path: Path):
     assert r.exit_code == 2 and "error" in r.output
     # --subsets, repeated: a folder of subsets and one subset file, both written outside the run
     a = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "picked" / "a.json",
-                      clusters=run / "clusters.parquet", metric="lp", percent=10)
-    b = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "b.json", metric="lp",
-                      percent=5, band="high", strategy="global")
+                      SubsetSpec(metric="lp", percent=10), clusters=run / "clusters.parquet")
+    b = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "b.json",
+                      SubsetSpec(metric="lp", percent=5, band="high", strategy="global"))
     r = CliRunner().invoke(app, ["report", str(run), "--subsets", str(tmp_path / "picked"),
                                  "--subsets", str(tmp_path / "b.json")])
     assert r.exit_code == 0, r.output
@@ -452,7 +432,7 @@ def test_answer_first_and_configuration_collapsed_at_the_end(tmp_path: Path):
 
 
 def _band(metric: np.ndarray, percent: float = 10) -> np.ndarray:
-    """SPEC §8 global bands restated: finite rows by (metric, id) in round(100/p) parts, the first r of q + 1."""
+    """docs/method.md §8 global bands restated: finite rows by (metric, id) in round(100/p) parts, first r of q + 1."""
     order = sorted((i for i in range(len(metric)) if math.isfinite(metric[i])), key=lambda i: (metric[i], i))
     q, r = divmod(len(order), round(100 / percent))
     low, high = q + (r > 0), q  # part k holds q + 1 rows when k < r: the first when r > 0, the last (k = 9) never
@@ -505,7 +485,7 @@ def test_text_from_the_data_cannot_inject_markup(tmp_path: Path):
 def test_subsets_written_elsewhere(tmp_path: Path):
     run = make_run(tmp_path, subsets=False)
     chosen = select_subset(tmp_path / "dolly.json", run / "scores.parquet", tmp_path / "out" / "pick.json",
-                           clusters=run / "clusters.parquet", metric="lp", percent=20)
+                           SubsetSpec(metric="lp", percent=20), clusters=run / "clusters.parquet")
     for given in (tmp_path / "out", tmp_path / "out" / "pick.json", tmp_path / "out" / "pick.json.report.json"):
         page = Page(write_report(run, subsets=[given, tmp_path / "out"]).read_text())  # the same one, once
         labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
@@ -571,11 +551,14 @@ def test_band_codes_and_coverage_by_hand():
 def test_52k_rows_with_1000_clusters_in_seconds(tmp_path: Path):
     run = make_run(tmp_path, n=52_002, clusters=1000, data=False, subsets=False, seed=4)
     (run / "subsets").mkdir()
-    for p in (3, 10):  # the reports select_subset would write (the report recomputes the ids)
+    ppl = read_ppl(run)
+    labels = pq.read_table(run / "clusters.parquet").column("cluster").to_numpy()
+    for p in (3, 10):  # the reports select_subset would write, with the ids the report shows
+        ids = select((ppl[:, 0] - ppl[:, 1]) / (ppl[:, 0] - ppl[:, -1]), labels, p, "low").ids
         (run / "subsets" / f"{p}_low_lp1-tiny.json.report.json").write_text(json.dumps(
             {"metric": "lp", "epoch": 1, "percent": p, "band": "low", "strategy": "cluster",
              "scores": str(run / "scores.parquet"), "clusters": str(run / "clusters.parquet"),
-             "order": "reference", "seed": 42}))
+             "order": "reference", "seed": 42, "n_selected": len(ids), "ids": ids.tolist()}))
     t0 = time.perf_counter()
     page = render(run)
     elapsed = time.perf_counter() - t0
@@ -594,7 +577,7 @@ def test_report_on_the_reference_opt350m(tmp_path: Path):
     page = render(tmp_path / "run")
     quality = {r[0]: r[1] for r in page.rows("quality")}
     assert quality["reference rows 1.0 at every epoch (no response token)"] == "1"
-    assert float(page.rows("agreement")[1][0]) == pytest.approx(0.81, abs=0.01)  # SPEC §6
+    assert float(page.rows("agreement")[1][0]) == pytest.approx(0.81, abs=0.01)  # docs/method.md §6
     assert "no n_scored_tokens column" in page.text("subset-details")
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lpselect.config import ScoreConfig
+from lpselect.config import ScoreConfig, SubsetSpec
 from lpselect.core.metrics import compute_metric, confidence, instruction_following_difficulty, variability
 from lpselect.data.template import render_prompt
 from lpselect.engine.train import epoch_order
@@ -120,8 +120,8 @@ def test_lp_online_first_step_sees_previous_weights(tiny_model_dir: Path, tmp_pa
     assert not np.allclose(online[rest], p1[rest], rtol=1e-5)
     # and the select step accepts every new metric
     for metric, epoch in [("lp_online", 1), ("confidence", 1), ("variability", 1), ("ppl", 2)]:
-        r = select_subset(data, res.scores_path, tmp_path / f"{metric}.json", metric=metric, epoch=epoch,
-                          percent=50, strategy="global")
+        r = select_subset(data, res.scores_path, tmp_path / f"{metric}.json",
+                          SubsetSpec(metric=metric, epoch=epoch, percent=50, strategy="global"))
         assert r.report["n_selected"] == 6
 
 
@@ -131,8 +131,8 @@ def test_ifd_max_value_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
     res = score(data, tmp_path / "run", ScoreConfig(model=str(tiny_model_dir), epochs=0, ifd=True), progress=False)
     ifd = pq.read_table(res.scores_path).column("ifd_0").to_numpy()
     cut = float(np.median(ifd))
-    r = select_subset(data, res.scores_path, tmp_path / "s.json", metric="ifd", epoch=0, percent=50, band="high",
-                      strategy="global", max_value=cut)
+    r = select_subset(data, res.scores_path, tmp_path / "s.json",
+                      SubsetSpec(metric="ifd", epoch=0, percent=50, band="high", strategy="global", max_value=cut))
     kept = ifd[ifd <= cut]
     assert r.report["n_above_max_left_out"] == int((ifd > cut).sum())
     assert set(r.ids.tolist()) <= set(np.flatnonzero(ifd <= cut).tolist())

@@ -51,8 +51,13 @@ def test_dry_run_lists_the_steps_and_writes_nothing(tmp_path: Path) -> None:
     assert lines[0] == "config (resolved):" and "  data: /d.json" in lines
     assert f"score: run ({tmp_path / 'run'})" in lines and f"cluster: run ({tmp_path / 'run'})" in lines
     subsets = [line for line in lines if line.startswith("select: ")]
+    baselines = " (baseline: {0}, the same size and seed)"
     assert [Path(s.split(" ", 1)[1]).name for s in subsets] == [
-        "10_low_lp_app1-opt-350m.*", "3_low_lp_app1-opt-350m.*", "10_low_lp_app1-opt-350m-clust_rand.*"]
+        "10_low_lp_app1-opt-350m.*", "10_low_lp_app1-opt-350m.random.*" + baselines.format("random"),
+        "10_low_lp_app1-opt-350m.clust_rand.*" + baselines.format("clust_rand"),
+        "3_low_lp_app1-opt-350m.*", "3_low_lp_app1-opt-350m.random.*" + baselines.format("random"),
+        "3_low_lp_app1-opt-350m.clust_rand.*" + baselines.format("clust_rand"),
+        "10_low_lp_app1-opt-350m-clust_rand.*"]  # a baseline itself gets none
     assert not (tmp_path / "run").exists()
     cfg = load_run_config(path)
     (tmp_path / "run").mkdir()

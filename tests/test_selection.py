@@ -1,4 +1,4 @@
-"""SPEC §8 selection, against an independent plain-Python statement of the rule written here.
+"""docs/method.md §8 selection, against an independent plain-Python statement of the rule written here.
 
 The expected ids never come from numpy's array_split or from lpselect: clusters are walked in ascending
 number, members sorted by (metric, id), and the part sizes of array_split are re-derived by hand

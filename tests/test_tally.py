@@ -1,4 +1,4 @@
-"""SPEC §10's tally: both orders' signs per question, counts per test set, WR; and the published real tally.
+"""docs/method.md §10's tally: both orders' signs per question, counts per test set, WR; and the published real tally.
 
 Order 1 shows A first (scores [A, B]); order 2 shows B first (scores [B, A]).
 """

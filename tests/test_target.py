@@ -1,4 +1,4 @@
-"""Target training (SPEC §9) and answer generation (SPEC §10): CLI end to end, resume, LoRA, test sets."""
+"""Target training (docs/method.md §9) and answer generation (§10): CLI end to end, resume, LoRA, test sets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import typer
 from conftest import require_package_dir, shared_data
 from typer.testing import CliRunner
 
-from lpselect.cli.target import register
+from lpselect.cli import app as lpselect_app
+from lpselect.config import GenerateConfig
 from lpselect.evaluate.generate import TESTSETS, generate_answers, load_testsets
 from lpselect.steps.train import TrainConfig, train_target
 
@@ -21,9 +22,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def app() -> typer.Typer:
-    a = typer.Typer(pretty_exceptions_enable=False)
-    register(a)
-    return a
+    return lpselect_app
 
 
 def _mini_testsets(folder: Path) -> Path:
@@ -239,8 +238,10 @@ def test_lora_saves_merged_model_and_adapter(tiny_model_dir, alpaca_file, tmp_pa
     train_target(alpaca_file, tmp_path / "adapter", adapter_cfg, progress=False)
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     qs = load_testsets(["vicuna"], _mini_testsets(tmp_path / "ts"), limit=1)
-    a = generate_answers(tmp_path / "adapter", qs, tmp_path / "a.jsonl", max_new_tokens=4, progress=False)
-    m = generate_answers(tmp_path / "merged", qs, tmp_path / "m.jsonl", max_new_tokens=4, progress=False)
+    a = generate_answers(tmp_path / "adapter", tmp_path / "a.jsonl", GenerateConfig(max_new_tokens=4), questions=qs,
+                         progress=False)
+    m = generate_answers(tmp_path / "merged", tmp_path / "m.jsonl", GenerateConfig(max_new_tokens=4), questions=qs,
+                         progress=False)
     assert a.n_written == m.n_written == 1
     assert _lines(tmp_path / "a.jsonl")[0]["answer"] == _lines(tmp_path / "m.jsonl")[0]["answer"]
 
@@ -251,26 +252,27 @@ def test_lora_saves_merged_model_and_adapter(tiny_model_dir, alpaca_file, tmp_pa
 def test_generate_resumes_and_completes(tiny_model_dir, tmp_path):
     qs = load_testsets(["vicuna", "koala", "sinstruct"], _mini_testsets(tmp_path / "ts"))
     out = tmp_path / "answers.jsonl"
-    first = generate_answers(tiny_model_dir, qs, out, max_new_tokens=3, batch_size=4, progress=False)
+    settings = GenerateConfig(max_new_tokens=3, batch_size=4)
+    first = generate_answers(tiny_model_dir, out, settings, questions=qs, progress=False)
     assert first.n_written == 9 and first.n_skipped == 0
     text = out.read_text()
 
-    again = generate_answers(tiny_model_dir, qs, out, max_new_tokens=3, batch_size=4, progress=False)
+    again = generate_answers(tiny_model_dir, out, settings, questions=qs, progress=False)
     assert again.n_written == 0 and again.n_skipped == 9
     assert out.read_text() == text
 
     # an interrupted file: four whole lines and a torn fifth
     lines = text.splitlines(keepends=True)
     out.write_text("".join(lines[:4]) + lines[4][:20])
-    done = generate_answers(tiny_model_dir, qs, out, max_new_tokens=3, batch_size=4, progress=False)
+    done = generate_answers(tiny_model_dir, out, settings, questions=qs, progress=False)
     assert done.n_written == 5 and done.n_skipped == 4
     rows = _lines(out)
     assert len(rows) == 9 and len({(r["testset"], str(r["id"])) for r in rows}) == 9
     assert {(r["testset"], r["id"]) for r in rows} == {(q.testset, q.id) for q in qs}
 
     # greedy: the same answer whatever the batch
-    one = generate_answers(tiny_model_dir, qs[:1], tmp_path / "one.jsonl", max_new_tokens=3, batch_size=1,
-                           progress=False)
+    one = generate_answers(tiny_model_dir, tmp_path / "one.jsonl", GenerateConfig(max_new_tokens=3, batch_size=1),
+                           questions=qs[:1], progress=False)
     assert one.n_written == 1
     by_key = {(r["testset"], r["id"]): r["answer"] for r in rows}
     assert _lines(tmp_path / "one.jsonl")[0]["answer"] == by_key[(qs[0].testset, qs[0].id)]
@@ -281,18 +283,19 @@ def test_generate_refuses_other_model_or_settings(tiny_model_dir, tmp_path):
 
     qs = load_testsets("vicuna", _mini_testsets(tmp_path / "ts"), limit=1)
     out = tmp_path / "answers.jsonl"
-    generate_answers(tiny_model_dir, qs, out, max_new_tokens=2, progress=False)
+    generate_answers(tiny_model_dir, out, GenerateConfig(max_new_tokens=2), questions=qs, progress=False)
     with pytest.raises(LPSelectError, match="other settings"):
-        generate_answers(tiny_model_dir, qs, out, max_new_tokens=5, progress=False)
+        generate_answers(tiny_model_dir, out, GenerateConfig(max_new_tokens=5), questions=qs, progress=False)
     with pytest.raises(LPSelectError, match="answers of model"):
-        generate_answers(tiny_model_dir, qs, out, max_new_tokens=2, model_name="other", progress=False)
+        generate_answers(tiny_model_dir, out, GenerateConfig(max_new_tokens=2), questions=qs, model_name="other",
+                         progress=False)
 
 
 def test_generate_sampling_is_seeded(tiny_model_dir, tmp_path):
     qs = load_testsets("koala", _mini_testsets(tmp_path / "ts"))
     for name in ("a", "b"):
-        generate_answers(tiny_model_dir, qs, tmp_path / f"{name}.jsonl", max_new_tokens=6, temperature=1.0,
-                         seed=7, progress=False)
+        generate_answers(tiny_model_dir, tmp_path / f"{name}.jsonl",
+                         GenerateConfig(max_new_tokens=6, temperature=1.0, seed=7), questions=qs, progress=False)
     assert _lines(tmp_path / "a.jsonl") == _lines(tmp_path / "b.jsonl")
 
 
@@ -349,7 +352,8 @@ def test_train_smollm2_on_dolly_and_generate(tmp_path):
     assert not (tmp_path / "smol" / "checkpoint").exists()
     assert r.epoch_losses["1"] < 5
     qs = load_testsets("vicuna", shared_data("testsets"), limit=2)
-    g = generate_answers(tmp_path / "smol", qs, tmp_path / "answers.jsonl", max_new_tokens=24, progress=False)
+    g = generate_answers(tmp_path / "smol", tmp_path / "answers.jsonl", GenerateConfig(max_new_tokens=24), questions=qs,
+                         progress=False)
     assert g.n_written == 2
     answers = _lines(tmp_path / "answers.jsonl")
     assert all(a["answer"].strip() for a in answers)

@@ -1,4 +1,4 @@
-"""SPEC §3–4: the prompt template, the loss mask and both truncation policies, on the tiny BPE tokenizer.
+"""docs/method.md §3–4: the prompt template, the loss mask and both truncation policies, on the tiny BPE tokenizer.
 
 The expected prompts are written out here in full (not taken from lpselect.data.template), and the expected
 masks are derived from the tokenizer alone: the first len(tokenize(prompt)) tokens are unscored, the rest

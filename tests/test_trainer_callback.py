@@ -51,6 +51,7 @@ def test_callback_in_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     from lpselect.cli import app
+    from lpselect.config import SubsetSpec
     from lpselect.steps.select import select_subset
 
     rows = alpaca_rows(12)
@@ -100,8 +101,8 @@ def test_callback_in_trainer(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert step["inputs"]["data"]["path"] == str(data_file.resolve())
 
     # (3) select reads the file unchanged: 25 % of 12 rows, through the API and the CLI
-    result = select_subset(data_file, out / "scores.parquet", tmp_path / "subset.json", metric="lp_app", epoch=1,
-                           percent=25, strategy="global")
+    result = select_subset(data_file, out / "scores.parquet", tmp_path / "subset.json",
+                           SubsetSpec(metric="lp_app", epoch=1, percent=25, strategy="global"))
     assert result.report["n_selected"] == 3
     picked = json.loads((tmp_path / "subset.json").read_text())
     assert picked == [rows[i] for i in result.ids]

@@ -93,8 +93,9 @@ def test_chat_file_through_run_config(tiny_model_dir: Path, tmp_path: Path) -> N
         "select:\n  - {metrics: [lp], epochs: [1], percents: [50], bands: [low]}\n")
     ran = run_cli("run", config, "--quiet", cwd=tmp_path)  # a new ``out`` is resolved against the working dir
     assert ran.code == 0, ran.err
-    subsets = sorted((tmp_path / "run" / "subsets").glob("*.jsonl"))
-    assert len(subsets) == 1
+    written = sorted((tmp_path / "run" / "subsets").glob("*.jsonl"))
+    subsets = [p for p in written if not json.loads(Path(f"{p}.report.json").read_text())["baseline_of"]]
+    assert len(subsets) == 1 and len(written) == 3  # and its random and clust_rand baselines
     got = read_jsonl(subsets[0])
     assert len(got) == 6 and all(r in rows for r in got)
     assert (tmp_path / "run" / "report.html").exists()

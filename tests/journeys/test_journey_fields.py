@@ -76,7 +76,8 @@ def test_run_takes_fields_as_a_yaml_key(tmp_path: Path, tiny_model_dir: Path) ->
     assert r.code == 0, r.err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["steps"]["score"]["inputs"]["data"]["fields"] == {"instruction": "question", "output": "answer"}
-    (subset,) = [p for p in (tmp_path / "run" / "subsets").glob("*.jsonl")]
+    (subset,) = [p for p in (tmp_path / "run" / "subsets").glob("*.jsonl")
+                 if not p.name.endswith((".random.jsonl", ".clust_rand.jsonl"))]  # not the baselines beside it
     assert set(json.loads(subset.read_text().splitlines()[0])) == {"id_str", "question", "answer"}
     assert "What is" in (tmp_path / "run" / "report.html").read_text()  # the report read the rows' text
     config.write_text("data: qa.jsonl\nout: run2\nfields: {answer: output}\n")

@@ -1,4 +1,4 @@
-"""Every input shape and file type of SPEC §2 walks score -> cluster -> select (chat: test_journey_chat.py), and
+"""Each input shape and file type (docs/method.md §2) walks score -> cluster -> select (chat: test_journey_chat.py), and
 the subset is written back in the input's own shape and file type; a shape that cannot be told is refused in one
 line."""
 

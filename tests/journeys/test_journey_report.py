@@ -1,6 +1,6 @@
 """Journey: score -> cluster -> select (into a folder outside the run) -> ``lpselect report RUN --subsets ...`` on a
 tiny model, as a user runs it. The page answers first: the subsets, the data map and the hardest / easiest rows
-with their responses, checked against a plain-Python statement of LP(1) (SPEC §6) over the scores file."""
+with their responses, checked against a plain-Python statement of LP(1) (docs/method.md §6) over the scores file."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def rows() -> list[dict[str, str]]:
 
 
 def lp1(scores: Path) -> list[float]:
-    """SPEC §6: LP(1) = (P0 - P1) / (P0 - Pn), 0 when P0 == Pn."""
+    """docs/method.md §6: LP(1) = (P0 - P1) / (P0 - Pn), 0 when P0 == Pn."""
     t = pq.read_table(scores).to_pydict()
     last = max(int(c[4:]) for c in t if re.fullmatch(r"ppl_\d+", c))  # not ppl_online_*
     out = []

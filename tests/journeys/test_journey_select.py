@@ -1,6 +1,6 @@
 """Journey: score -> cluster -> select (every strategy and band) -> report on a tiny model, as a user runs it,
 and the mistakes of issue 21 items 4-6 and 11, each one line. The rows are checked against a plain-Python
-statement of SPEC §6 and §8 written here."""
+statement of docs/method.md §6 and §8 written here."""
 
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ def rows(n: int = N) -> list[dict[str, str]]:
 
 
 def lp_app1(scores: Path) -> list[float]:
-    """SPEC §6: LP_app(1) = (P0 - P1) / P0, NaN stays NaN."""
+    """docs/method.md §6: LP_app(1) = (P0 - P1) / P0, NaN stays NaN."""
     t = pq.read_table(scores).to_pydict()
     return [(a - b) / a if not (math.isnan(a) or math.isnan(b)) else math.nan
             for a, b in zip(t["ppl_0"], t["ppl_1"], strict=True)]
 
 
 def statement(metric: list[float], clusters: list[int], percent: float, band: str) -> list[int]:
-    """SPEC §8's parts rule: clusters ascending, members by (metric, id), round(100/p) parts, the first r of
+    """docs/method.md §8's parts rule: clusters ascending, members by (metric, id), round(100/p) parts, the first r of
     q + 1 rows; low = first part, high = last, mid = part parts // 2."""
     parts = max(1, round(100 / percent))
     out: list[int] = []

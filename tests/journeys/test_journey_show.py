@@ -22,7 +22,7 @@ def rows() -> list[dict[str, str]]:
 
 
 def lp_app1(scores: Path) -> list[float]:
-    """SPEC §6: LP_app(1) = (P0 - P1) / P0."""
+    """docs/method.md §6: LP_app(1) = (P0 - P1) / P0."""
     t = pq.read_table(scores).to_pydict()
     return [(a - b) / a for a, b in zip(t["ppl_0"], t["ppl_1"], strict=True)]
 

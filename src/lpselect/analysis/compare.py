@@ -1,7 +1,7 @@
 """Do two scorers call the same samples hard? Rank correlation of their metrics and overlap of their subsets.
 
 The paper's claim rests on this "hardness transfer": LP(1) of a 350M scorer ranks Alpaca about like a 13B
-scorer does (SPEC §6). The functions above the I/O line are pure (arrays in, numbers out); ``compare_runs``
+scorer does (docs/method.md §6). The functions above the I/O line are pure (arrays in, numbers out); ``compare_runs``
 and ``compare_many`` read run folders and call them.
 """
 
@@ -11,18 +11,19 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from scipy import stats
 
 from lpselect.analysis import runio
+from lpselect.config import CompareSpec, CorrelationMethod
 from lpselect.core.metrics import HARD_END, recorded_epochs
 from lpselect.core.selection import BANDS, MEANING_BANDS, literal_band, select
 from lpselect.data.provenance import verify_tables
 from lpselect.errors import InputError, LPSelectError
 
-CORRELATION_METHODS = ("spearman", "kendall")
+CORRELATION_METHODS: tuple[str, ...] = get_args(CorrelationMethod)
 
 
 @dataclass(frozen=True)
@@ -216,12 +217,6 @@ def default_metric(*tables: runio.ScoresTable) -> str:
     return "lp" if all(recorded_epochs(t.table) >= 2 for t in tables) else "lp_app"
 
 
-def check_percent(percent: float) -> None:
-    """A selection size the user gave: (0, 100], else one line."""
-    if not 0 < percent <= 100:
-        raise LPSelectError(f"--percent must be in (0, 100], got {percent:g}")
-
-
 def side_band(band: str, metric: str) -> str:
     """The literal band a (possibly meaning) band is for this metric; an unknown band is one line."""
     if band not in BANDS + MEANING_BANDS:
@@ -231,41 +226,41 @@ def side_band(band: str, metric: str) -> str:
     return literal_band(band, HARD_END[metric])
 
 
-def compare_runs(a: str | Path, b: str | Path, metric: str | None = None, epoch: int = 1, percent: float = 10, *,
-                 metric_b: str | None = None, epoch_b: int | None = None,
-                 clusters: str | Path | None = None, band: str = "hardest") -> Comparison:
-    """Compare two runs (folders or scores.parquet files) on one metric (default: :func:`default_metric`);
-    ``metric_b``/``epoch_b`` let the two sides differ (e.g. LP(1) vs LP_app(1) of the same run). ``clusters``
-    adds the per-cluster overlap. ``band`` hardest / easiest / middle follows each side's metric direction."""
-    check_percent(percent)
+def compare_runs(a: str | Path, b: str | Path, spec: CompareSpec | None = None, *,
+                 clusters: str | Path | None = None) -> Comparison:
+    """Compare two runs (folders or scores.parquet files) on one metric (``spec.metric``, default:
+    :func:`default_metric`); ``spec.metric_b``/``spec.epoch_b`` let the two sides differ (e.g. LP(1) vs LP_app(1)
+    of the same run). ``clusters`` adds the per-cluster overlap. The band hardest / easiest / middle follows each
+    side's metric direction."""
+    spec = spec or CompareSpec()
     sa, sb = runio.read_scores(a), runio.read_scores(b)
-    metric = metric or default_metric(sa, sb)
+    metric = spec.metric or default_metric(sa, sb)
     if sa.n_rows != sb.n_rows:
         raise InputError(sb.path, f"{sb.n_rows} rows, but {sa.path} has {sa.n_rows}: not the same data")
     notes = verify_tables([sa.path, sb.path] + ([runio.resolve_clusters(clusters)] if clusters is not None else []))
     # None means "as the first side"; 0 is an epoch (P0-based metrics) and must not fall back
-    metric_b = metric if metric_b is None else metric_b
-    epoch_b = epoch if epoch_b is None else epoch_b
-    va = runio.metric_values(sa, metric, epoch)
+    metric_b = metric if spec.metric_b is None else spec.metric_b
+    epoch_b = spec.epoch if spec.epoch_b is None else spec.epoch_b
+    va = runio.metric_values(sa, metric, spec.epoch)
     vb = runio.metric_values(sb, metric_b, epoch_b)
     labels = runio.read_clusters(clusters, sa.n_rows) if clusters is not None else None
-    return Comparison(runio.run_label(a), runio.run_label(b), metric, epoch, metric_b, epoch_b, sa.n_rows,
+    return Comparison(runio.run_label(a), runio.run_label(b), metric, spec.epoch, metric_b, epoch_b, sa.n_rows,
                       rank_correlation(va, vb),
-                      selection_overlap(va, vb, percent, labels, side_band(band, metric),
-                                        side_band(band, metric_b)), notes)
+                      selection_overlap(va, vb, spec.percent, labels, side_band(spec.band, metric),
+                                        side_band(spec.band, metric_b)), notes)
 
 
-def compare_many(runs: Sequence[str | Path], metric: str | None = None, epoch: int = 1,
-                 method: str = "spearman") -> CorrelationMatrix:
-    """The correlation matrix of one metric (default: :func:`default_metric`) over several runs of the same
-    data."""
+def compare_many(runs: Sequence[str | Path], spec: CompareSpec | None = None) -> CorrelationMatrix:
+    """The correlation matrix (``spec.method``) of one metric (``spec.metric``, default: :func:`default_metric`)
+    over several runs of the same data."""
+    spec = spec or CompareSpec()
     if len(runs) < 2:
         raise InputError(", ".join(map(str, runs)) or "runs", "give at least two runs to compare")
     metrics: dict[str, np.ndarray] = {}
     paths: list[Path] = []
     n_rows = None
     tables = [runio.read_scores(r) for r in runs]
-    metric = metric or default_metric(*tables)
+    metric = spec.metric or default_metric(*tables)
     for r, scores in zip(runs, tables, strict=True):
         if n_rows is not None and scores.n_rows != n_rows:
             raise InputError(scores.path, f"{scores.n_rows} rows, but the first run has {n_rows}")
@@ -273,9 +268,9 @@ def compare_many(runs: Sequence[str | Path], metric: str | None = None, epoch: i
         name = runio.run_label(r)
         while name in metrics:  # two folders of one name: keep both columns
             name += "'"
-        metrics[name] = runio.metric_values(scores, metric, epoch)
+        metrics[name] = runio.metric_values(scores, metric, spec.epoch)
         paths.append(scores.path)
-    matrix = correlation_matrix(metrics, method)
+    matrix = correlation_matrix(metrics, spec.method)
     matrix.notes = verify_tables(paths)
     matrix.metric = metric
     return matrix

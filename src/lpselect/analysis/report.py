@@ -23,6 +23,7 @@ from lpselect.analysis import datamap, figures, runio, summary
 from lpselect.analysis import html as h
 from lpselect.analysis.compare import rank_correlation
 from lpselect.core.metrics import learning_percentage, learning_percentage_approx
+from lpselect.core.selection import select
 from lpselect.data.formats import Dataset, Sample
 from lpselect.data.provenance import verify_data, verify_tables
 from lpselect.errors import LPSelectError
@@ -132,26 +133,26 @@ def render(run: RunData) -> str:
 
 
 def subset_rows_of(run: RunData) -> list[SubsetRows]:
-    """The rows of every subset of the run (or, with none, the hardest 10 % computed for the page)."""
-    reports = list(run.subsets)
+    """The rows of every subset of the run, from the ids each report lists (or, with no subset, the hardest
+    10 % computed for the page)."""
     ranking = summary.main_metric(run.scores.ppl)
-    if not reports and ranking is not None:
-        strategy = "cluster" if run.clusters is not None else "global"
-        reports = [(f"10_low_{ranking[0]}1 (not written: computed for this report)",
-                    {"metric": ranking[0], "epoch": 1, "percent": 10, "band": "low", "strategy": strategy,
-                     "clusters": "run" if run.clusters is not None else None, "computed_here": True})]
-    clusters_path = run.run_dir / CLUSTERS if run.clusters is not None else None
-    out = []
-    for name, rep in reports:
-        if rep.get("computed_here"):
-            try:
-                ids, source = summary.recompute_selection(run.scores.table, run.clusters, rep), "computed here"
-            except ValueError as e:  # e.g. a metric with no spread ranks nothing
-                ids, source = None, f"cannot select: {e}"
-        else:
-            ids, source = runio.subset_rows(rep, run.scores, run.clusters, clusters_path, run.manifest)
-        out.append(SubsetRows(name, rep, ids, source))
-    return out
+    if not run.subsets and ranking is not None:
+        return [_page_selection(run, *ranking)]
+    return [SubsetRows(name, rep, *runio.subset_rows(rep, run.scores.n_rows, run.manifest))
+            for name, rep in run.subsets]
+
+
+def _page_selection(run: RunData, metric: str, label: str, values: np.ndarray) -> SubsetRows:
+    """The hardest 10 % by the page's metric (lower is harder for LP and LP_app), per cluster when clustered:
+    what the page shows for a run with no subset written."""
+    strategy = "cluster" if run.clusters is not None else "global"
+    report = {"metric": metric, "epoch": 1, "percent": 10, "band": "low", "strategy": strategy,
+              "computed_here": True}
+    try:
+        ids, source = select(values, run.clusters, 10, "low", strategy=strategy).ids, "computed here"
+    except ValueError as e:  # e.g. a metric with no spread ranks nothing
+        ids, source = None, f"cannot select: {e}"
+    return SubsetRows(f"10_low_{metric}1 (not written: computed for this report)", report, ids, source)
 
 
 # ---- sections: each returns a list of HTML parts ----------------------------------------------------------
@@ -233,7 +234,7 @@ def _agreement(run: RunData) -> list[str]:
     return [h.image(png, "LP(1) vs LP_app(1)"),
             h.table(["Spearman", "Kendall tau-b", "rows", "rows dropped (NaN)"],
                     [(c.spearman, c.kendall, c.n, c.n_dropped)]),
-            h.note("SPEC §6: on the reference's Alpaca perplexities this is about 0.81 (OPT-350M) to 0.88 "
+            h.note("docs/method.md §6: on the reference's Alpaca perplexities this is about 0.81 (OPT-350M) to 0.88 "
                    "(Llama-2-7B). Axes show the 0.5-99.5 % range.")]
 
 
@@ -278,7 +279,7 @@ def _subsets(run: RunData) -> list[str]:
     rows = []
     for r in resolved:
         rep = r.report
-        rule = f"{rep.get('band')} {h.fmt(rep.get('percent'))} % by {rep.get('metric')}({rep.get('epoch')})"
+        rule = _rule(rep)
         if r.ids is None:
             share = rep.get("share_percent")
             rows.append((r.name, rule, rep.get("n_selected") if rep.get("n_selected") is not None else "—",
@@ -296,6 +297,15 @@ def _subsets(run: RunData) -> list[str]:
         parts.append(h.note(f"Cannot tell which rows {', '.join(unknown)} hold{'s' if len(unknown) == 1 else ''}: "
                             "not shown (see 'rows from' below).", warn=True))
     return parts
+
+
+def _rule(report: dict[str, Any]) -> str:
+    """How a subset was picked, in words: a band of a ranking, or a seeded random draw (a baseline names the
+    subset whose size it took)."""
+    if report.get("strategy") in ("random", "clust_rand"):
+        like = f" of {report['baseline_of']}'s size" if report.get("baseline_of") else ""
+        return f"{report['strategy']} draw{like}, seed {report.get('seed')}"
+    return f"{report.get('band')} {h.fmt(report.get('percent'))} % by {report.get('metric')}({report.get('epoch')})"
 
 
 def _subset_details(run: RunData) -> list[str]:
@@ -415,8 +425,8 @@ def _quality(run: RunData) -> list[str]:
     if isinstance(score_counts, dict):
         parts += ["<h3>counts recorded by the score step</h3>",
                   h.table(["count", "value"], list(score_counts.items()))]
-    parts.append(h.note("Rows with a NaN metric are never selected (SPEC §8); with --truncation right, a row "
-                        "left without a response token is NaN (SPEC §4)."))
+    parts.append(h.note("Rows with a NaN metric are never selected (docs/method.md §8); with --truncation right, a row "
+                        "left without a response token is NaN (docs/method.md §4)."))
     return parts
 
 

@@ -77,10 +77,6 @@ def metric_values(scores: ScoresTable, metric: str, epoch: int) -> np.ndarray:
     return values
 
 
-def load_metric(path: str | Path, metric: str = "lp", epoch: int = 1) -> np.ndarray:
-    return metric_values(read_scores(path), metric, epoch)
-
-
 def resolve_clusters(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -122,7 +118,8 @@ def data_path_of(manifest: dict[str, Any]) -> Path | None:
 def subset_reports(run_dir: str | Path, extra: Sequence[str | Path] = ()) -> list[tuple[str, dict[str, Any]]]:
     """(subset name, report) of every ``subsets/*.report.json`` (sorted by name; unreadable ones skipped), then
     of each of ``extra``: a subset file (its ``.report.json`` beside it), a report itself, or a folder of them.
-    A report found twice is shown once; an ``extra`` that is not one is the user's error."""
+    A report found twice is shown once; an ``extra`` that is not one, and a report without the selected ids
+    (an older lpselect's), are the user's error."""
     folder = Path(run_dir) / SUBSETS
     found = sorted(folder.glob("*" + REPORT_SUFFIX)) if folder.is_dir() else []
     paths = [p for p in found if p.is_file()]
@@ -144,6 +141,9 @@ def subset_reports(run_dir: str | Path, extra: Sequence[str | Path] = ()) -> lis
             if explicit:
                 raise InputError(path, "not a subset report (expected a JSON object)")
             continue
+        if "ids" not in report:  # selecting it again could pick other rows than the subset file holds
+            raise InputError(path, "lists no selected ids (written by an older lpselect): run lpselect select "
+                                   "for this subset again")
         name = path.name[: -len(REPORT_SUFFIX)]
         if name in names:  # the same file name in two folders: the path tells them apart
             name = str(path)[: -len(REPORT_SUFFIX)]
@@ -203,62 +203,21 @@ def score_data_record(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("sha256") else None
 
 
-def _names_file(value: Any, target: Path) -> bool | None:
-    """Whether a path a subset report recorded is ``target``. A relative path (relative to where select ran,
-    which is not recorded) is taken as ``target`` when it names its last folders, e.g. ``run/scores.parquet``."""
-    if not isinstance(value, str) or not value:
-        return None
-    p = Path(value)
-    if p.is_absolute():
-        return p.resolve() == target.resolve()
-    parts = [part for part in p.parts if part != "."]
-    if ".." in parts or not parts:
-        return None
-    return list(target.resolve().parts[-len(parts):]) == parts
-
-
-def subset_rows(report: dict[str, Any], scores: ScoresTable, clusters: np.ndarray | None,
-                clusters_path: Path | None, manifest: dict[str, Any]) -> tuple[np.ndarray | None, str]:
-    """The rows a subset holds, as ids of this run's data, and where they come from; (None, why) when it cannot
-    tell. A report's ``ids`` (select writes them) are taken as they are. An older report without them is
-    selected again only when it was made from this run's own scores and clusters: with other tables the same
-    rule picks other rows."""
-    from lpselect.analysis.summary import recompute_selection
+def subset_rows(report: dict[str, Any], n_rows: int, manifest: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The rows a subset holds, as ids of this run's data, from its report's ``ids`` (select writes them, in the
+    subset's order; :func:`subset_reports` refuses a report without them); (None, why) when they are not this
+    run's rows."""
     from lpselect.data.provenance import same_rows
 
-    n_rows = scores.n_rows
     run_data = score_data_record(manifest)
     if run_data is not None and report.get("data_sha256"):
         same = same_rows({"path": report.get("data"), "sha256": report["data_sha256"],
                           **({"fields": report["fields"]} if report.get("fields") else {})}, run_data)
         if same is False or (same is None and report["data_sha256"] != run_data.get("sha256")):
             return None, f"unknown: selected from other data ({report.get('data')}), not this run's"
-    ids = report.get("ids")
-    if ids is not None:
-        if not isinstance(ids, list) or any(not isinstance(i, int) or not 0 <= i < n_rows for i in ids):
-            return None, f"unknown: its report's ids are not row ids 0..{n_rows - 1} of this run's data"
-        if len(set(ids)) != len(ids):
-            return None, "unknown: its report's ids repeat a row"
-        return np.asarray(ids, dtype=np.int64), "ids in its report"
-    if report.get("consensus_of"):
-        return None, (f"unknown: a consensus of {len(report['consensus_of'])} score files, and its report lists "
-                      "no ids (select it again to record them)")
-    own_scores = _names_file(report.get("scores"), scores.path)
-    if report.get("clusters") is None or report.get("strategy") == "trajectory":
-        own_clusters: bool | None = True
-    else:
-        own_clusters = _names_file(report.get("clusters"), clusters_path) if clusters_path is not None else False
-    if not own_scores or not own_clusters:
-        other = [f"scores {report.get('scores')}" if not own_scores else "",
-                 f"clusters {report.get('clusters')}" if not own_clusters else ""]
-        return None, (f"unknown: selected with {' and '.join(o for o in other if o)}, not provably this run's, "
-                      "and its report lists no ids (select it again to record them)")
-    try:
-        recomputed = recompute_selection(scores.table, clusters, report)
-    except (ValueError, KeyError, TypeError) as e:
-        return None, f"unknown: cannot select it again ({e})"
-    expected = report.get("n_selected")
-    if expected is not None and expected != len(recomputed):
-        return None, (f"unknown: selected again from this run's scores and clusters, {len(recomputed)} rows "
-                      f"but its report says {expected} (changed since?); select it again to record its ids")
-    return recomputed, "selected again from this run's scores and clusters (its report lists no ids)"
+    ids = report["ids"]
+    if not isinstance(ids, list) or any(not isinstance(i, int) or not 0 <= i < n_rows for i in ids):
+        return None, f"unknown: its report's ids are not row ids 0..{n_rows - 1} of this run's data"
+    if len(set(ids)) != len(ids):
+        return None, "unknown: its report's ids repeat a row"
+    return np.asarray(ids, dtype=np.int64), "ids in its report"

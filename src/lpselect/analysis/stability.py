@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from lpselect.analysis import runio
-from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, check_percent, set_overlap, side_band
+from lpselect.analysis.compare import Overlap, _clean, _overlap_dict, set_overlap, side_band
+from lpselect.config import StabilitySpec
 from lpselect.core.consensus import consensus_metric
 from lpselect.core.selection import select
 from lpselect.data.provenance import verify_tables
@@ -37,7 +38,7 @@ class StabilityOverlaps:
 
 
 def _band_ids(values: np.ndarray, labels: np.ndarray | None, percent: float, band: str) -> np.ndarray:
-    """The band of SPEC §8: per cluster with labels, else the global ranking."""
+    """The band of docs/method.md §8: per cluster with labels, else the global ranking."""
     return select(values, labels, percent, band, strategy="global" if labels is None else "cluster").ids
 
 
@@ -98,16 +99,18 @@ class Stability:
         })
 
 
-def stability_runs(runs: Sequence[str | Path], metric: str = "lp_app", epoch: int = 1, percent: float = 10,
-                   band: str = "hardest", clusters: str | Path | None = None) -> Stability:
-    """Read the runs (folders or scores.parquet files of one data) and compute :func:`stability_overlaps`.
+def stability_runs(runs: Sequence[str | Path], spec: StabilitySpec | None = None, *,
+                   clusters: str | Path | None = None) -> Stability:
+    """Read the runs (folders or scores.parquet files of one data) and compute :func:`stability_overlaps` of
+    ``spec``'s selections (default: the hardest 10 % by LP_app(1)).
 
     Clusters: ``clusters`` for every run; else each run's own clusters.parquet (all runs must have one, or
     none: a per-cluster selection against a global one would measure the rule, not the seed); the consensus
     uses the first run's assignment. Without any, every selection is the global ranking."""
     if len(runs) < 2:
         raise InputError(", ".join(map(str, runs)) or "runs", "give at least two runs")
-    check_percent(percent)
+    spec = spec or StabilitySpec()
+    metric, epoch, percent, band = spec.metric, spec.epoch, spec.percent, spec.band
     literal = side_band(band, metric)
     tables = [runio.read_scores(r) for r in runs]
     n_rows = tables[0].n_rows

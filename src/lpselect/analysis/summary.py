@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from lpselect.core.metrics import HARD_END, compute_metric, learning_percentage, learning_percentage_approx
-from lpselect.core.selection import NoSpreadError, literal_band, select
+from lpselect.core.metrics import learning_percentage, learning_percentage_approx
+from lpselect.core.selection import BANDS, MEANING_BANDS, NoSpreadError, literal_band, select
 
-BAND_NAMES = ("hardest", "middle", "easiest")  # colour codes 0, 1, 2 of band_codes; NaN rows are -1
+# colour codes 0, 1, 2 of band_codes (its low, mid and high parts, read as a metric whose hard end is low);
+# NaN rows are -1
+BAND_NAMES = tuple(sorted(MEANING_BANDS, key=lambda band: BANDS.index(literal_band(band, "low"))))
 
 
 @dataclass
@@ -117,7 +117,7 @@ def extremes(metric: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_codes(metric: np.ndarray, percent: float = 10) -> np.ndarray:
-    """0 = hardest ``percent`` %, 2 = easiest, 1 = the rest, -1 = NaN (global ranking, SPEC §8 bands)."""
+    """0 = hardest ``percent`` %, 2 = easiest, 1 = the rest, -1 = NaN (global ranking, docs/method.md §8 bands)."""
     metric = np.asarray(metric, dtype=np.float64)
     codes = np.full(len(metric), -1, dtype=np.int64)
     codes[np.isfinite(metric)] = 1
@@ -175,28 +175,3 @@ def category_shares(categories: list[str | None], selected: np.ndarray,
     share_sel = n_sel / max(len(selected), 1)
     return [(str(names[j]), int(n_all[j]), float(share_all[j]), int(n_sel[j]), float(share_sel[j]))
             for j in order]
-
-
-def recompute_selection(table: Mapping[str, np.ndarray], clusters: np.ndarray | None,
-                        report: Mapping[str, Any]) -> np.ndarray:
-    """The ids a subset report describes, selected again from a score table (as select_subset does): for a
-    report without ``ids`` (written before select recorded them), with the tables it was selected from."""
-    if report.get("consensus_of"):  # ranked by the mean rank over other runs' scores too, not this table alone
-        raise ValueError(f"a consensus of {len(report['consensus_of'])} score files (see its report)")
-    if report.get("strategy") == "trajectory":  # S2L: k-means over the loss trajectories, not the metric
-        from lpselect.core.trajectory import DEFAULT_K, select_trajectory_from_table
-
-        return select_trajectory_from_table(table, float(report["percent"]),
-                                            k=int(report.get("trajectory_k") or DEFAULT_K),
-                                            order=str(report.get("order", "reference")),
-                                            seed=int(report.get("seed", 42))).ids
-    values = compute_metric(str(report["metric"]), table, int(report["epoch"]))
-    if report.get("max_value") is not None:  # select_subset leaves rows above it out, as NaN
-        values = np.where(values > float(report["max_value"]), np.nan, values)
-    labels = clusters if report.get("clusters") is not None else None
-    strategy = str(report.get("strategy", "cluster"))
-    metric = str(report["metric"])  # hardest / easiest / middle follow the metric's direction, as select did
-    band = literal_band(str(report.get("band", "low")), HARD_END.get(metric, "low"))
-    return select(values, labels, float(report["percent"]), band, strategy=strategy,
-                  order=str(report.get("order", "reference")), seed=int(report.get("seed", 42))).ids
-

@@ -1,27 +1,28 @@
 """Read every supported instruction-data format into samples, and write a subset back in the same format.
 
-SPEC §2: a sample's ``id`` is its 0-based row position in the input file; the original record is kept
+docs/method.md §2: a sample's ``id`` is its 0-based row position in the input file; the original record is kept
 untouched so a subset is written with every field it had.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lpselect.errors import InputError, LPSelectError
 from lpselect.runs.io import atomic_path, jsonl_objects
+
+if TYPE_CHECKING:
+    import datasets
 
 CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}  # as LLaMA-Factory and axolotl read it
@@ -84,15 +85,54 @@ class Dataset:
         return n
 
 
-def read_dataset(path: str | Path, fields: Mapping[str, str] | None = None) -> Dataset:
-    """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online).
+def read_dataset(path: str | Path | Dataset | datasets.Dataset, fields: Mapping[str, str] | None = None) -> Dataset:
+    """Read ``path`` (JSON array, JSONL, Parquet, CSV, a ``save_to_disk`` folder, or a hub id when online), or
+    the rows of a ``datasets.Dataset`` in memory, exactly as from a file of the same rows (errors then name
+    "the Dataset"). An lpselect :class:`Dataset` is returned as it is (read again through ``fields`` when they
+    differ from its own).
 
     ``fields`` maps canonical names (:data:`CANONICAL_FIELDS`) to the file's own columns, e.g. ``{"instruction":
     "question", "output": "answer"}``: the shape is told and the samples read through it, while ``records``
     keep the file's rows as they are, so a subset is written back with the file's column names."""
     mapping = check_fields(fields)
-    with _gc_paused():
-        return _read_dataset(Path(path), path, mapping)
+    if isinstance(path, Dataset):
+        if mapping == path.fields or (fields is None and path.fields):
+            return path
+        return _from_records(path.path, path.path, path.records, path.file_format, dict(path._extra), mapping)
+    if not isinstance(path, str | Path):
+        records, extra = _in_memory_rows(path)
+        return _from_records(Path(in_memory_label(path)), IN_MEMORY_WHERE, records, "hf", extra, mapping)
+    return _read_dataset(Path(path), path, mapping)
+
+
+IN_MEMORY_WHERE = "the Dataset"  # what an error about in-memory rows names instead of a file
+
+
+def in_memory_label(data: Any) -> str:
+    """How provenance names in-memory rows: the ``datasets`` fingerprint, when the Dataset has one."""
+    fingerprint = getattr(data, "_fingerprint", None)
+    return f"<datasets.Dataset {fingerprint}>" if fingerprint else "<datasets.Dataset>"
+
+
+def is_in_memory(dataset: Dataset) -> bool:
+    """Whether the rows came from a ``datasets.Dataset`` object rather than a file, folder or hub id."""
+    return bool(dataset._extra.get("in_memory"))
+
+
+def _in_memory_rows(data: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of a ``datasets.Dataset`` (a DatasetDict's train split), as a file's rows are read."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        datasets = None
+    if datasets is not None and isinstance(data, datasets.DatasetDict):
+        if "train" not in data:
+            raise InputError(IN_MEMORY_WHERE, f"the DatasetDict has splits {list(data)}; expected a 'train' split")
+        data = data["train"]
+    if datasets is None or not isinstance(data, datasets.Dataset):
+        raise LPSelectError(f"expected a data file path, a datasets.Dataset or an lpselect Dataset, got "
+                            f"{type(data).__name__}")
+    return data.to_list(), {"hf": data, "in_memory": True}
 
 
 def parse_fields(text: str | None) -> dict[str, str]:
@@ -142,22 +182,6 @@ def _mapped(path: Path, row: int, rec: Any, fields: dict[str, str]) -> Any:
     return view
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Parsing allocates millions of objects and frees none; the cyclic collector would traverse the growing
-    heap again and again for nothing. The parsed rows then move to the collector's permanent generation
-    (``gc.freeze``): they live as long as the command and need no traversal; reference counting still frees
-    them."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
-
-
 def _read_dataset(p: Path, path: str | Path, fields: dict[str, str]) -> Dataset:
     extra: dict[str, Any] = {}
     if p.is_dir():
@@ -185,8 +209,30 @@ def _read_dataset(p: Path, path: str | Path, fields: dict[str, str]) -> Dataset:
             raise InputError(p, "pickle files are not read as data (unpickling runs code); use JSON/JSONL/Parquet/CSV")
         else:
             raise InputError(p, f"unknown file type '{suffix}'; expected .json, .jsonl, .parquet, .csv or a folder")
+    return _from_records(p, p, records, file_format, extra, fields)
+
+
+def _from_records(p: Path, where: str | Path, records: list[Any], file_format: str, extra: dict[str, Any],
+                  fields: dict[str, str]) -> Dataset:
+    """The dataset of rows read from ``p`` (``where`` names it in errors): shape detected on row 0, every row
+    checked and read through ``fields``."""
     if not records:
-        raise InputError(p, "the dataset is empty")
+        raise InputError(where, "the dataset is empty")
+    try:
+        return _checked_dataset(p, where, records, file_format, extra, fields)
+    except InputError as e:
+        if where == p:
+            raise
+        raise InputError(where, str(e)[len(_where_text(e)) + 2:], row=e.row, field=e.field) from None
+
+
+def _where_text(e: InputError) -> str:
+    return e.path + (f", row {e.row}" if e.row is not None else "") + \
+        (f", field '{e.field}'" if e.field is not None else "")
+
+
+def _checked_dataset(p: Path, where: str | Path, records: list[Any], file_format: str, extra: dict[str, Any],
+                     fields: dict[str, str]) -> Dataset:
     schema = _detect_schema(p, _mapped(p, 0, records[0], fields), 0)
     if fields and (unread := sorted(set(fields) - SHAPE_FIELDS[schema])):
         # another shape's own columns decided the shape: the mapping would be ignored and another column read
@@ -216,9 +262,11 @@ def _named_by_file(e: InputError, fields: dict[str, str]) -> InputError:
 
 
 def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
-    """Write the rows ``ids`` (in that order) in the dataset's own format, every original field kept."""
+    """Write the rows ``ids`` (in that order) in the dataset's own format, every original field kept. Rows of a
+    ``datasets.Dataset`` in memory have no file format: ``out``'s suffix picks one (.json, .jsonl, .parquet,
+    .csv), and without one they are saved as a dataset folder."""
     out = Path(out)
-    fmt = dataset.file_format
+    fmt = _in_memory_format(out) if is_in_memory(dataset) else dataset.file_format
     _check_subset_suffix(out, fmt)
     rows = [dataset.records[i] for i in ids]
     if fmt == "hf":
@@ -234,10 +282,12 @@ def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
                 for r in rows:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         elif fmt == "parquet":
-            pq.write_table(pa.Table.from_pylist(rows, schema=dataset._extra["schema"]), tmp)
+            schema = dataset._extra.get("schema") or dataset._extra["hf"].features.arrow_schema
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
         elif fmt == "csv":
             with open(tmp, "w", encoding="utf-8", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=dataset._extra["fieldnames"])
+                fieldnames = dataset._extra.get("fieldnames") or dataset._extra["hf"].column_names
+                writer = csv.DictWriter(f, fieldnames=fieldnames)
                 writer.writeheader()
                 writer.writerows(rows)
         else:  # pragma: no cover - guarded by read_dataset
@@ -248,8 +298,14 @@ def write_subset(dataset: Dataset, ids: list[int], out: str | Path) -> Path:
 _SUFFIXES = {"json": (".json",), "jsonl": (".jsonl", ".ndjson"), "parquet": (".parquet",), "csv": (".csv",)}
 
 
+def _in_memory_format(out: Path) -> str:
+    """The format a subset of in-memory rows is written in: the one ``out``'s suffix names, else a folder."""
+    suffix = out.suffix.lower()
+    return next((fmt for fmt, group in _SUFFIXES.items() if suffix in group), "hf")
+
+
 def _check_subset_suffix(out: Path, fmt: str) -> None:
-    """A subset keeps the input's format (SPEC §2); an --out named for another format would mislead readers."""
+    """A subset keeps the input's format (docs/method.md §2); an --out named for another format would mislead."""
     suffix = out.suffix.lower()
     known = {s for group in _SUFFIXES.values() for s in group}
     if fmt != "hf" and suffix in known and suffix not in _SUFFIXES[fmt]:
@@ -468,7 +524,7 @@ def _chat_sample(path: Path, row: int, rec: dict[str, Any], field: str = "messag
 
 
 def _prompt_completion_sample(path: Path, row: int, rec: dict[str, Any]) -> Sample:
-    """TRL's prompt/completion: plain strings (the prompt is the instruction, under the template of SPEC §3), or
+    """TRL's prompt/completion: plain strings (the prompt is the instruction, under docs/method.md §3's template), or
     lists of messages (the chat template; only the completion's assistant turns are scored, as TRL trains)."""
     prompt, completion = rec["prompt"], rec["completion"]
     if isinstance(prompt, list) or isinstance(completion, list):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lpselect.errors import LPSelectError, RunFolderError
+from lpselect.runs import folder as run_folder
 from lpselect.runs.io import sha256_of
 from lpselect.runs.layout import CLUSTERS, MANIFEST, REPORT_SUFFIX, SCORES
 
@@ -46,6 +47,20 @@ def data_fingerprint(dataset: Dataset, ids: Sequence[int] | None = None) -> str:
     for s in samples:  # one JSON line per row: a newline inside a text is escaped, so rows never run together
         h.update(json.dumps(_row_key(s), ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
     return h.hexdigest()
+
+
+def describe_data(data: Any, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """The data input a step records: a file's path and sha256 (:func:`lpselect.runs.folder.describe_data`), or
+    for rows in memory (a ``datasets.Dataset``, an lpselect Dataset), which have no file to hash, a description
+    (with the ``datasets`` fingerprint when there is one) and the rows' count and :func:`data_fingerprint`: the
+    same rows are then the same input, whatever object or file holds them."""
+    if isinstance(data, str | Path):
+        return run_folder.describe_data(data, fields)
+    from lpselect.data.formats import read_dataset
+
+    dataset = read_dataset(data, fields)
+    return {"path": str(dataset.path), "sha256": "", "rows": len(dataset), "rows_sha256": data_fingerprint(dataset),
+            **({"fields": dict(dataset.fields)} if dataset.fields else {})}
 
 
 def record_fingerprint(run: RunFolder, step: str, dataset: Dataset) -> None:
@@ -162,9 +177,10 @@ def verify_data(dataset: Dataset, table_path: str | Path) -> str | None:
         return origin.note
     data = origin.data
     path = Path(dataset.path)
+    name = _data_name(dataset)
     if (data.get("fields") or None) != (getattr(dataset, "fields", None) or None):
         raise RunFolderError(
-            f"{path} is read with --fields {_fields_text(getattr(dataset, 'fields', None))}, but {origin.table} was "
+            f"{name} is read with --fields {_fields_text(getattr(dataset, 'fields', None))}, but {origin.table} was "
             f"made from it read with --fields {_fields_text(data.get('fields'))} ({origin.manifest}): give the same "
             "mapping, or leave --fields out to use the run's")
     if data.get("sha256") and path.exists() and sha256_of(path) == data["sha256"]:
@@ -175,9 +191,16 @@ def verify_data(dataset: Dataset, table_path: str | Path) -> str | None:
     how = "the rows differ in content or order" if recorded is not None else \
         "the bytes differ and the run recorded no row fingerprint to compare the rows"
     raise RunFolderError(
-        f"{path} is not the data {origin.table} was made from: {origin.manifest} records "
-        f"{data.get('path', '?')}, and {how}; give that file, or run {COMMANDS[origin.step]} on {path.name} "
-        "into a new folder")
+        f"{name} is not the data {origin.table} was made from: {origin.manifest} records "
+        f"{data.get('path', '?')}, and {how}; give that file, or run {COMMANDS[origin.step]} on "
+        f"{'it' if name != str(path) else path.name} into a new folder")
+
+
+def _data_name(dataset: Dataset) -> str:
+    """How a refusal names the data: its file, or "the Dataset (<datasets.Dataset ...>)" for rows in memory."""
+    from lpselect.data.formats import IN_MEMORY_WHERE, is_in_memory
+
+    return f"{IN_MEMORY_WHERE} ({dataset.path})" if is_in_memory(dataset) else str(dataset.path)
 
 
 def _fields_text(fields: dict[str, str] | None) -> str:
@@ -255,6 +278,8 @@ def verify_subset(dataset: Dataset) -> str | None:
 def subset_fields(subset: str | Path) -> dict[str, str] | None:
     """The field mapping a subset was selected with (its report's ``fields``): the subset keeps the file's own
     columns, so train reads it with that mapping unless told another."""
+    if not isinstance(subset, str | Path):
+        return None  # rows in memory have no report beside them
     report_path = Path(str(subset) + REPORT_SUFFIX)
     try:
         report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}

@@ -1,4 +1,4 @@
-"""The prompt template of SPEC §3 and the embedding text of SPEC §7: the one place they are spelled out."""
+"""The prompt template of docs/method.md §3 and the embedding text of §7: the one place they are spelled out."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def render_prompt(instruction: str, input: str, *, with_input: bool | None = Non
 
 
 def embedding_text(sample: Sample) -> str:
-    """SPEC §7: the text each sample is embedded by for clustering.
+    """docs/method.md §7: the text each sample is embedded by for clustering.
 
     A conversation reads as its turns in order ("Instruction: q1 Response: a1 Instruction: q2 ..."), so each
     answer sits next to its question and the embedder's token limit cuts the last turns, not every answer; a
-    single turn gives exactly SPEC §7's text. The system turn is left out: often shared by every row, it would
+    single turn gives exactly docs/method.md §7's text. The system turn is left out: often shared by every row, it would
     pull unrelated rows together."""
     if sample.messages is not None:
         labels = {"user": "Instruction: ", "assistant": "Response: "}

@@ -1,4 +1,4 @@
-"""Import and export the reference implementation's files (SPEC §11).
+"""Import and export the reference implementation's files (docs/method.md §11).
 
 Unpickling runs code, so a pickle is first scanned opcode by opcode (only those that build lists, dicts,
 numbers and strings pass), then read by an unpickler that resolves no global at all, and the result is

@@ -83,6 +83,9 @@ def input_changes(old: Any, new: dict[str, Any]) -> list[str]:
         if isinstance(o, dict) and isinstance(n, dict) and o.get("sha256") and n.get("sha256"):
             if o["sha256"] == n["sha256"] and o.get("fields") == n.get("fields"):  # same bytes, read alike
                 continue
+        elif isinstance(o, dict) and isinstance(n, dict) and n.get("rows_sha256") and not n.get("sha256"):
+            if o.get("rows_sha256") == n["rows_sha256"] and o.get("fields") == n.get("fields"):  # rows in memory:
+                continue  # the same rows (lpselect.data.provenance.describe_data), whatever object holds them
         elif o == n:
             continue
         changes.append(f"{key}: {_show_input(o)} → {_show_input(n)}")

@@ -5,6 +5,11 @@ The card is the folder's ``README.md``: YAML front matter with one ``configs`` e
 ``lpselect`` key, then a human-readable section per subset. It is rebuilt from every ``*.report.json`` in the
 folder, so several subsets can share one folder. A ``README.md`` lpselect did not write (no :data:`MARKER`)
 is never overwritten: the card then goes to ``<stem>.card.md`` and describes that subset only.
+
+The card is written to be shared: inputs are named by file name and sha256 (or row fingerprint), never by the
+path they had on the machine that selected. Each subset's section shows how TRL, axolotl and LLaMA-Factory
+train it, and the folder's LLaMA-Factory ``dataset_info.json`` is rebuilt with it (lpselect.steps.trainer_configs).
+Baseline subsets (a report with ``baseline_of``) are listed under the subset they are a baseline of.
 """
 
 from __future__ import annotations
@@ -17,15 +22,29 @@ from typing import Any
 import yaml
 
 from lpselect.runs.io import atomic_path
-from lpselect.runs.layout import CARD, REPORT_SUFFIX
+from lpselect.runs.layout import CARD, CARD_BESIDE, MANIFEST, REPORT_SUFFIX
+from lpselect.steps.trainer_configs import (
+    PLACEHOLDER_DIR,
+    SubsetView,
+    llamafactory_entry,
+    subset_view,
+    training_section,
+    write_dataset_info,
+)
 
+PLACEHOLDER = PLACEHOLDER_DIR
 MARKER = "<!-- lpselect dataset card: written by `lpselect select` from the *.report.json files in this folder -->"
 README = CARD
 _FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv")
 # report fields copied into the card's provenance, in this order
-PROVENANCE = ("subset_file", "scorer", "metric", "epoch", "percent", "band", "strategy", "trajectory_k", "order",
-              "seed", "n_rows", "n_selected", "n_nan_left_out", "lpselect_version", "data", "data_sha256", "scores",
-              "clusters")
+PROVENANCE = ("subset_file", "baseline_of", "scorer", "metric", "epoch", "percent", "band", "strategy",
+              "trajectory_k", "order", "seed", "n_rows", "n_selected", "n_nan_left_out", "lpselect_version", "data",
+              "data_sha256", "fields", "rows_sha256", "scores", "scores_sha256", "clusters", "clusters_sha256")
+# report fields holding a local path: the card names the file only (with its run folder for a run's table)
+LOCAL_PATHS = {"data": 1, "scores": 2, "clusters": 2, "consensus_of": 2}
+BASELINE_ADVICE = ("Train this subset and its baselines with the same recipe and compare: the baselines take as "
+                   "many rows without the metric (random) or at random within the same clusters (clust_rand), "
+                   "so they show whether the selection helped.")
 
 
 @dataclass
@@ -51,13 +70,13 @@ def card_target(subset: str | Path) -> CardTarget:
     readme = subset.parent / README
     if not readme.exists() or MARKER in readme.read_text(encoding="utf-8", errors="replace"):
         return CardTarget(readme, shared=True)
-    return CardTarget(subset.parent / f"{subset_stem(subset.name)}.card.md", shared=False,
+    return CardTarget(subset.parent / CARD_BESIDE.format(stem=subset_stem(subset.name)), shared=False,
                       note=f"{readme} was not written by lpselect and is left as is; the card is in this file")
 
 
 def scorer_of(scores: str | Path) -> str:
     """The scorer model named by the run manifest beside scores.parquet, else ``unknown`` (e.g. imported)."""
-    path = Path(scores).parent / "manifest.json"
+    path = Path(scores).parent / MANIFEST
     try:
         step = (json.loads(path.read_text(encoding="utf-8")).get("steps") or {}).get("score")
     except (OSError, ValueError, AttributeError):
@@ -73,26 +92,60 @@ def scorer_of(scores: str | Path) -> str:
 
 
 def write_card(subset: str | Path, target: CardTarget | None = None) -> Path:
-    """(Re)write the card of ``subset``'s folder (or its own ``.card.md``), atomically; returns its path."""
+    """(Re)write the card of ``subset``'s folder (or its own ``.card.md``) and the folder's LLaMA-Factory
+    ``dataset_info.json``, atomically; returns the card's path."""
     subset = Path(subset)
     target = target or card_target(subset)
+    folder_entries = _folder_entries(subset.parent)
+    views = {s.name: subset_view(s, subset_stem(s.name), r) for s, r in folder_entries}
+    info = {subset_stem(s.name): e for s, r in folder_entries
+            if (v := views[s.name]) is not None and (e := llamafactory_entry(v, s.name + REPORT_SUFFIX))}
+    in_info = write_dataset_info(subset.parent, info)
     if target.shared:
-        entries = _folder_entries(subset.parent)
+        entries = folder_entries
     else:
         entries = [(subset, _read_report(Path(str(subset) + REPORT_SUFFIX)) or {})]
+        if subset.name not in views:
+            views[subset.name] = subset_view(subset, subset_stem(subset.name), entries[0][1])
     with atomic_path(target.path) as tmp:
-        tmp.write_text(render_card(entries), encoding="utf-8")
+        tmp.write_text(render_card(entries, views, in_info), encoding="utf-8")
     return target.path
 
 
-def render_card(entries: list[tuple[Path, dict[str, Any]]]) -> str:
-    """Card text for (subset path, report) pairs: YAML front matter, the marker, one section per subset."""
+def shareable(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's provenance fields as the card shows them: a local path becomes its file name (a run's table
+    keeps its run folder's name: ``run/scores.parquet``); sha256 and row fingerprints say which file it was."""
+    out = {}
+    for key in PROVENANCE:
+        if key not in report:
+            continue
+        value = report[key]
+        if key in LOCAL_PATHS and value is not None:
+            value = [_short(v, LOCAL_PATHS[key]) for v in value] if isinstance(value, list) \
+                else _short(value, LOCAL_PATHS[key])
+        out[key] = value
+    return out
+
+
+def _short(value: Any, parts: int) -> str:
+    """The last ``parts`` components of a path; a description such as ``<datasets.Dataset ...>`` as it is."""
+    text = str(value)
+    if text.startswith("<"):
+        return text
+    return "/".join(Path(text).parts[-parts:])
+
+
+def render_card(entries: list[tuple[Path, dict[str, Any]]], views: dict[str, SubsetView | None] | None = None,
+                in_dataset_info: set[str] | None = None) -> str:
+    """Card text for (subset path, report) pairs: YAML front matter, the marker, one section per subset (its
+    provenance, how to train it, its baselines). ``views`` and ``in_dataset_info`` come from write_card."""
+    views, in_dataset_info = views or {}, in_dataset_info or set()
     configs, provenance = [], {}
     for subset, report in entries:
         stem = subset_stem(subset.name)
         files = f"{subset.name}/*.arrow" if subset.is_dir() else subset.name
         configs.append({"config_name": stem, "data_files": [{"split": "train", "path": files}]})
-        provenance[stem] = {k: report.get(k) for k in PROVENANCE if k in report}
+        provenance[stem] = shareable(report)
     front = {"pretty_name": "lpselect subsets", "tags": ["lpselect", "data-selection", "instruction-tuning"],
              "configs": configs, "lpselect": provenance}
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", MARKER, "",
@@ -100,21 +153,54 @@ def render_card(entries: list[tuple[Path, dict[str, Any]]]) -> str:
              "Instruction-tuning subsets chosen by lpselect from a small scorer model's per-sample losses "
              "(learning percentage, Mekala et al. 2024, and the rival rules of its docs/metrics.md). One config "
              "per subset file in this folder; each one's provenance is below and under `lpselect:` in the "
-             "metadata above. This file is rebuilt on every `lpselect select` into this folder.", "",
+             "metadata above (inputs by file name and sha256). This file and `dataset_info.json` (LLaMA-Factory) "
+             "are rebuilt on every `lpselect select` into this folder.", "",
              "```python", "from datasets import load_dataset", "",
-             f'subset = load_dataset("path/to/this/folder", name="{configs[0]["config_name"] if configs else "STEM"}",'
+             f'subset = load_dataset("{PLACEHOLDER}", name="{configs[0]["config_name"] if configs else "STEM"}",'
              ' split="train")', "```", ""]
     kinds = {_kind(s) for s, _ in entries}
     if len(kinds) > 1:
         lines += ["Note: the subsets here are in different file formats; `datasets` reads every config of a folder "
                   "with the builder of the first one, so load the others by file, e.g. "
                   '`load_dataset("csv", data_files=FILE)`.', ""]
-    for subset, _ in entries:
-        stem = subset_stem(subset.name)
-        lines += [f"## {stem}", "", "| field | value |", "|---|---|"]
-        lines += [f"| {k} | {_cell(v)} |" for k, v in provenance[stem].items()]
-        lines.append("")
+    baselines = _baselines_by_subset(entries)
+    names = {s.name for s, _ in entries}
+    for subset, report in entries:
+        if report.get("baseline_of") in names:
+            continue  # listed under the subset it is a baseline of
+        lines += _section(subset, report, provenance, views, in_dataset_info)
+        for base, base_report in baselines.get(subset.name, []):
+            lines += _section(base, base_report, provenance, views, in_dataset_info, level="###")
+        if baselines.get(subset.name):
+            lines += [BASELINE_ADVICE, ""]
     return "\n".join(lines)
+
+
+def _baselines_by_subset(entries: list[tuple[Path, dict[str, Any]]]) -> dict[str, list[tuple[Path, dict]]]:
+    """Baseline subsets (reports with ``baseline_of``) by the file name of the subset they are a baseline of."""
+    out: dict[str, list[tuple[Path, dict]]] = {}
+    for subset, report in entries:
+        of = report.get("baseline_of")
+        if isinstance(of, str) and of:
+            out.setdefault(of, []).append((subset, report))
+    return out
+
+
+def _section(subset: Path, report: dict[str, Any], provenance: dict[str, dict[str, Any]],
+             views: dict[str, SubsetView | None], in_dataset_info: set[str], level: str = "##") -> list[str]:
+    """One subset's heading, provenance table and training snippets."""
+    stem = subset_stem(subset.name)
+    of = report.get("baseline_of")
+    title = f"{level} {stem}" + (f" — baseline ({report.get('strategy', '?')}) of `{of}`" if of else "")
+    lines = [title, "", "| field | value |", "|---|---|"]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in provenance[stem].items() if v is not None]
+    lines.append("")
+    view = views.get(subset.name)
+    if view is not None:
+        lines += training_section(view, stem in in_dataset_info)
+    elif views:
+        lines += ["(Not described for trainers: lpselect could not read this subset back.)", ""]
+    return lines
 
 
 def _folder_entries(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -144,5 +230,9 @@ def _kind(subset: Path) -> str:
 
 
 def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        v = ", ".join(f"{k}={x}" for k, x in v.items())
+    elif isinstance(v, list):
+        v = ", ".join(map(str, v))
     text = "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
     return text.replace("|", "\\|")

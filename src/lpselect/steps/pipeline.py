@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,14 +17,15 @@ from pydantic import ValidationError
 from lpselect.config import ClusterConfig, RunConfig, ScoreConfig, SubsetSpec
 from lpselect.core.metrics import HARD_END
 from lpselect.core.selection import literal_band
-from lpselect.data.formats import looks_like_hub_id, read_dataset, subset_suffix
+from lpselect.data.formats import Dataset, looks_like_hub_id, read_dataset, subset_suffix
 from lpselect.engine.models import DEFAULT_SCORER
 from lpselect.errors import InputError
 from lpselect.runs.folder import RunFolder, describe_data, input_changes, setting_changes
 from lpselect.runs.layout import LOCK_FILES, MANIFEST, REPORT, SUBSETS
+from lpselect.runs.ranks import is_main_process
 from lpselect.steps.cluster import cluster
 from lpselect.steps.score import score
-from lpselect.steps.select import SubsetResult, select_subset
+from lpselect.steps.select import BASELINE_STRATEGIES, SubsetResult, select_baseline, select_subset
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ def dry_run(cfg: RunConfig) -> list[str]:
         if step_cfg is not None:
             lines.append(f"{name}: {_step_plan(steps.get(name), data, step_cfg, defaults)} ({out})")
     tag = scorer_tag(cfg.score.model)
-    lines += [f"select: {out / SUBSETS / spec_name(sub, tag)}.*" for sub in subsets]
+    for sub in subsets:
+        lines.append(f"select: {out / SUBSETS / spec_name(sub, tag)}.*")
+        lines += [f"select: {out / SUBSETS / spec_name(sub, tag)}.{b}.* (baseline: {b}, the same size and seed)"
+                  for b in baseline_strategies(cfg, sub)]
     lines.append(f"report: {out / REPORT}")
     return lines
 
@@ -165,7 +168,17 @@ def spec_name(sub: SubsetSpec, scorer: str) -> str:
         name += f"-max{sub.max_value:g}"
     if sub.order != "reference":
         name += f"-{sub.order}"
+    if sub.dedup is not None:
+        name += f"-dedup{sub.dedup}"
     return name
+
+
+def baseline_strategies(cfg: RunConfig, sub: SubsetSpec) -> list[str]:
+    """The random baselines run writes beside ``sub`` (issue 24): random, and clust_rand when there are clusters
+    (without them it would be random again); none for a subset that is itself random, or with baselines off."""
+    if not cfg.baselines or sub.strategy in BASELINE_STRATEGIES:
+        return []
+    return ["random", *(["clust_rand"] if cfg.cluster is not None else [])]
 
 
 def grid(cfg: RunConfig) -> list[SubsetSpec]:
@@ -188,6 +201,8 @@ def grid(cfg: RunConfig) -> list[SubsetSpec]:
         if sub.metric == "lp" and cfg.score.epochs == 1 and sub.strategy in ("cluster", "global"):
             raise InputError(cfg.out, f"select asks for lp({sub.epoch}) of a score step of one epoch, where LP(1) "
                                       "is 1 for every row and ranks nothing: use lp_app, or score.epochs >= 2")
+        if sub.dedup is not None:
+            _check_dedup(cfg, sub)
     names: dict[str, SubsetSpec] = {}
     tag = scorer_tag(cfg.score.model)
     for sub in subs:
@@ -197,6 +212,18 @@ def grid(cfg: RunConfig) -> list[SubsetSpec]:
                                       f"({_spec_text(names[name])} and {_spec_text(sub)}): remove one")
         names[name] = sub
     return subs
+
+
+def _check_dedup(cfg: RunConfig, sub: SubsetSpec) -> None:
+    """A dedup setting the select step would refuse, refused before any scoring."""
+    from lpselect.steps.dedup import parse_dedup
+
+    if sub.strategy == "trajectory":
+        raise InputError(cfg.out, "select asks for dedup with strategy trajectory, which samples the loss "
+                                  "trajectories, not a ranking: leave dedup out of that entry")
+    if parse_dedup(str(sub.dedup)) != "exact" and cfg.cluster is None:
+        raise InputError(cfg.out, f"select asks for dedup {sub.dedup}, which compares the cluster step's "
+                                  "embeddings, but cluster is off: give a cluster section, or dedup: exact")
 
 
 def _spec_text(sub: SubsetSpec) -> str:
@@ -231,7 +258,7 @@ def _run(cfg: RunConfig, out: Path, *, force: bool, progress: bool) -> RunResult
     subsets = grid(cfg)
     # one job: the folder stays locked from score to the report (the steps' own locks are re-entrant), so no
     # other job gets in between them; under torchrun only rank 0 holds it, as in score
-    with RunFolder(out, writer=os.environ.get("RANK", "0") == "0"):
+    with RunFolder(out, writer=is_main_process()):
         scored = score(cfg.data, out, cfg.score, force=force, progress=progress, fields=cfg.fields)
         clustered = cluster(cfg.data, out, cfg.cluster, force=force, progress=progress,
                             fields=cfg.fields) if cfg.cluster else None
@@ -239,11 +266,20 @@ def _run(cfg: RunConfig, out: Path, *, force: bool, progress: bool) -> RunResult
         result = RunResult(out, scored.scores_path, clustered.clusters_path if clustered else None)
         tag = scorer_tag(cfg.score.model)
         for sub in subsets:
-            target = out / SUBSETS / (spec_name(sub, tag) + subset_suffix(dataset))
-            result.subsets.append(select_subset(
-                dataset, scored.scores_path, target,
-                clusters=clustered.clusters_path if clustered else None, **sub.model_dump()))
+            result.subsets += _select_with_baselines(cfg, sub, dataset, scored.scores_path, result.clusters_path,
+                                                     out / SUBSETS / spec_name(sub, tag))
         from lpselect.analysis.report import write_report
 
         result.report_path = write_report(out)
     return result
+
+
+def _select_with_baselines(cfg: RunConfig, sub: SubsetSpec, dataset: Dataset, scores: Path, clusters: Path | None,
+                           stem: Path) -> list[SubsetResult]:
+    """One subset of the grid, then its baselines: the same number of rows and seed, drawn at random."""
+    suffix = subset_suffix(dataset)
+    subset = select_subset(dataset, scores, Path(str(stem) + suffix), sub, clusters=clusters)
+    baselines = [select_baseline(dataset, scores, Path(f"{stem}.{strategy}{suffix}"), subset.report_path,
+                                 sub.model_copy(update={"strategy": strategy}), clusters=clusters)
+                 for strategy in baseline_strategies(cfg, sub)]
+    return [subset, *baselines]
