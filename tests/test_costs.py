@@ -138,6 +138,26 @@ def test_bill_by_hand() -> None:
     assert no_gpu.full_gpu_seconds is None and no_gpu.subsets[0].saved_gpu_seconds is None
 
 
+def test_bill_of_a_mixture_of_experts_by_hand() -> None:
+    """47B total, 13B active a token (Mixtral-8x7B's round figures), 1,000 rows x 200 tokens, 2 epochs, a 1B
+    scorer: the target's FLOPs are 6 x 13e9 a token, the ratio 13x."""
+    b = bill(selection_flops=1e16, scorer_parameters=1_000_000_000, target_parameters=47_000_000_000,
+             active_parameters=13_000_000_000, rows=1000, tokens=200_000, epochs=2, percents=[10])
+    assert (b.target_parameters, b.target_active_parameters) == (47e9, 13e9)
+    assert b.full_flops == pytest.approx(3.12e16)  # 6 x 13e9 x 200,000 x 2
+    assert b.subsets[0].saved_flops == pytest.approx(2.808e16)  # 90 % of it
+    assert b.ratio == pytest.approx(13) and b.warning is None
+    small = bill(selection_flops=1.0, scorer_parameters=1_000_000_000, target_parameters=47_000_000_000,
+                 active_parameters=4_000_000_000, rows=10, tokens=100, epochs=1, percents=[10])
+    assert small.warning is not None and "4.0x the scorer's active parameters per token" in small.warning
+    dense = bill(selection_flops=1.0, scorer_parameters=10, target_parameters=100, rows=10, tokens=100, epochs=1,
+                 percents=[10])
+    assert dense.target_active_parameters == 100
+    with pytest.raises(ValueError):
+        bill(selection_flops=1.0, scorer_parameters=10, target_parameters=100, active_parameters=101, rows=10,
+             tokens=100, epochs=1, percents=[10])
+
+
 def test_the_ratio_warning_cites_the_finding() -> None:
     """SmolLM2-360M (361,821,120) over SmolLM2-135M (134,515,008) is 2.7x, under 5x; Llama-2-7B is 50x."""
     scorer = 134_515_008

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,43 @@ def test_scorer_name(tmp_path, model, manifest, expected) -> None:
     scores = write_scores(tmp_path / "run", model=model, manifest=manifest)
     r = select_subset(data, scores, tmp_path / "s" / "x.json", SubsetSpec(strategy="global"))
     assert r.report["scorer"] == expected == front_matter(tmp_path / "s" / "README.md")["lpselect"]["x"]["scorer"]
+
+
+def test_local_scorer_paths_never_reach_the_shared_files(tmp_path) -> None:
+    """A scorer loaded from a local folder is named by that folder's name (a hub id stays as it is), also inside
+    a consensus; no absolute path is left anywhere in README.md or dataset_info.json."""
+    data = write_data(tmp_path, "json")
+    local_a, local_b = str(tmp_path / "models" / "opt-350m"), "/home/alice/models/opt-1b"
+    a = write_scores(tmp_path / "run_a", model=local_a)
+    b = write_scores(tmp_path / "run_b", model=local_b)
+    hub = write_scores(tmp_path / "run_hub", model="facebook/opt-350m")
+    out = tmp_path / "s"
+    single = select_subset(data, a, out / "single.json", SubsetSpec(strategy="global"))
+    both = select_subset(data, [a, b, hub], out / "both.json", SubsetSpec(strategy="global"))
+    assert single.report["scorer"] == local_a  # the report keeps the path, for the person who selected
+    prov = front_matter(out / "README.md")["lpselect"]
+    assert prov["single"]["scorer"] == "opt-350m"
+    assert prov["both"]["scorer"] == "consensus of 3 score files: opt-350m, opt-1b, facebook/opt-350m"
+    assert both.report["scorer"].startswith("consensus of 3 score files: /")
+    for name in ("README.md", "dataset_info.json"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert str(tmp_path) not in text and "/home/" not in text and "alice" not in text
+        assert not re.search(r"(?<![\w.\-/])/(home|tmp|Users|root|work)\b", text), name
+
+
+def test_the_card_says_how_the_rows_were_counted_and_deduplicated(tmp_path) -> None:
+    """budget, n_requested, max_value and dedup are in the card, as the report has them."""
+    rows = alpaca_rows(N_ROWS)
+    rows[1] = dict(rows[0])  # row 1 repeats row 0: --dedup exact removes it
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(rows))
+    scores = write_scores(tmp_path / "run")
+    spec = SubsetSpec(strategy="global", n=5, max_value=1e9, dedup="exact")
+    r = select_subset(data, scores, tmp_path / "s" / "x.json", spec)
+    prov = front_matter(tmp_path / "s" / "README.md")["lpselect"]["x"]
+    assert prov["budget"] == "n" and prov["n_requested"] == 5 and prov["max_value"] == 1e9
+    assert prov["dedup"]["mode"] == "exact" and prov["dedup"]["removed"] == 1
+    assert set(prov["dedup"]) <= {"mode", "threshold", "removed", "kept"}  # no row texts (examples)
+    assert prov["n_selected"] == len(r.ids) == 5
+    card = (tmp_path / "s" / "README.md").read_text(encoding="utf-8")
+    assert "| budget | n |" in card and "| n_requested | 5 |" in card and "| dedup | mode=exact" in card

@@ -113,3 +113,54 @@ def test_score_cluster_select_with_a_dataset_give_the_files_ids(tmp_path, tiny_m
     assert verify_data(read_dataset(ds), tmp_path / "run-file" / "clusters.parquet") is None
     with pytest.raises(RunFolderError, match=r"^the Dataset \(<datasets.Dataset"):
         verify_data(read_dataset(datasets.Dataset.from_list(rows[::-1])), tmp_path / "run-file" / "scores.parquet")
+
+
+def test_a_file_and_a_dataset_of_the_same_rows_are_the_same_input(tmp_path) -> None:
+    """score/cluster run on a Dataset, then re-run with the file of its rows (and the other way round): the same
+    input. Other rows are refused in words that say so (not "missing")."""
+    rows = alpaca_rows(8)
+    data = write_json(tmp_path / "d.json", rows)
+    other_file = write_json(tmp_path / "other.json", rows[::-1])
+    memory, other_memory = datasets.Dataset.from_list(rows), datasets.Dataset.from_list(rows[::-1])
+    for first, other, then in ((memory, other_file, data), (data, other_memory, memory)):
+        folder = tmp_path / f"run-{type(first).__name__}"
+        run = RunFolder(folder)
+        run.begin_step("score", inputs={"data": describe_data(first)}, config={}, outputs=["out"])
+        (folder / "out").write_text("done")
+        run.release()
+        with pytest.raises(RunFolderError) as refused:
+            RunFolder(folder).begin_step("score", inputs={"data": describe_data(other)}, config={}, outputs=["out"])
+        message = str(refused.value)
+        assert "other rows, or the same rows in another order (8 rows before, 8 now)" in message
+        assert "missing" not in message
+        again = RunFolder(folder)
+        assert again.begin_step("score", inputs={"data": describe_data(then)}, config={}, outputs=["out"])
+        again.release()
+
+
+def test_train_takes_the_selected_rows_as_a_dataset(tmp_path, tiny_model_dir) -> None:
+    """select's ``.dataset()`` handed straight to train_target, as the API docs suggest."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lpselect.config import TrainConfig
+    from lpselect.steps.select import select_subset
+    from lpselect.steps.train import train_target
+
+    rows = alpaca_rows(8)
+    data = write_json(tmp_path / "data.json", rows)
+    (tmp_path / "run").mkdir()
+    p0 = np.linspace(10, 40, 8)
+    pq.write_table(pa.table({"id": np.arange(8), "ppl_0": p0, "ppl_1": p0 * np.linspace(0.9, 0.3, 8)}),
+                   tmp_path / "run" / "scores.parquet")
+    picked = select_subset(data, tmp_path / "run" / "scores.parquet", tmp_path / "s" / "50_low.json",
+                           SubsetSpec(strategy="global", percent=50, band="low"))
+    ds = picked.dataset()
+    cfg = TrainConfig(model=str(tiny_model_dir), epochs=1, max_steps=2, grad_accum=1, batch_size=2,
+                      precision="fp32", device="cpu")
+    result = train_target(ds, tmp_path / "out", cfg, progress=False)
+    assert result.n_rows == len(picked.ids) == 4 and result.steps == 2
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    recorded = manifest["steps"]["train"]["inputs"]["data"]
+    assert recorded["sha256"] == "" and recorded["rows_sha256"] == fingerprint_by_hand([rows[i] for i in picked.ids])

@@ -22,6 +22,7 @@ from conftest import alpaca_rows, write_json, write_jsonl
 from lpselect.config import SubsetSpec
 from lpselect.steps.card import write_card
 from lpselect.steps.select import select_subset
+from lpselect.steps.trainer_configs import llamafactory_entry, subset_view, training_section
 
 N = 12
 SPEC = SubsetSpec(strategy="global", percent=50, band="low", metric="lp_app", epoch=1)
@@ -104,8 +105,8 @@ def test_every_dataset_info_entry_reads_back(tmp_path, offline_datasets, shape) 
     assert str(tmp_path) not in card and "/tmp" not in card  # shared: no local path
     assert f"| data | {data.name} |" in card and "| scores | " + f"{shape}-run/scores.parquet |" in card
     assert "dataset: 50_low" in card and "dataset_dir: path/to/this/folder" in card
-    axolotl = "type: chat_template" if shape == "chat" else "type: alpaca" if shape == "alpaca" else "field_output:"
-    assert axolotl in card
+    axolotl = "type: chat_template" if shape == "chat" else "field_output:"
+    assert axolotl in card and "type: alpaca" not in card
 
 
 def alpaca_prompt(instruction: str, input_: str) -> str:
@@ -177,3 +178,41 @@ def test_dataset_info_keeps_other_entries_and_drops_removed_subsets(tmp_path) ->
     after = json.loads((folder / "dataset_info.json").read_text())
     assert sorted(after) == ["50_low", "50_low.old", "my_data"]
     assert {k: after[k] for k in theirs} == theirs
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "mapped"])
+def test_the_cards_axolotl_format_is_the_scorers_prompt(tmp_path, shape) -> None:
+    """axolotl's built-in ``alpaca`` ends its prompt with a newline the scorer did not see: the card spells out
+    the exact prompt as a user-defined format, for the Alpaca columns too."""
+    import yaml
+
+    subset, _ = selected(tmp_path, shape)
+    card = (subset.parent / "README.md").read_text()
+    block = yaml.safe_load(re.search(r"axolotl:\n\n```yaml\n(.*?)```", card, re.S).group(1))
+    fmt = block["datasets"][0]["type"]
+    assert fmt["format"].format(instruction="Do X", input="on Y") == alpaca_prompt("Do X", "on Y")
+    assert fmt["no_input_format"].format(instruction="Do X") == alpaca_prompt("Do X", "")
+    assert fmt["field_instruction"] == ("instruction" if shape == "alpaca" else "question")
+    assert ("field_input" in fmt) == (shape == "alpaca")
+    assert "LLaMA-Factory joins instruction and input" in card
+
+
+def test_a_column_missing_from_the_first_row_is_still_given_to_trainers(tmp_path, offline_datasets,
+                                                                        monkeypatch) -> None:
+    """JSONL rows may leave a key out: row 0 has no "input", row 1 has one. LLaMA-Factory must be told the input
+    column (else it ignores every input) and the TRL snippet must give row 1 its with-input prompt."""
+    subset = write_jsonl(tmp_path / "s.jsonl", [{"instruction": "Say hi", "output": "hi"},
+                                                {"instruction": "Translate", "input": "Bonjour", "output": "Hello"}])
+    view = subset_view(subset, "s", {})
+    assert view is not None
+    entry = llamafactory_entry(view, "s.jsonl.report.json")
+    assert entry["columns"] == {"prompt": "instruction", "response": "output", "query": "input"}
+    card = "\n".join(training_section(view, True))
+    code = re.search(r"TRL:\n\n```python\n(.*?)```", card, re.S).group(1)
+    code = "\n".join(line for line in code.splitlines() if "SFT" not in line and "trainer" not in line)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["ds"]["prompt"] == [alpaca_prompt("Say hi", ""), alpaca_prompt("Translate", "Bonjour")]
+    assert scope["ds"]["completion"] == ["hi", "Hello"]
+    assert "field_input: input" in card

@@ -58,7 +58,7 @@ def test_report_lists_the_ids_in_the_subsets_order(run, tmp_path) -> None:
 @pytest.mark.parametrize("strategy", ["random", "clust_rand"])
 def test_like_takes_the_size_of_a_subset(run, tmp_path, strategy) -> None:
     data, scores, clusters = run
-    hard = select_subset(data, scores, tmp_path / "s" / "hard.json", SubsetSpec(percent=30, exact=True),
+    hard = select_subset(data, scores, tmp_path / "s" / "hard.json", SubsetSpec(percent=30, exact=True, seed=7),
                          clusters=clusters)
     assert len(hard.ids) == 9  # round(30 x 30 / 100)
     base = select_baseline(data, scores, tmp_path / "s" / f"hard.{strategy}.json", hard.path,
@@ -69,12 +69,12 @@ def test_like_takes_the_size_of_a_subset(run, tmp_path, strategy) -> None:
     assert len(set(report["ids"])) == 9
     if strategy == "clust_rand":  # 9 rows over three clusters of 10: 3 from each
         assert sorted(np.bincount(np.asarray(report["ids"]) % K).tolist()) == [3, 3, 3]
-    # the same through the CLI, from the subset's report
+    # the same through the CLI, from the subset's report (its seed too)
     out = tmp_path / "cli" / f"hard.{strategy}.json"
     r = CliRunner().invoke(app, ["select", "--data", str(data), "--scores", str(scores), "--clusters",
                                  str(clusters), "--strategy", strategy, "--like", str(hard.path), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert len(json.loads(out.read_text())) == 9 and f"baseline of hard.json: {strategy}, seed 42" in r.output
+    assert len(json.loads(out.read_text())) == 9 and f"baseline of hard.json: {strategy}, seed 7" in r.output
 
 
 def test_like_refuses_a_ranking_strategy_and_a_subset_without_report(run, tmp_path) -> None:
@@ -212,7 +212,8 @@ def test_rows_dedup_removes_are_never_selected(run, tmp_path, fake_dedup, strate
     call = fake_dedup[0]
     assert call["mode"] == 0.95 and call["ids"].tolist() == list(range(N))
     assert call["labels"].tolist() == (np.arange(N) % K).tolist()
-    assert call["embeddings"].shape == (N, 4) and len(call["texts"]) == N
+    assert len(call["embeddings"]) == N and len(call["texts"]) == N
+    assert call["embeddings"][np.arange(N)].shape == (N, 4)
     report = json.loads(r.report_path.read_text())
     assert report["dedup"] == {"n_removed": 3} and report["n_nan_left_out"] == 0
 

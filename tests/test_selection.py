@@ -394,3 +394,24 @@ def test_argument_errors() -> None:
             select(m, None, 10, strategy=strategy)
     with pytest.raises(ValueError):
         select(m, np.zeros(3, dtype=int), 10)
+
+
+def test_clust_rand_quotas_draw_each_clusters_given_count():
+    """A baseline drawn for an existing subset takes that subset's count from every cluster (hand-made case)."""
+    labels = np.array([0] * 19 + [1] * 19 + [2] * 2)
+    metric = np.linspace(0.0, 1.0, len(labels))
+    metric[5] = np.nan  # a row without a value is never drawn
+    quotas = {0: 2, 1: 2, 2: 1}  # what the parts rule's hardest 10 % of these clusters takes
+    sel = select(metric, labels, 10, strategy="clust_rand", seed=3, quotas=quotas)
+    assert sel.per_cluster == quotas
+    assert 5 not in sel.ids.tolist()
+    for c in quotas:
+        assert set(sel.ids[labels[sel.ids] == c]) <= set(np.flatnonzero(labels == c))
+    again = select(metric, labels, 10, strategy="clust_rand", seed=3, quotas=quotas)
+    assert again.ids.tolist() == sel.ids.tolist()
+    with pytest.raises(ValueError, match="more rows than clusters"):
+        select(metric, labels, 10, strategy="clust_rand", quotas={2: 3})
+    with pytest.raises(ValueError, match="no row that has a value"):
+        select(metric, labels, 10, strategy="clust_rand", quotas={7: 1})
+    with pytest.raises(ValueError, match="clust_rand"):
+        select(metric, labels, 10, strategy="random", quotas=quotas)

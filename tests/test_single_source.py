@@ -238,3 +238,17 @@ def test_the_token_table_marker_is_the_last_file_saved(tmp_path: Path, monkeypat
                                    prompt_shortened=np.zeros(1, bool))
     table.save(tmp_path)
     assert written[-1] == lpselect.runs.layout.TOKENS_DONE and len(written) == 5
+
+
+def test_tables_keyed_by_a_value_set_cover_it_exactly():
+    """A table keyed by a config value set (one entry per metric, per test set) must name every value and only
+    those: a new metric without its hard end would otherwise fail later with a KeyError."""
+    from typing import get_args
+
+    from lpselect.config import Metric, TestSet
+    from lpselect.core.metrics import HARD_END
+    from lpselect.evaluate.report import DISPLAY_NAMES
+
+    assert set(HARD_END) == set(get_args(Metric))
+    assert set(HARD_END.values()) <= {"low", "high"}
+    assert set(DISPLAY_NAMES) == set(get_args(TestSet))

@@ -63,7 +63,7 @@ class FineTuneSettings(_Strict):
                                 "budget; 0 = batch_size rows); default: CPU 2048, CUDA as large as the free memory "
                                 "allows, at most 16384")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (large "
-                                                            "models: less memory, ~30% slower)")
+                                                            "models: less memory, slower)")
     attn_implementation: str | None = Field(
         None, description="Attention kernel passed to transformers: sdpa, flash_attention_2 (variable-length "
                           "attention on padded batches; needs the flash-attn package and a GPU), eager; default: "
@@ -74,8 +74,8 @@ class FineTuneSettings(_Strict):
                                                      "after the run finishes; score: a later --epochs N on the "
                                                      "folder then trains only the new epochs")
     save_minutes: float = Field(30, ge=0, description="Also checkpoint inside an epoch every this many minutes of "
-                                                      "training (0 = off; --save-steps wins when set); one "
-                                                      "checkpoint of SmolLM2-135M takes ~1-5 s on a CPU (1.6 GB)")
+                                                      "training (0 = off; --save-steps wins when set); a "
+                                                      "checkpoint holds the weights and the optimizer's state")
     # LoRA adapters (peft) instead of full fine-tuning
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of every weight")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
@@ -146,7 +146,8 @@ class BillConfig(_Strict):
     target_model: str | None = Field(None, description="The model the subset will train (hub id, folder or "
                                                        ".gguf): its parameters are counted from its config, "
                                                        "no weights loaded")
-    target_params: str | None = Field(None, description="Or its parameter count: 7e9, 7B, 360M")
+    target_params: str | None = Field(None, description="Or its parameter count: 7e9, 7B, 360M (for a mixture "
+                                                        "of experts, the active parameters per token)")
     target_epochs: int = Field(3, ge=1, description="Epochs the target trains")
     percent: list[float] = Field([10.0], description="Subset size to price, in % of the rows (repeat it: "
                                                      "--percent 5 --percent 15; default 10, select's)")
@@ -240,7 +241,9 @@ class _SubsetRule(_Strict):
                                                   "--exact); replaces --percent")
     dedup: str | None = Field(None, description="Before selecting, drop rows within each cluster whose "
                                                 "embedding's cosine similarity to an earlier kept row (id order) "
-                                                "is at least this, e.g. 0.95; exact: only exact duplicates")
+                                                "is at least this, e.g. 0.95; exact: only exact duplicates. "
+                                                "Only rows with a value take part, and --percent / --exact "
+                                                "count the rows left")
 
     @field_validator("dedup", mode="before")
     @classmethod

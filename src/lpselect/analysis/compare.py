@@ -190,7 +190,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes null). The flat headline keys (``spearman``, ``kendall``, ``n``,
         ``overlap_fraction``, ``jaccard``) repeat values of the nested ``correlation`` and ``overlap_global``
-        blocks, so a script can read the usual numbers without knowing the nesting (the README documents both)."""
+        blocks, so a script can read the usual numbers without knowing the nesting (docs/guide.md documents both)."""
         ov = self.overlap
         mean_frac, mean_jac = ov.mean_per_cluster()
         cor = self.correlation

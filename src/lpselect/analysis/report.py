@@ -304,8 +304,24 @@ def _rule(report: dict[str, Any]) -> str:
     subset whose size it took)."""
     if report.get("strategy") in ("random", "clust_rand"):
         like = f" of {report['baseline_of']}'s size" if report.get("baseline_of") else ""
-        return f"{report['strategy']} draw{like}, seed {report.get('seed')}"
-    return f"{report.get('band')} {h.fmt(report.get('percent'))} % by {report.get('metric')}({report.get('epoch')})"
+        return f"{report['strategy']} draw{like}, seed {report.get('seed')}{_pool_rule(report)}"
+    return (f"{report.get('band')} {h.fmt(report.get('percent'))} % by {report.get('metric')}({report.get('epoch')})"
+            f"{_pool_rule(report)}")
+
+
+def _pool_rule(report: dict[str, Any]) -> str:
+    """The rows a subset was drawn from, when not all: max_value and --dedup, in words (empty otherwise)."""
+    words = []
+    if report.get("max_value") is not None:
+        words.append(f"rows with {report.get('metric')} above {float(report['max_value']):g} left out")
+    dedup = report.get("dedup")
+    if isinstance(dedup, dict):
+        removed = dedup.get("removed", 0)
+        if dedup.get("mode") == "exact":
+            words.append(f"after removing {removed} exact duplicates")
+        else:
+            words.append(f"after removing {removed} near-duplicates (cosine ≥ {float(dedup['threshold']):g})")
+    return "".join(", " + w for w in words)
 
 
 def _subset_details(run: RunData) -> list[str]:

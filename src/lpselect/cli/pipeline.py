@@ -107,6 +107,7 @@ PLAN_IGNORES = ("save_steps", "save_minutes", "keep_checkpoint", "pass_chunk_row
 @config_options(ClusterConfig, only=["embedder", "max_seq_length", "embed_chunk_rows"], into="cluster")
 @config_options(BillConfig, into="target")
 def plan_cmd(
+    ctx: typer.Context,
     data: DataOpt,
     config: ScoreConfig,
     cluster: ClusterConfig,
@@ -135,13 +136,13 @@ def plan_cmd(
     from lpselect.steps.plan import plan
 
     mapping = parse_fields(fields)
-    named = resolve_target(target)  # before the probe: a missing target model is refused at once
+    named = resolve_target(target, _given_flags(ctx, ("percent", "target_epochs")))  # before the probe: refused at once
     p = plan(data, config, probe_seconds=probe_seconds, embed=embed, cluster=cluster,
              peak_tflops=peak_tflops, utilisation=mfu, gpu_name=gpu, fields=mapping)
     _print_plan(p)
     bill = price(p, target, named) if named is not None else None
     if bill is not None:
-        _print_bill(bill, p)
+        _print_bill(bill, p, config.max_length)
     if json_out is not None:
         from dataclasses import asdict
 
@@ -152,10 +153,10 @@ def plan_cmd(
 
 
 def _print_plan(p: Any) -> None:
-    from lpselect.core.costs import format_seconds
+    from lpselect.core.costs import format_count, format_seconds
 
     out.print(f"{p.data}: {p.rows:,} rows, {p.tokens:,} tokens ({p.tokens / max(p.rows, 1):.0f} a row), "
-              f"{p.scored_tokens:,} scored\nscorer: {p.model} ({p.parameters / 1e6:,.1f}M parameters), "
+              f"{p.scored_tokens:,} scored\nscorer: {p.model} ({format_count(p.parameters)} parameters), "
               f"{p.device}, {p.precision}; probe: {p.probe_seconds:.0f} s")
     table = Table(title=f"score --epochs {p.epochs}" + (" + cluster's embedding" if any(
         ph.kind == "embed" for ph in p.phases) else ""))
@@ -177,32 +178,57 @@ def _print_plan(p: Any) -> None:
               + "k-means and the report are not included.")
 
 
-def _print_bill(b: Any, p: Any) -> None:
+def _given_flags(ctx: typer.Context, names: tuple[str, ...]) -> set[str]:
+    """The flags among ``names`` (parameter names) given on the command line or by environment, not defaulted:
+    a value equal to the default was still asked for."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {"--" + n.replace("_", "-") for n, source in sources.items()
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def _flops(x: float) -> str:
+    """3.33e8, -2.1e16: a FLOP count in few characters (three significant digits)."""
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _print_bill(b: Any, p: Any, max_length: int | None) -> None:
     from lpselect.core.costs import format_count, format_seconds
 
     gpu = p.gpu and f"{p.gpu['name']} {p.gpu['utilisation']:.0%}"
     on_gpu = f", {format_seconds(b.selection_gpu_seconds)} on {gpu}" if gpu else ""
-    out.print(f"target: {b.target} ({format_count(b.target_parameters)} parameters = {b.ratio:.1f}x the "
-              f"scorer's), {b.target_epochs} epochs; selection: {b.selection_flops:.2e} FLOPs{on_gpu}",
-              markup=False, highlight=False)
-    table = Table(title="the bill: the target's training on all rows and on each subset")
-    for col in ["subset", "rows", "tokens", "FLOPs", "saved", "net", "pays"] + ([gpu, "saved"] if gpu else []):
+    size = (f"{format_count(b.target_parameters)} total, {format_count(b.target_active_parameters)} active per "
+            f"token; {b.ratio:.1f}x the scorer's" if b.target_active_parameters < b.target_parameters else
+            f"{format_count(b.target_parameters)} parameters = {b.ratio:.1f}x the scorer's")
+    out.print(f"target: {b.target} ({size}), {b.target_epochs} epochs; selection: {_flops(b.selection_flops)} "
+              f"FLOPs{on_gpu}", markup=False, highlight=False)
+    from rich import box
+
+    # no vertical rules: nine columns fit 80 characters
+    table = Table(title="the bill: the target's training on all rows and on each subset", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)
+    gpu_cols = ["GPU time", "GPU time saved"] if gpu else []
+    for col in ["subset", "rows", "tokens", "FLOPs", "saved", "net", "pays", *gpu_cols]:
         table.add_column(col, justify="left" if col == "subset" else "right")
-    table.add_row("all", f"{b.rows:,}", f"{b.tokens:,}", f"{b.full_flops:.2e}", "", "", "",
+    table.add_row("all", f"{b.rows:,}", f"{b.tokens:,}", _flops(b.full_flops), "", "", "",
                   *([format_seconds(b.full_gpu_seconds), ""] if gpu else []))
     for s in b.subsets:
-        row = [f"{s.percent:g} %", f"{s.rows:,}", f"{s.tokens:,.0f}", f"{s.target_flops:.2e}",
-               f"{s.saved_flops:.2e}", f"{s.net_flops:.2e}", "yes" if s.pays else "no"]
+        row = [f"{s.percent:g} %", f"{s.rows:,}", f"{s.tokens:,.0f}", _flops(s.target_flops),
+               _flops(s.saved_flops), _flops(s.net_flops), "yes" if s.pays else "no"]
         if gpu:
             row += [format_seconds(s.target_gpu_seconds), format_seconds(s.saved_gpu_seconds)]
         table.add_row(*row)
     out.print(table)
-    out.print(f"FLOPs: {4 if b.target_lora else 6}·N x tokens x {b.target_epochs} epochs, N the target's "
-              "parameters, tokens counted with the scorer's tokenizer. A subset's tokens are estimated: its rows "
+    n_is = "active parameters per token" if b.target_active_parameters < b.target_parameters else "parameters"
+    cut = f"each row cut at --max-length {max_length}" if max_length else "rows not cut"
+    out.print(f"FLOPs: {4 if b.target_lora else 6}·N x tokens x {b.target_epochs} epochs, N the target's {n_is}; "
+              f"tokens counted with the scorer's tokenizer, {cut} (a target with another tokenizer counts other "
+              "tokens; one trained with a longer max length trains more). A subset's tokens are estimated: its rows "
               "(round(rows x p / 100), as select --exact; the paper's parts rule takes a little more) x the mean "
               f"tokens a row ({b.mean_tokens_per_row:.0f}). saved: all rows minus the subset; net: saved minus "
               "the selection (score's passes and epochs; cluster's embedding not counted); pays: net > 0, for one "
-              "training of the target.", markup=False, highlight=False)
+              "training of the target; with score --seeds s1,s2,... the selection costs that many times its FLOPs."
+              + (f" GPU time: at {gpu}." if gpu else ""), markup=False, highlight=False)
     if b.warning:
         out.print(f"warning: {b.warning}", markup=False, highlight=False)
 
@@ -231,6 +257,7 @@ def cluster_cmd(
 @config_options(SubsetSpec, only=["metric", "epoch", "percent", "exact", "n", "band", "strategy", "order", "seed",
                                   "max_value", "trajectory_k", "dedup"])
 def select_cmd(
+    ctx: typer.Context,
     data: DataOpt,
     scores: Annotated[list[Path], typer.Option("--scores", metavar="<path>", rich_help_panel="Data",
                                                help="scores.parquet from `lpselect score`; repeat it to rank by the "
@@ -242,7 +269,11 @@ def select_cmd(
                                                   "(needed by strategies cluster, clust_rand).")] = None,
     like: Annotated[Path | None, typer.Option("--like", metavar="SUBSET", rich_help_panel="Selection",
                                               help="A random baseline of this subset (its .report.json beside it): "
-                                                   "--strategy random or clust_rand, exactly as many rows.")] = None,
+                                                   "--strategy random or clust_rand, exactly as many rows (clust_rand: "
+                                                   "as many from each cluster), from the same pool: --metric, "
+                                                   "--epoch, --max-value, --dedup and --percent come from its "
+                                                   "report (a different one given is refused); --seed too, "
+                                                   "unless given.")] = None,
     fields: FieldsOpt = None,
 ) -> None:
     """Keep one band of every cluster, ranked by a metric (docs/method.md §8); write the subset, report, card."""
@@ -254,8 +285,8 @@ def select_cmd(
         r = select_subset(data, scores, out_path, config, clusters=clusters, fields=mapping)
     elif config.n is not None:
         raise LPSelectError("--like takes the size from the subset's report: leave --n out")
-    else:
-        r = select_baseline(data, scores, out_path, like, config, clusters=clusters, fields=mapping)
+    else:  # only the settings given on the command line: the others come from the subset's report
+        r = select_baseline(data, scores, out_path, like, _given_only(ctx, config), clusters=clusters, fields=mapping)
     out.print(f"subset: {r.path}  ({r.report['n_selected']} of {r.report['n_rows']} rows = "
               f"{r.report['share_percent']:.1f} %; {r.report['n_nan_left_out']} without a score left out)\n"
               f"report: {r.report_path}\n"
@@ -268,6 +299,16 @@ def select_cmd(
                   "selecting (see the report)", markup=False, highlight=False)
     for note in r.report["provenance_notes"]:
         out.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _given_only(ctx: typer.Context, config: SubsetSpec) -> SubsetSpec:
+    """``config`` with only the flags given on the command line set (``model_fields_set``), so select_baseline
+    can tell a setting the user chose from a default."""
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return SubsetSpec(**{name: getattr(config, name) for name in SubsetSpec.model_fields if given(name)})
 
 
 @app.command("run", epilog=EXAMPLES_RUN)

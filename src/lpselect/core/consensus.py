@@ -1,7 +1,7 @@
 """Consensus of several scorer runs: each row's mean rank of a metric across the runs (pure numpy).
 
-Why: one scorer seed's 10 % LP(1) subset shares only part of its rows with another seed's (README, "Stability
-across scorer seeds"); the mean rank over several seeds averages the seed's noise out of the ranking.
+Why: one scorer seed's 10 % LP(1) subset shares only part of its rows with another seed's (docs/benchmarks.md,
+"Stability across scorer seeds"); the mean rank over several seeds averages the seed's noise out of the ranking.
 
 The rule (stated once, tested in tests/test_consensus.py):
 

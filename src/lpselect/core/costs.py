@@ -9,7 +9,8 @@ a training step costs 4·N (the adapters' own FLOPs are negligible). The job of 
 n + 1 passes (P0 .. Pn) and n training epochs; ``--ifd`` adds one pass over the responses per pass.
 
 The bill (:func:`bill`) sets the selection's FLOPs against what it saves: the target trains 6·N_target FLOPs a
-token (4·N with LoRA) for its epochs, on all the rows or on a subset of p % of them, whose tokens are estimated
+token (4·N with LoRA; N its active parameters, those a token goes through: fewer than all of them in a
+mixture of experts) for its epochs, on all the rows or on a subset of p % of them, whose tokens are estimated
 as its rows x the mean tokens per row (which rows a selection takes, and how long they are, is not known before
 it runs).
 """
@@ -132,12 +133,14 @@ def subset_rows(rows: int, percent: float) -> int:
     return round(rows * percent / 100)
 
 
-def ratio_warning(target_parameters: int, scorer_parameters: int) -> str | None:
-    """Why a selection may not pay for itself: a target under :data:`MIN_TARGET_RATIO` times the scorer."""
+def ratio_warning(target_parameters: int, scorer_parameters: int, *, active: bool = False) -> str | None:
+    """Why a selection may not pay for itself: a target under :data:`MIN_TARGET_RATIO` times the scorer
+    (``target_parameters`` the active ones of a mixture of experts: ``active`` says so in the message)."""
     ratio = target_parameters / scorer_parameters
     if ratio >= MIN_TARGET_RATIO:
         return None
-    return (f"the target has {ratio:.1f}x the scorer's parameters ({target_parameters / 1e6:,.0f}M against "
+    which = "active parameters per token" if active else "parameters"
+    return (f"the target has {ratio:.1f}x the scorer's {which} ({target_parameters / 1e6:,.0f}M against "
             f"{scorer_parameters / 1e6:,.0f}M): Yin & Rush (ICLR 2025) find perplexity-based selection "
             f"compute-optimal only from about {MIN_TARGET_RATIO:g}x (gradient-based: about 10x); below that, "
             "training the target on all the data may buy more for the same compute")
@@ -164,9 +167,10 @@ class Bill:
     """A selection's FLOPs set against the target training it saves, for each subset size."""
 
     target: str
-    target_parameters: int
+    target_parameters: int  # all of them
+    target_active_parameters: int  # those a token goes through (fewer in a mixture of experts): the FLOPs' N
     scorer_parameters: int
-    ratio: float  # target / scorer parameters
+    ratio: float  # target active / scorer parameters
     target_epochs: int
     target_lora: bool
     rows: int
@@ -182,32 +186,34 @@ class Bill:
 
 def bill(*, selection_flops: float, scorer_parameters: int, target_parameters: int, rows: int, tokens: int,
          epochs: int, percents: Sequence[float], target: str = "", lora: bool = False,
-         peak_tflops: float | None = None, utilisation: float = 0.4) -> Bill:
-    """The bill of a selection (``selection_flops``) for a target of ``target_parameters`` trained ``epochs``
-    epochs on ``rows`` rows of ``tokens`` tokens, or on p % of them for each p in ``percents``; GPU seconds at
-    ``utilisation`` of ``peak_tflops`` when given."""
-    if rows <= 0 or scorer_parameters <= 0 or target_parameters <= 0:
-        raise ValueError(f"need rows, scorer and target parameters > 0, got {rows}, {scorer_parameters}, "
-                         f"{target_parameters}")
+         peak_tflops: float | None = None, utilisation: float = 0.4, active_parameters: int | None = None) -> Bill:
+    """The bill of a selection (``selection_flops``) for a target of ``target_parameters`` (of which
+    ``active_parameters`` a token, default all) trained ``epochs`` epochs on ``rows`` rows of ``tokens`` tokens,
+    or on p % of them for each p in ``percents``; GPU seconds at ``utilisation`` of ``peak_tflops`` when given."""
+    active = target_parameters if active_parameters is None else active_parameters
+    if rows <= 0 or scorer_parameters <= 0 or not 0 < active <= target_parameters:
+        raise ValueError(f"need rows, scorer parameters > 0 and 0 < active <= target parameters, got {rows}, "
+                         f"{scorer_parameters}, {active}, {target_parameters}")
 
     rate = None if peak_tflops is None else gpu_seconds(1.0, peak_tflops, utilisation)  # seconds a FLOP
 
     def gpu(flops: float) -> float | None:
         return None if rate is None else flops * rate
 
-    full = training_flops(target_parameters, tokens, epochs, lora=lora)
+    full = training_flops(active, tokens, epochs, lora=lora)
     subsets = []
     for p in percents:
         n = subset_rows(rows, p)
         sub_tokens = n * tokens / rows
-        flops = training_flops(target_parameters, sub_tokens, epochs, lora=lora)
+        flops = training_flops(active, sub_tokens, epochs, lora=lora)
         saved = full - flops
         net = saved - selection_flops
         subsets.append(SubsetBill(float(p), n, sub_tokens, flops, saved, net, selection_flops < saved,
                                   gpu(flops), gpu(saved), gpu(net)))
-    return Bill(target, target_parameters, scorer_parameters, target_parameters / scorer_parameters, epochs, lora,
+    return Bill(target, target_parameters, active, scorer_parameters, active / scorer_parameters, epochs, lora,
                 rows, tokens, tokens / rows, selection_flops, full, subsets,
-                ratio_warning(target_parameters, scorer_parameters), gpu(selection_flops), gpu(full))
+                ratio_warning(active, scorer_parameters, active=active < target_parameters), gpu(selection_flops),
+                gpu(full))
 
 
 def format_count(n: float) -> str:

@@ -100,10 +100,13 @@ def select(
     order: str = "reference",
     seed: int = 42,
     total: int | None = None,
+    quotas: dict[int, int] | None = None,
 ) -> Selection:
     """Pick ids per docs/method.md §8. NaN (and ±inf) rows are removed before any split and are never selected.
 
     ``total``: an exact budget instead of the parts rule (each cluster gives its share, :func:`exact_quotas`).
+    ``quotas`` (strategy clust_rand): rows to draw from each cluster, e.g. the per-cluster counts of the subset a
+    baseline is drawn for, so the baseline matches it cluster by cluster; a cluster not named gives none.
     A ranking (strategies cluster and global) by a metric with no spread is refused (:class:`NoSpreadError`)."""
     metric = np.asarray(metric, dtype=np.float64)
     n = len(metric)
@@ -124,6 +127,8 @@ def select(
     if strategy in RANKING_STRATEGIES and len(finite) > 1 and finite.min() == finite.max():
         raise NoSpreadError(f"the metric is {finite[0]:g} for all {len(finite)} rows with a value: it ranks "
                             "nothing")
+    if quotas is not None and strategy != "clust_rand":
+        raise ValueError("quotas are per-cluster draw sizes of strategy clust_rand")
     if total is not None and not 0 <= total <= len(finite):
         raise ValueError(f"cannot take {total} rows: {len(finite)} have a value")
     parts = n_parts(percent)
@@ -136,7 +141,13 @@ def select(
     rng = np.random.default_rng(seed)
     chosen: list[np.ndarray] = []
     groups = _groups(ranked, labels)
-    if total is None:  # the parts rule: a cluster's share is its first array_split part
+    if quotas is not None:  # given per cluster (a baseline of an existing subset)
+        shares = [int(quotas.get(int(labels[m[0]]), 0)) for m in groups]
+        if unknown := sorted({c for c, q in quotas.items() if q > 0} - {int(labels[m[0]]) for m in groups}):
+            raise ValueError(f"quotas name clusters with no row that has a value: {unknown[:5]}")
+        if short := [int(labels[m[0]]) for m, s in zip(groups, shares, strict=True) if s > len(m)]:
+            raise ValueError(f"quotas ask more rows than clusters {short[:5]} have with a value")
+    elif total is None:  # the parts rule: a cluster's share is its first array_split part
         shares = [len(band_part(m, parts, "low")) for m in groups]
     else:
         shares = exact_quotas(np.array([len(m) for m in groups], dtype=np.int64), total).tolist()

@@ -53,10 +53,19 @@ def describe_data(data: Any, fields: dict[str, str] | None = None) -> dict[str, 
     """The data input a step records: a file's path and sha256 (:func:`lpselect.runs.folder.describe_data`), or
     for rows in memory (a ``datasets.Dataset``, an lpselect Dataset), which have no file to hash, a description
     (with the ``datasets`` fingerprint when there is one) and the rows' count and :func:`data_fingerprint`: the
-    same rows are then the same input, whatever object or file holds them."""
-    if isinstance(data, str | Path):
-        return run_folder.describe_data(data, fields)
+    same rows are then the same input, whatever object or file holds them. A file's record carries its rows'
+    fingerprint too, so a re-run on the file of a run made on the same rows in memory is the same input."""
     from lpselect.data.formats import read_dataset
+
+    if isinstance(data, str | Path):
+        record = run_folder.describe_data(data, fields)
+        if record.get("sha256"):  # a file (not a hub id, whose record is compared field by field)
+            try:
+                dataset = read_dataset(data, fields)
+            except (LPSelectError, OSError, ValueError):
+                return record  # the step reading it says what is wrong, in its own words
+            record.update(rows=len(dataset), rows_sha256=data_fingerprint(dataset))
+        return record
 
     dataset = read_dataset(data, fields)
     return {"path": str(dataset.path), "sha256": "", "rows": len(dataset), "rows_sha256": data_fingerprint(dataset),

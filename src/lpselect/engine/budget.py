@@ -2,7 +2,7 @@
 
 The optimizer step is the same for any micro-batch budget (the loss is normalised by the step's scored
 tokens), so the budget only trades memory for speed. A CPU runs best with cache-sized micro-batches
-(``CPU_MICRO_BUDGET``). A GPU is launch-bound on small ones (README, Benchmarks, has the figures), so on CUDA the
+(``CPU_MICRO_BUDGET``). A GPU is launch-bound on small ones (docs/benchmarks.md has the figures), so on CUDA the
 budget is what the free memory allows, up to ``GPU_MICRO_BUDGET_CAP``.
 """
 

@@ -106,11 +106,6 @@ def choose_precision(precision: str, device: torch.device, *, cpu_features: dict
     return PrecisionChoice(precision, f"{precision}: asked for")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``choose_precision`` without the reason."""
-    return choose_precision(precision, device).precision
-
-
 def announce(choice: PrecisionChoice) -> None:
     """Say in the log what was chosen and why (a warning when the choice is slow on this hardware)."""
     (log.warning if "emulated" in choice.reason else log.info)("precision %s", choice.reason)

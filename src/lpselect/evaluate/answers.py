@@ -15,8 +15,6 @@ from pathlib import Path
 from lpselect.errors import InputError
 from lpselect.runs.io import jsonl_objects
 
-ANSWER_FIELDS = ("testset", "id", "question", "answer", "model")
-
 
 @dataclass(frozen=True)
 class Answer:

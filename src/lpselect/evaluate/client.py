@@ -8,9 +8,9 @@ once: retrying cannot fix them. The API key lives only in memory and is masked o
 
 A reply that does not come within the timeout is never asked for again: the server got the request and may
 still be generating it (a local model on a CPU), so a second copy would only add to the load it is behind on.
-That order counts as failed and a rerun asks it again; the default timeout is generous (10 minutes). A request
-that never reached the server (refused, connect timeout) is retried; at most ``concurrency`` requests (the
-judge's thread pool) are in flight.
+That order counts as failed and a rerun asks it again; the default timeout (``JudgeConfig.timeout``) is
+generous. A request that never reached the server (refused, connect timeout) is retried; at most
+``concurrency`` requests (the judge's thread pool) are in flight.
 """
 
 from __future__ import annotations

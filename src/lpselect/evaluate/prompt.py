@@ -1,6 +1,6 @@
 """The judge's protocol in one place: the messages it is sent and how the scores are read from its reply.
 
-The constants are the project's own wording; the README shows them as they are.
+The constants are the project's own wording; docs/guide.md shows them as they are.
 """
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ class LPCallback(TrainerCallback):
         self._precision = self.precision or ("bf16" if args.bf16 else "fp32")
         self._budget = pass_token_budget(self.max_tokens_per_batch or 0, device)
         self._pad_id = _pad_id(processing_class, model)
-        main = state.is_world_process_zero
+        main = self.workers.is_main
         self.run = RunFolder(self.out_dir, writer=main)
         resumed = state.global_step > 0
         start = math.floor((state.epoch or 0) + 1e-6) if resumed else 0  # epochs fully trained before this call
@@ -403,7 +403,7 @@ class LPCallback(TrainerCallback):
         result = scoring_pass(model, self.tokens, workers=self.workers, pad_id=self._pad_id,
                               precision=self._precision, max_tokens=self._budget)
         self.epoch = epoch
-        if not state.is_world_process_zero or self.run is None:
+        if not self.workers.is_main or self.run is None:
             return
         save_npy(self.passes / PASS_FILE.format(kind="prob", epoch=epoch), result.prob)
         save_npy(self.passes / PASS_FILE.format(kind="ppl", epoch=epoch), result.ppl)  # last: marks the pass done

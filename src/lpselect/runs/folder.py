@@ -59,9 +59,11 @@ def describe_data(path: str | Path, fields: dict[str, str] | None = None) -> dic
 
 
 def _show_input(value: Any) -> str:
-    """An input as a refusal shows it: the start of its sha256 and its path (``missing`` when it was not there)."""
+    """An input as a refusal shows it: the start of its sha256 and its path (``missing`` when it was not there);
+    rows in memory by the start of their row fingerprint."""
     if isinstance(value, dict) and "sha256" in value:
-        digest = str(value["sha256"])[:12] or "missing"
+        digest = str(value["sha256"])[:12] or (f"rows {str(value['rows_sha256'])[:12]}"
+                                               if value.get("rows_sha256") else "missing")
         mapping = ",".join(f"{k}={v}" for k, v in (value.get("fields") or {}).items())
         return f"{digest} {value.get('path', '')}".strip() + (f" (--fields {mapping})" if mapping else "")
     return _show(value)
@@ -75,7 +77,9 @@ def _show(value: Any) -> str:
 
 def input_changes(old: Any, new: dict[str, Any]) -> list[str]:
     """``name: old → new`` of each input that differs. Inputs are the same when their bytes are: a file that
-    moved (same sha256) is still the same input."""
+    moved (same sha256) is still the same input. Where either side is rows in memory (no sha256), they are the
+    same when their rows are (``rows_sha256``, lpselect.data.provenance.describe_data): a file and a
+    ``datasets.Dataset`` of the same rows, read alike, are the same input."""
     old = old if isinstance(old, dict) else {}
     changes = []
     for key in [*new, *(k for k in old if k not in new)]:
@@ -83,13 +87,25 @@ def input_changes(old: Any, new: dict[str, Any]) -> list[str]:
         if isinstance(o, dict) and isinstance(n, dict) and o.get("sha256") and n.get("sha256"):
             if o["sha256"] == n["sha256"] and o.get("fields") == n.get("fields"):  # same bytes, read alike
                 continue
-        elif isinstance(o, dict) and isinstance(n, dict) and n.get("rows_sha256") and not n.get("sha256"):
-            if o.get("rows_sha256") == n["rows_sha256"] and o.get("fields") == n.get("fields"):  # rows in memory:
-                continue  # the same rows (lpselect.data.provenance.describe_data), whatever object holds them
+        elif isinstance(o, dict) and isinstance(n, dict) and (o.get("rows_sha256") or n.get("rows_sha256")):
+            if o.get("rows_sha256") == n.get("rows_sha256") and o.get("fields") == n.get("fields"):
+                continue  # the same rows, whatever object or file holds them
+            changes.append(f"{key}: {_show_input(o)} → {_show_input(n)} ({_rows_difference(o, n)})")
+            continue
         elif o == n:
             continue
         changes.append(f"{key}: {_show_input(o)} → {_show_input(n)}")
     return changes
+
+
+def _rows_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why two data records of which one is rows in memory are not the same input, in words."""
+    if old.get("rows_sha256") and new.get("rows_sha256") and old["rows_sha256"] == new["rows_sha256"]:
+        return "the same rows read with other --fields"
+    if not (old.get("rows_sha256") and new.get("rows_sha256")):
+        return "one side has no row fingerprint, so its rows cannot be compared"
+    rows = f"{old.get('rows', '?')} rows before, {new.get('rows', '?')} now"
+    return f"other rows, or the same rows in another order ({rows})"
 
 
 def setting_changes(old: Any, new: dict[str, Any], defaults: dict[str, Any] | None = None,

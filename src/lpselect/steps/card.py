@@ -38,8 +38,11 @@ README = CARD
 _FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".parquet", ".csv")
 # report fields copied into the card's provenance, in this order
 PROVENANCE = ("subset_file", "baseline_of", "scorer", "metric", "epoch", "percent", "band", "strategy",
-              "trajectory_k", "order", "seed", "n_rows", "n_selected", "n_nan_left_out", "lpselect_version", "data",
-              "data_sha256", "fields", "rows_sha256", "scores", "scores_sha256", "clusters", "clusters_sha256")
+              "trajectory_k", "order", "seed", "budget", "n_requested", "max_value", "dedup", "n_rows", "n_selected",
+              "n_nan_left_out", "n_above_max_left_out", "lpselect_version", "data", "data_sha256", "fields",
+              "rows_sha256", "scores", "scores_sha256", "clusters", "clusters_sha256")
+# what the card keeps of the report's ``dedup`` (its examples are row texts, its search settings local detail)
+DEDUP_SHOWN = ("mode", "threshold", "removed", "kept")
 # report fields holding a local path: the card names the file only (with its run folder for a run's table)
 LOCAL_PATHS = {"data": 1, "scores": 2, "clusters": 2, "consensus_of": 2}
 BASELINE_ADVICE = ("Train this subset and its baselines with the same recipe and compare: the baselines take as "
@@ -123,8 +126,31 @@ def shareable(report: dict[str, Any]) -> dict[str, Any]:
         if key in LOCAL_PATHS and value is not None:
             value = [_short(v, LOCAL_PATHS[key]) for v in value] if isinstance(value, list) \
                 else _short(value, LOCAL_PATHS[key])
+        elif key == "scorer" and isinstance(value, str):
+            value = shareable_scorer(value)
+        elif key == "dedup" and isinstance(value, dict):
+            value = {k: value[k] for k in DEDUP_SHOWN if k in value}
         out[key] = value
     return out
+
+
+def shareable_scorer(scorer: str) -> str:
+    """The scorer as the card names it: a hub id as it is, a local model (an absolute or ``./`` path) by its
+    folder's name (with its file for a GGUF), each scorer of a consensus alike."""
+    head, sep, names = scorer.partition(": ")
+    if sep and head.startswith("consensus of "):
+        return f"{head}: " + ", ".join(shareable_scorer(n) for n in names.split(", "))
+    if not _is_local_path(scorer):
+        return scorer
+    parts = [p for p in scorer.replace("\\", "/").split("/") if p]
+    keep = 2 if parts and parts[-1].lower().endswith(".gguf") else 1
+    return "/".join(parts[-keep:]) or scorer
+
+
+def _is_local_path(name: str) -> bool:
+    """A path on the machine that selected, not a hub id (``org/name``)."""
+    return (name.startswith(("/", "~", "./", "../", "\\")) or (len(name) > 2 and name[1] == ":"
+            and name[2] in "/\\"))
 
 
 def _short(value: Any, parts: int) -> str:

@@ -80,6 +80,9 @@ class DedupResult:
         """The JSON-able summary for the subset's report."""
         out: dict[str, Any] = {"mode": self.mode, "threshold": self.threshold, "rows": self.n_rows,
                                "removed": self.n_removed, "kept": self.n_rows - self.n_removed}
+        if self.mode == "cosine":  # two rows that differ only past the embedder's window look identical
+            out["similarity_of"] = ("the embeddings lpselect cluster wrote (each row's text up to the embedder's "
+                                    "max_seq_length tokens; the system turn left out)")
         removed = self.similarity[~self.keep]
         if self.mode == "cosine" and len(removed):
             out["removed_similarity"] = {"min": float(removed.min()), "median": float(np.median(removed)),

@@ -168,8 +168,11 @@ def spec_name(sub: SubsetSpec, scorer: str) -> str:
         name += f"-max{sub.max_value:g}"
     if sub.order != "reference":
         name += f"-{sub.order}"
-    if sub.dedup is not None:
-        name += f"-dedup{sub.dedup}"
+    if sub.dedup is not None:  # 0.95 and 0.950 are one setting, so one name
+        from lpselect.steps.dedup import parse_dedup
+
+        mode = parse_dedup(sub.dedup)
+        name += f"-dedup{mode if mode == 'exact' else format(mode, 'g')}"
     return name
 
 
@@ -280,6 +283,7 @@ def _select_with_baselines(cfg: RunConfig, sub: SubsetSpec, dataset: Dataset, sc
     suffix = subset_suffix(dataset)
     subset = select_subset(dataset, scores, Path(str(stem) + suffix), sub, clusters=clusters)
     baselines = [select_baseline(dataset, scores, Path(f"{stem}.{strategy}{suffix}"), subset.report_path,
-                                 sub.model_copy(update={"strategy": strategy}), clusters=clusters)
+                                 sub.model_copy(update={"strategy": strategy}), clusters=clusters,
+                                 dedup=subset.dedup)  # the same pool: its dedup is reused, not searched again
                  for strategy in baseline_strategies(cfg, sub)]
     return [subset, *baselines]

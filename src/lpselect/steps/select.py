@@ -40,6 +40,7 @@ class SubsetResult:
     ids: np.ndarray
     report: dict[str, Any]
     source: Dataset | None = field(default=None, repr=False)  # the data the rows were picked from
+    dedup: Any = field(default=None, repr=False)  # the --dedup result (steps.dedup.DedupResult), for its baselines
 
     def dataset(self) -> datasets.Dataset:
         """The selected rows as a ``datasets.Dataset``, in the subset's order with every original column, to hand
@@ -49,10 +50,19 @@ class SubsetResult:
         source = self.source
         if source is None:  # e.g. a result built by hand: the subset file holds the rows, in order
             subset = read_dataset(self.path, self.report.get("fields"))
-            return datasets.Dataset.from_list(subset.records) if subset.file_format != "hf" else subset._extra["hf"]
+            if subset.file_format == "hf":
+                return subset._extra["hf"]
+            return datasets.Dataset.from_list(same_columns(subset.records))
         if source.file_format == "hf":
             return source._extra["hf"].select(self.ids.tolist())
-        return datasets.Dataset.from_list([source.records[i] for i in self.ids])
+        return datasets.Dataset.from_list(same_columns([source.records[i] for i in self.ids]))
+
+
+def same_columns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every record with the union of the records' keys (first seen first, a missing one None):
+    ``Dataset.from_list`` takes its columns from the first record and would drop a key only later rows have."""
+    keys = list(dict.fromkeys(k for record in records for k in record))
+    return [{k: record.get(k) for k in keys} for record in records]
 
 
 @dataclass
@@ -87,34 +97,94 @@ def select_subset(data: str | Path | Dataset, scores: str | Path | Sequence[str 
 
 def select_baseline(data: str | Path | Dataset, scores: str | Path | Sequence[str | Path], out: str | Path,
                     like: str | Path, spec: SubsetSpec, *, clusters: str | Path | None = None,
-                    fields: dict[str, str] | None = None) -> SubsetResult:
-    """A random baseline of ``like`` (a subset file, or its report): ``spec``'s strategy (random or clust_rand)
-    and seed, exactly as many rows as ``like`` holds; its report names ``like`` under ``baseline_of``."""
+                    fields: dict[str, str] | None = None, dedup: Any = None) -> SubsetResult:
+    """A random baseline of ``like`` (a subset file, or its report): ``spec``'s strategy (random or clust_rand),
+    exactly as many rows as ``like`` holds, drawn from the same pool: metric, epoch, max_value, dedup, seed and
+    percent come from ``like``'s report (:func:`baseline_spec`). Its report names ``like`` under ``baseline_of``.
+    ``dedup``: ``like``'s ``SubsetResult.dedup`` when at hand (lpselect run), reused rather than searched again:
+    the same pool gives the same removals."""
+    name, baseline, like_budget = baseline_spec(like, spec)
+    quotas = like_quotas(like) if baseline.strategy == "clust_rand" and clusters is not None else None
+    return _select_and_write(data, scores, out, baseline, clusters=clusters, fields=fields,
+                             baseline={"baseline_of": name, "baseline_of_budget": like_budget}, dedup_done=dedup,
+                             quotas=quotas)
+
+
+#: the settings a baseline takes from its subset's report, so both draw from the same rows (seed: its default)
+POOL_SETTINGS = ("metric", "epoch", "max_value", "dedup", "seed", "percent")
+FREE_SETTINGS = ("seed",)  # given explicitly, it wins: several draws of one baseline
+
+
+def baseline_spec(like: str | Path, spec: SubsetSpec) -> tuple[str, SubsetSpec, str | None]:
+    """The baseline of ``like`` that ``spec`` asks for: its file name, the spec (``like``'s size and
+    :data:`POOL_SETTINGS`) and ``like``'s budget rule. A setting ``spec`` was given explicitly
+    (``model_fields_set``) that differs from ``like``'s is refused in one line."""
     if spec.strategy not in BASELINE_STRATEGIES:
         raise LPSelectError(f"--like makes a random baseline: give --strategy random or clust_rand, not "
                             f"'{spec.strategy}'")
-    name, n = subset_size(like)
-    return _select_and_write(data, scores, out, spec.model_copy(update={"n": n, "exact": False}),
-                             clusters=clusters, fields=fields, baseline_of=name)
+    name, report = _like_report(like)
+    pool = {k: _pool_value(report, k) for k in POOL_SETTINGS
+            if k in report and not (k in FREE_SETTINGS and k in spec.model_fields_set)}
+    clash = [k for k, v in pool.items() if k in spec.model_fields_set and not _same_setting(k, getattr(spec, k), v)]
+    if clash:
+        given = ", ".join(f"--{k.replace('_', '-')} {getattr(spec, k)} (it has {pool[k]})" for k in clash)
+        raise LPSelectError(f"--like takes the pool of {name} from its report: {given}; leave them out")
+    return name, spec.model_copy(update={**pool, "n": len(report["ids"]), "exact": False}), report.get("budget")
+
+
+def like_quotas(like: str | Path) -> dict[int, int] | None:
+    """Rows per k-means cluster of the subset ``like`` (its report's ``per_cluster``), for a clust_rand baseline
+    that matches it cluster by cluster; None for an S2L subset, whose clusters are of loss trajectories."""
+    _, report = _like_report(like)
+    if report.get("strategy") == "trajectory" or not report.get("per_cluster"):
+        return None
+    return {int(c): int(k) for c, k in report["per_cluster"].items()}
 
 
 def subset_size(subset: str | Path) -> tuple[str, int]:
     """The file name of a subset and its row count, from its report's ``ids`` (a subset file or its report)."""
+    name, report = _like_report(subset)
+    return name, len(report["ids"])
+
+
+def _like_report(subset: str | Path) -> tuple[str, dict[str, Any]]:
+    """The file name of a subset and its report (a subset file or its report), which must list its ids."""
     path = Path(subset)
-    report = path if path.name.endswith(REPORT_SUFFIX) else Path(str(path) + REPORT_SUFFIX)
+    report_path = path if path.name.endswith(REPORT_SUFFIX) else Path(str(path) + REPORT_SUFFIX)
     try:
-        ids = json.loads(report.read_text(encoding="utf-8")).get("ids")
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        ids = report.get("ids")
     except (OSError, ValueError, AttributeError):
-        raise InputError(subset, f"no readable {report.name} beside it: --like takes a subset lpselect select "
-                                 "wrote") from None
+        raise InputError(subset, f"no readable {report_path.name} beside it: --like takes a subset lpselect "
+                                 "select wrote") from None
     if not isinstance(ids, list) or not ids:
-        raise InputError(report, "lists no selected ids (written by an older lpselect): select it again")
-    return report.name[: -len(REPORT_SUFFIX)], len(ids)
+        raise InputError(report_path, "lists no selected ids (written by an older lpselect): select it again")
+    return report_path.name[: -len(REPORT_SUFFIX)], report
+
+
+def _pool_value(report: dict[str, Any], key: str) -> Any:
+    """A pool setting as a SubsetSpec takes it; a report records dedup as what it did (mode, threshold)."""
+    value = report[key]
+    if key != "dedup" or value is None:
+        return value
+    return "exact" if value.get("mode") == "exact" else f"{float(value['threshold']):g}"
+
+
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    """Equal settings, ``dedup`` compared as parsed (0.95 is 0.950)."""
+    if key == "dedup" and a is not None and b is not None:
+        from lpselect.steps.dedup import parse_dedup
+
+        return parse_dedup(a) == parse_dedup(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return a == b
 
 
 def _select_and_write(data: str | Path | Dataset, scores: str | Path | Sequence[str | Path], out: str | Path,
                       spec: SubsetSpec, *, clusters: str | Path | None, fields: dict[str, str] | None,
-                      baseline_of: str | None = None) -> SubsetResult:
+                      baseline: dict[str, Any] | None = None, dedup_done: Any = None,
+                      quotas: dict[int, int] | None = None) -> SubsetResult:
     """Read, rank, drop near-duplicates, pick and write: the steps of :func:`select_subset`."""
     paths = [scores] if isinstance(scores, str | Path) else list(scores)
     _check_spec(spec, paths)
@@ -125,8 +195,8 @@ def _select_and_write(data: str | Path | Dataset, scores: str | Path | Sequence[
     ranking = _ranking(paths, len(dataset), spec)
     trajectory = spec.strategy == "trajectory"  # S2L clusters the loss trajectories itself
     labels = read_cluster_labels(clusters, len(dataset)) if clusters is not None and not trajectory else None
-    dedup = _drop_near_duplicates(spec, dataset, ranking, labels, clusters)
-    sel, traj, band_sizes = _pick(spec, ranking, labels)
+    dedup = _drop_near_duplicates(spec, dataset, ranking, labels, clusters, dedup_done)
+    sel, traj, band_sizes = _pick(spec, ranking, labels, quotas)
     if len(sel.ids) == 0:
         n_valid = int(np.isfinite(ranking.values).sum())
         raise LPSelectError(f"no row selected ({n_valid} of {len(dataset)} rows have a value): nothing is written; "
@@ -135,13 +205,15 @@ def _select_and_write(data: str | Path | Dataset, scores: str | Path | Sequence[
     card = card_target(path)
     report = _report(spec, dataset, ranking, sel, traj, path, paths=paths, clusters=clusters, labels=labels)
     report.update(band_sizes=band_sizes, provenance_notes=notes, card=str(card.path), card_note=card.note,
-                  dedup=dedup.report() if dedup is not None else None, baseline_of=baseline_of)
+                  dedup=dedup.report() if dedup is not None else None,
+                  **(baseline or {"baseline_of": None, "baseline_of_budget": None}))
     if report["share_note"]:
         log.warning("%s", report["share_note"])
     report_path = Path(str(path) + REPORT_SUFFIX)
     write_json(report_path, report)
     write_card(path, card)
-    return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report, source=dataset)
+    return SubsetResult(path=path, report_path=report_path, ids=sel.ids, report=report, source=dataset,
+                        dedup=dedup)
 
 
 def _check_spec(spec: SubsetSpec, paths: Sequence[str | Path]) -> None:
@@ -171,13 +243,18 @@ def _ranking(paths: Sequence[str | Path], n_rows: int, spec: SubsetSpec) -> _Ran
 
 
 def _drop_near_duplicates(spec: SubsetSpec, dataset: Dataset, ranking: _Ranking, labels: np.ndarray | None,
-                          clusters: str | Path | None) -> Any:
-    """With ``spec.dedup``: the rows lpselect.steps.dedup removes get no value, so no strategy can pick them."""
+                          clusters: str | Path | None, done: Any = None) -> Any:
+    """With ``spec.dedup``: the rows lpselect.steps.dedup removes get no value, so no strategy can pick them.
+    Only the rows with a value (after max_value) take part: a row that can never be picked removes nothing.
+    ``done``: the result of the same dedup over the same pool (a baseline's subset), applied as it is."""
     if spec.dedup is None:
         return None
     from lpselect.steps.dedup import dedup_rows, parse_dedup, row_text
 
     mode = parse_dedup(spec.dedup)
+    pool = np.flatnonzero(np.isfinite(ranking.values))
+    if done is not None and len(done.keep) == len(pool) and (done.threshold or "exact") == mode:
+        return _apply_dedup(ranking, pool, done)
     embeddings = None
     if mode != "exact":
         where = Path(clusters).parent / EMBEDDINGS if clusters is not None else None
@@ -188,17 +265,38 @@ def _drop_near_duplicates(spec: SubsetSpec, dataset: Dataset, ranking: _Ranking,
         embeddings = np.load(where, mmap_mode="r")
         if len(embeddings) != len(dataset):
             raise InputError(where, f"{len(embeddings)} rows, but the data has {len(dataset)}: not its embeddings")
-    result = dedup_rows(mode, ids=np.arange(len(dataset)), labels=labels, embeddings=embeddings,
-                        texts=[row_text(s) for s in dataset.samples])
-    removed = ~np.asarray(result.keep, dtype=bool)
-    ranking.n_deduplicated = int((removed & np.isfinite(ranking.values)).sum())
+    result = dedup_rows(mode, ids=pool, labels=labels[pool] if labels is not None else None,
+                        embeddings=_RowsOf(embeddings, pool) if embeddings is not None else None,
+                        texts=[row_text(dataset.samples[i]) for i in pool])
+    return _apply_dedup(ranking, pool, result)
+
+
+def _apply_dedup(ranking: _Ranking, pool: np.ndarray, result: Any) -> Any:
+    """The rows of ``pool`` that ``result`` does not keep get no value (counted in ``n_deduplicated``)."""
+    removed = np.zeros(len(ranking.values), dtype=bool)
+    removed[pool[~np.asarray(result.keep, dtype=bool)]] = True
+    ranking.n_deduplicated = int(removed.sum())
     ranking.values = np.where(removed, np.nan, ranking.values)
     return result
 
 
-def _pick(spec: SubsetSpec, ranking: _Ranking,
-          labels: np.ndarray | None) -> tuple[Selection, TrajectorySelection | None, dict[str, int] | None]:
-    """The selection, S2L's details (trajectory only) and, for a ranking, the size of each literal band."""
+class _RowsOf:
+    """Some rows of an array (a memmap stays on disk): position k is row ``rows[k]``."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray):
+        self.array, self.rows = array, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        return np.asarray(self.array[self.rows[positions]])
+
+
+def _pick(spec: SubsetSpec, ranking: _Ranking, labels: np.ndarray | None, quotas: dict[int, int] | None = None
+          ) -> tuple[Selection, TrajectorySelection | None, dict[str, int] | None]:
+    """The selection, S2L's details (trajectory only) and, for a ranking, the size of each literal band.
+    ``quotas``: a clust_rand baseline's rows per cluster (those of the subset it is drawn for)."""
     n_valid = int(np.isfinite(ranking.values).sum())
     total = _exact_total(spec, n_valid, ranking.where)
     if spec.strategy == "trajectory":
@@ -212,8 +310,14 @@ def _pick(spec: SubsetSpec, ranking: _Ranking,
             problem := spread_problem(values, spec.metric, spec.epoch, recorded_epochs(ranking.table))):
         raise InputError(ranking.where, problem)
     literal = literal_band(spec.band, HARD_END[spec.metric])
-    sel = select(values, labels, spec.percent, literal, strategy=spec.strategy, order=spec.order, seed=spec.seed,
-                 total=total)
+    try:
+        sel = select(values, labels, spec.percent, literal, strategy=spec.strategy, order=spec.order,
+                     seed=spec.seed, total=None if quotas else total, quotas=quotas or None)
+    except ValueError as e:
+        if quotas is None:
+            raise
+        raise LPSelectError(f"the baseline cannot match its subset cluster by cluster: {e} (another clusters "
+                            "file, or other data?)") from None
     if spec.strategy not in ("cluster", "global"):
         return sel, None, None
     ranked = "global" if labels is None or spec.strategy == "global" else "cluster"
@@ -258,7 +362,8 @@ def _report(spec: SubsetSpec, dataset: Dataset, ranking: _Ranking, sel: Selectio
         "n_rows": len(dataset),
         "n_selected": len(sel.ids),
         "share_percent": round(share, 4),
-        "share_note": _share_note(share, spec, sel.n_parts, len(dataset) - n_valid),
+        "share_note": _share_note(share, spec, sel.n_parts, len(dataset) - n_valid - ranking.n_deduplicated,
+                                  (len(sel.ids), len(dataset), ranking.n_deduplicated)),
         "n_nan_left_out": sel.n_nan - n_above_max - ranking.n_deduplicated,
         **{f"n_{k}": v for k, v in dataset.kept_but_counted().items()},
         "max_value": spec.max_value,
@@ -308,8 +413,11 @@ def _exact_total(spec: SubsetSpec, n_valid: int, where: str) -> int | None:
     return None
 
 
-def _share_note(share: float, spec: SubsetSpec, parts: int, n_without_value: int) -> str | None:
-    """Why the share taken is more than a point from ``percent``, or None when it is close (or rows were asked)."""
+def _share_note(share: float, spec: SubsetSpec, parts: int, n_without_value: int,
+                counts: tuple[int, int, int]) -> str | None:
+    """Why the share taken is more than a point from ``percent``, or None when it is close (or rows were asked).
+    ``counts``: rows taken, rows of the data, near-duplicates --dedup removed (named apart from the rows without
+    a value: the budget is of the rows left after both)."""
     percent = spec.percent
     if spec.n is not None or abs(share - percent) <= SHARE_TOLERANCE:
         return None
@@ -322,8 +430,11 @@ def _share_note(share: float, spec: SubsetSpec, parts: int, n_without_value: int
                    "ones the larger) and takes one, which on small clusters is far from the percentage")
     if n_without_value:
         why.append(f"{n_without_value} rows have no value and are never selected")
+    taken, n_rows, n_deduplicated = counts
+    removed = f"; {n_deduplicated} near-duplicates removed first" if n_deduplicated else ""
     hint = "" if exact else "; --exact (or --n ROWS) takes an exact budget"
-    return f"took {share:.1f} % of the rows for --percent {percent:g}: {' and '.join(why)}{hint}"
+    return (f"took {share:.1f} % of the rows for --percent {percent:g} ({taken} of {n_rows} rows{removed}): "
+            f"{' and '.join(why)}{hint}")
 
 
 def _consensus_scorer(paths: Sequence[str | Path]) -> str:

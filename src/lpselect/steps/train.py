@@ -31,7 +31,7 @@ import torch
 
 from lpselect.config import TrainConfig
 from lpselect.data.formats import read_dataset
-from lpselect.data.provenance import subset_fields, verify_subset
+from lpselect.data.provenance import describe_data, subset_fields, verify_subset
 from lpselect.data.tokenize import TokenizedData, tokenize_samples
 from lpselect.engine.checkpoint import Position, SaveCadence, read_checkpoint, restore_rng, save_checkpoint
 from lpselect.engine.distributed import Workers
@@ -41,7 +41,7 @@ from lpselect.engine.train import EpochState, StepResult, steps_per_epoch, train
 from lpselect.engine.trainable import prepare_trainable
 from lpselect.errors import LPSelectError
 from lpselect.faults import crash_point
-from lpselect.runs.folder import RunFolder, describe_data, same_content, same_settings
+from lpselect.runs.folder import RunFolder, same_content, same_settings
 from lpselect.runs.io import recover_dir
 from lpselect.runs.layout import CHECKPOINT, LOCK_FILES, MANIFEST, MODEL_MARKERS
 

@@ -61,10 +61,11 @@ def subset_view(subset: Path, name: str, report: dict[str, Any]) -> SubsetView |
     if file_name is None:
         return None
     mapping = dataset.fields or {}
-    first = dataset.records[0]
+    # every row's keys: a JSONL row may leave out a column (e.g. "input") that later rows have
+    present = {key for record in dataset.records if isinstance(record, dict) for key in record}
     names = {"alpaca": PLAIN_ROLES["alpaca"], "dolly": PLAIN_ROLES["dolly"], "chat": ("messages",),
              "sharegpt": ("conversations",), "prompt_completion": ("prompt", "completion")}[dataset.schema]
-    columns = {n: mapping.get(n, n) for n in names if n and mapping.get(n, n) in first}
+    columns = {n: mapping.get(n, n) for n in names if n and mapping.get(n, n) in present}
     conversational = dataset.schema == "prompt_completion" and dataset.samples[0].messages is not None
     return SubsetView(name, file_name, kind, dataset.schema, columns, conversational)
 
@@ -143,6 +144,9 @@ def training_section(view: SubsetView, in_dataset_info: bool) -> list[str]:
     if in_dataset_info:
         lines += [f"LLaMA-Factory (`{DATASET_INFO}` here has the entry; add your model's `template`):", "",
                   "```yaml", f"dataset: {view.name}", f"dataset_dir: {PLACEHOLDER_DIR}", "```", ""]
+        if view.schema in PLAIN_ROLES:
+            lines += ["LLaMA-Factory joins instruction and input with a newline inside the model's own chat "
+                      "template, so it does not train on the prompt the scorer saw; the TRL snippet above does.", ""]
     else:
         lines += ["LLaMA-Factory: no entry (it has no format for a conversational prompt kept apart from its "
                   "completion).", ""]
@@ -188,8 +192,9 @@ def _trl_lines(view: SubsetView) -> list[str]:
 
 
 def _axolotl_lines(view: SubsetView) -> list[str]:
-    """A ``datasets:`` block: ``alpaca`` for the Alpaca columns, a user-defined format for other plain columns
-    (the Alpaca prompt), ``chat_template`` for conversations; none for conversational prompt/completion."""
+    """A ``datasets:`` block: a user-defined format with the scorer's exact Alpaca prompt for plain columns
+    (axolotl's built-in ``alpaca`` ends its prompt with a newline the scorer did not see), ``chat_template`` for
+    conversations; none for conversational prompt/completion."""
     if view.conversational:
         return []
     if view.file_kind == "arrow":
@@ -198,8 +203,6 @@ def _axolotl_lines(view: SubsetView) -> list[str]:
         lines = ["datasets:", f"  - path: {PLACEHOLDER_DIR}/{view.file_name}", f"    ds_type: {view.file_kind}"]
     if view.schema in PLAIN_ROLES:
         instruction, input_, output = (view.columns.get(r) if r else None for r in PLAIN_ROLES[view.schema])
-        if (view.schema, instruction, input_ or "input", output) == ("alpaca", "instruction", "input", "output"):
-            return [*lines, "    type: alpaca"]
         lines += ["    type:", f"      field_instruction: {instruction}"]
         lines += [f"      field_input: {input_}"] if input_ else []
         return [*lines, f"      field_output: {output}", f"      format: {json.dumps(PROMPT_WITH_INPUT)}",
