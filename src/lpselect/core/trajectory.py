@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lpselect.config import SubsetSpec
 from lpselect.core.selection import ORDERS
 
-DEFAULT_K = 100  # S2L's default number of trajectory clusters
+DEFAULT_K: int = SubsetSpec.model_fields["trajectory_k"].default  # S2L's number of trajectory clusters
 
 
 @dataclass

@@ -160,13 +160,14 @@ def spec_name(sub: SubsetSpec, scorer: str) -> str:
     name = f"{budget}_{literal}_{sub.metric}{sub.epoch}-{scorer}"
     if sub.strategy != "cluster":
         name += f"-{sub.strategy}"
-    if sub.strategy in ("clust_rand", "random", "trajectory") and sub.seed != 42:
+    default = SubsetSpec()
+    if sub.strategy in ("clust_rand", "random", "trajectory") and sub.seed != default.seed:
         name += f"-seed{sub.seed}"
-    if sub.strategy == "trajectory" and sub.trajectory_k != 100:
+    if sub.strategy == "trajectory" and sub.trajectory_k != default.trajectory_k:
         name += f"-k{sub.trajectory_k}"
     if sub.max_value is not None:
         name += f"-max{sub.max_value:g}"
-    if sub.order != "reference":
+    if sub.order != default.order:
         name += f"-{sub.order}"
     if sub.dedup is not None:  # 0.95 and 0.950 are one setting, so one name
         from lpselect.steps.dedup import parse_dedup
@@ -177,7 +178,7 @@ def spec_name(sub: SubsetSpec, scorer: str) -> str:
 
 
 def baseline_strategies(cfg: RunConfig, sub: SubsetSpec) -> list[str]:
-    """The random baselines run writes beside ``sub`` (issue 24): random, and clust_rand when there are clusters
+    """The random baselines run writes beside ``sub``: random, and clust_rand when there are clusters
     (without them it would be random again); none for a subset that is itself random, or with baselines off."""
     if not cfg.baselines or sub.strategy in BASELINE_STRATEGIES:
         return []
