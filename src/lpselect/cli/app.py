@@ -37,6 +37,7 @@ _state = {"debug": False}
 
 BUG_REPORT = ("this is a bug in lpselect, not a mistake of yours: please report it with the traceback above and "
               "the output of `lpselect env`")
+INTERRUPTED_EXIT = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 INTERRUPTED = ("run the same command again to resume from the last saved point (finished work in "
                "the run folder is kept)")
 _PATH_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError)
@@ -97,7 +98,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _one_line(_message(e)) from None
         except KeyboardInterrupt:
             typer.echo("\n" + typer.style("interrupted: ", fg="yellow", bold=True) + INTERRUPTED, err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         except Exception as e:
             if (resource := _out_of_resource(e)) is not None:  # the machine's limit, not a bug: one line
                 raise _one_line(f"{resource}; {INTERRUPTED}", 1) from None
