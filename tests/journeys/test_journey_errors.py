@@ -110,7 +110,8 @@ def test_ctrl_c_says_how_to_resume(tiny_model_dir: Path, tmp_path: Path) -> None
     """SIGINT (Ctrl-C) during a score job: one line on how to resume, exit 130, no traceback."""
     data = write_json(tmp_path / "data.json", alpaca_rows(40))
     run = tmp_path / "run"
-    args = ["score", "--data", data, "--out", run, *tiny_score_args(tiny_model_dir, epochs=50)]
+    # far more epochs than the test waits for: on a quiet machine the tiny job trains ~50 epochs a second
+    args = ["score", "--data", data, "--out", run, *tiny_score_args(tiny_model_dir, epochs=100_000)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     p = subprocess.Popen([sys.executable, "-m", "lpselect", *map(str, args)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
@@ -118,6 +119,7 @@ def test_ctrl_c_says_how_to_resume(tiny_model_dir: Path, tmp_path: Path) -> None
     while not (run / "manifest.json").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the job has begun its step (inside the command, past the imports)
     time.sleep(1.0)
+    assert p.poll() is None, "the job ended before it could be interrupted"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-3000:]
