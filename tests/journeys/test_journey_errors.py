@@ -113,8 +113,11 @@ def test_ctrl_c_says_how_to_resume(tiny_model_dir: Path, tmp_path: Path) -> None
     # far more epochs than the test waits for: on a quiet machine the tiny job trains ~50 epochs a second
     args = ["score", "--data", data, "--out", run, *tiny_score_args(tiny_model_dir, epochs=100_000)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # a shell without job control starts background commands with SIGINT ignored, and the child would inherit
+    # that (CI launched as `cmd &`): give the job the default disposition a terminal's Ctrl-C meets
     p = subprocess.Popen([sys.executable, "-m", "lpselect", *map(str, args)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+                         stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run / "manifest.json").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the job has begun its step (inside the command, past the imports)
